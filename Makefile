@@ -1,0 +1,37 @@
+# medlite: two commands do all set-up on a fresh machine.
+#   make demo   creates .venv, installs medlite, trains MedLiT-nano on BreastMNIST, evaluates, exports, times it
+#   make test   installs the test dependencies and runs the test suite
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+PIP     = $(VENV)/bin/pip
+export MEDLITE_DATA ?= ../shared/data
+export NO_ALBUMENTATIONS_UPDATE = 1
+
+.PHONY: demo test install install-test lint clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[export,medical]'
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+demo: install
+	$(PY) -m medlite demo --out demo_run
+
+test: install-test
+	$(PY) -m pytest -q -x --timeout 900 tests
+
+lint: install-test
+	$(VENV)/bin/ruff check medlite tests benchmarks
+
+clean:
+	rm -rf demo_run .pytest_cache

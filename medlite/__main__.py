@@ -1,0 +1,3 @@
+from medlite.cli import app
+
+app()

@@ -1,0 +1,192 @@
+"""The medlite command line: one Typer app, ``medlite <command> --help`` for each command."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="medlite: lightweight medical-image AI that trains on a laptop CPU and runs on a phone.\n\n"
+    "Typical use: `medlite datasets` to see the data, `medlite train resnet18 --data breastmnist` to train, "
+    "`medlite evaluate runs/<run>` to evaluate, `medlite export runs/<run>` to deploy.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    pretty_exceptions_show_locals=False,
+)
+console = Console()
+
+
+def _setup_logging(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(console=console, show_path=False)], force=True)
+
+
+def _parse_kv(items: list[str] | None) -> dict:
+    """``["embed_dim=96", "drop=0.1"]`` -> ``{"embed_dim": 96, "drop": 0.1}`` (values parsed as JSON)."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise typer.BadParameter(f"'{item}' is not KEY=VALUE")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+@app.command()
+def datasets(
+    root: Annotated[str, typer.Option(help="Data folder (default: $MEDLITE_DATA, else ~/.medlite/data).")] = "",
+) -> None:
+    """List the 12 MedMNIST 2D subsets: task, classes, channels, official split sizes, and whether each is
+    available locally."""
+    from medlite.data.base import data_root
+    from medlite.data.medmnist import MEDMNIST, find_subset_file
+
+    base = data_root(root or None)
+    table = Table(title=f"MedMNIST 2D subsets (local folder: {base})")
+    for col in ("name", "task", "classes", "channels", "train / val / test", "local file"):
+        table.add_column(col)
+    for name, info in MEDMNIST.items():
+        found = find_subset_file(name, 28, base)
+        sizes = " / ".join(str(info.n_samples[s]) for s in ("train", "val", "test"))
+        table.add_row(name, info.task, str(len(info.label_names)), str(info.channels), sizes,
+                      str(found) if found else "[dim]missing (medlite train ... --download)[/dim]")
+    console.print(table)
+    console.print("Your own data: `--data FOLDER` (one subfolder per class, optionally inside "
+                  "train/ val/ test/) or `--data FILE.csv` (columns path,label[,split]).")
+
+
+@app.command()
+def models(
+    family: Annotated[str, typer.Option(help="Only this family (baseline, medlit, ...).")] = "",
+    size: Annotated[int, typer.Option(help="Input size used to count parameters.")] = 0,
+) -> None:
+    """List registered models with their parameter counts and descriptions."""
+    import medlite
+
+    table = Table(title="medlite models")
+    for col in ("name", "family", "params (2 classes, 3 ch)", "default size", "description"):
+        table.add_column(col)
+    for name in medlite.list_models(family or None):
+        card = medlite.model_card(name)
+        m = medlite.create_model(name, num_classes=2, in_chans=3, img_size=size or card.default_size)
+        n = sum(p.numel() for p in m.parameters())
+        table.add_row(name, card.family, f"{n / 1e6:.2f} M", str(card.default_size), card.description)
+    console.print(table)
+
+
+@app.command()
+def train(
+    model: Annotated[str, typer.Argument(help="Model name (see `medlite models`), e.g. resnet18, medlit_nano_28.")],
+    data: Annotated[str, typer.Option(help="MedMNIST subset name (e.g. breastmnist), or a path: .npz, "
+                                           ".csv (path,label[,split]) or a folder with one subfolder per class.")],
+    size: Annotated[int, typer.Option(help="Input size in pixels; images are resized to size x size.")] = 28,
+    epochs: Annotated[int, typer.Option(help="Training epochs (MedMNIST paper: 100).")] = 100,
+    batch_size: Annotated[int, typer.Option(help="Global batch size.")] = 128,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
+    optimizer: Annotated[str, typer.Option(help="adam or adamw.")] = "adam",
+    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 0.0,
+    schedule: Annotated[str, typer.Option(help="step (x0.1 at 50 % and 75 % of epochs, the MedMNIST "
+                                               "recipe) or cosine (warmup + cosine).")] = "step",
+    warmup_epochs: Annotated[float, typer.Option(help="Linear warmup in epochs.")] = 0.0,
+    augment: Annotated[str, typer.Option(help="none, flip, or light (flip + small affine); batched.")] = "none",
+    seed: Annotated[int, typer.Option(help="Random seed (init, batch order, augmentation, data split).")] = 0,
+    out: Annotated[str, typer.Option(help="Run folder (default runs/<model>-<data>-s<seed>).")] = "",
+    init: Annotated[str, typer.Option(help="Initialise from this checkpoint (e.g. `medlite pretrain` "
+                                           "output).")] = "",
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out after an interruption.")] = False,
+    download: Annotated[bool, typer.Option(help="Download a missing MedMNIST subset (with MD5 check).")] = False,
+    data_root: Annotated[str, typer.Option(help="Data folder (default $MEDLITE_DATA).")] = "",
+    model_opt: Annotated[list[str] | None, typer.Option(help="Model option KEY=VALUE (repeatable).")] = None,
+    threads: Annotated[int, typer.Option(help="CPU threads (0 = all).")] = 0,
+    compile: Annotated[bool, typer.Option(help="torch.compile the model.")] = False,
+    tensorboard: Annotated[bool, typer.Option(help="Also log to TensorBoard.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Train a classifier, keep the best-validation-AUC checkpoint, evaluate it on test.
+
+    Runs on one process; for several, launch with `torchrun --nproc_per_node N -m medlite train ...`.
+    """
+    from medlite.engine.train import TrainConfig
+    from medlite.engine.train import train as run_train
+
+    _setup_logging(verbose)
+    cfg = TrainConfig(model=model, data=data, size=size, epochs=epochs, batch_size=batch_size, lr=lr,
+                      optimizer=optimizer, weight_decay=weight_decay, schedule=schedule,
+                      warmup_epochs=warmup_epochs, augment=augment, seed=seed, out=out, init=init,
+                      download=download, data_root=data_root, model_kwargs=_parse_kv(model_opt),
+                      threads=threads, compile=compile, tensorboard=tensorboard, progress=progress)
+    results = _run_checked(run_train, cfg, resume=resume)
+    if results:
+        console.print(Path(results["run_dir"], "report.md").read_text())
+
+
+def _run_checked(fn, *args, **kwargs):
+    """Run ``fn``, turning user-facing errors (bad data, bad checkpoints) into one clear line."""
+    from medlite.data.base import DataError
+    from medlite.engine.checkpoint import CheckpointError
+
+    try:
+        return fn(*args, **kwargs)
+    except (DataError, CheckpointError, FileNotFoundError, KeyError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+
+
+@app.command()
+def evaluate(
+    run: Annotated[str, typer.Argument(help="Run folder or .safetensors checkpoint.")],
+    data: Annotated[str, typer.Option(help="Dataset to evaluate on (default: the one it was trained on).")] = "",
+    split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for 95 % CIs.")] = 1000,
+    out: Annotated[str, typer.Option(help="Folder for evaluation.json and ROC / confusion PNGs.")] = "",
+    data_root: Annotated[str, typer.Option(help="Data folder (default $MEDLITE_DATA).")] = "",
+) -> None:
+    """Evaluate a trained classifier with the official MedMNIST AUC/ACC and bootstrap 95 % CIs."""
+    _run_checked(_evaluate, run, data, split, n_boot, out, data_root)
+
+
+def _evaluate(run, data, split, n_boot, out, data_root):
+    from medlite.data import load_classification
+    from medlite.engine.checkpoint import load_model
+    from medlite.engine.evaluate import evaluate_split
+
+    model, meta = load_model(run)
+    pre, dmeta = meta["preprocessing"], meta["data"]
+    from medlite.data.medmnist import MEDMNIST
+
+    spec = data or (dmeta["name"] if dmeta["name"] in MEDMNIST else dmeta["source"])
+    ds = load_classification(spec, size=pre["size"], root=data_root or None)
+    if ds.channels != pre["channels"]:
+        raise typer.BadParameter(f"{data}: {ds.channels}-channel images, the model expects {pre['channels']}")
+    if ds.num_classes != meta["model"]["num_classes"]:
+        raise typer.BadParameter(f"{data}: {ds.num_classes} classes, the model has {meta['model']['num_classes']}")
+    rep, probs, labels = evaluate_split(model, ds.splits()[split], pre["mean"], pre["std"], ds.task, n_boot,
+                                        label_names=ds.label_names)
+    table = Table(title=f"{meta['model']['name']} on {ds.name} ({split}, n={rep['n']})")
+    for col in ("metric", "value", "95 % CI"):
+        table.add_column(col)
+    for k in ("auc", "acc"):
+        table.add_row(k.upper(), f"{rep[k]:.4f}", f"{rep[k + '_ci'][0]:.4f} – {rep[k + '_ci'][1]:.4f}")
+    console.print(table)
+    if out:
+        from medlite.report.plots import plot_confusion, plot_roc
+
+        od = Path(out)
+        od.mkdir(parents=True, exist_ok=True)
+        (od / "evaluation.json").write_text(json.dumps(rep, indent=2, default=float) + "\n")
+        plot_roc(labels, probs, ds.task, ds.label_names, od / "roc.png")
+        if ds.task != "multi-label":
+            plot_confusion(labels, probs, ds.task, ds.label_names, od / "confusion.png")
+        console.print(f"wrote {od}/evaluation.json, roc.png, confusion.png")

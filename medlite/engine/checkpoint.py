@@ -1,0 +1,195 @@
+"""Self-describing checkpoints: safetensors weights + JSON metadata, written atomically.
+
+A checkpoint is one ``.safetensors`` file. Its header metadata holds the JSON description (model name,
+model options, preprocessing, label names, training config, metrics, medlite version), so the file alone
+rebuilds the model; a human-readable copy of the JSON is written beside it (``<name>.json``). Loading
+never unpickles anything: safetensors stores raw tensors and the metadata is plain JSON.
+
+Resumable training state (optimizer moments, RNG state) is stored as extra tensors under the ``state.``
+prefix in the same file, so weights and state can never disagree after a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+META_KEY = "medlite"
+STATE_PREFIX = "state."
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read; the message names the file."""
+
+
+def _atomic_write_bytes(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module | dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    state: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write ``model`` weights, ``meta`` and optional training ``state`` tensors atomically.
+
+    Args:
+        path: destination ``.safetensors`` file; a ``.json`` copy of ``meta`` is written beside it.
+        model: a module (its ``state_dict`` is saved, DDP/compile wrappers unwrapped) or a state dict.
+        meta: JSON-serialisable description.
+        state: extra tensors for resuming (optimizer moments, RNG), saved under ``state.<key>``.
+    """
+    path = Path(path)
+    sd = model if isinstance(model, dict) else unwrap(model).state_dict()
+    tensors = {k: v.detach().contiguous().cpu() for k, v in sd.items()}
+    for k, v in (state or {}).items():
+        tensors[STATE_PREFIX + k] = v.detach().contiguous().cpu()
+    # safetensors refuses tensors sharing memory; clone the (rare) aliases.
+    seen: dict[int, str] = {}
+    for k, v in tensors.items():
+        ptr = v.untyped_storage().data_ptr() if v.numel() else -1
+        if ptr in seen and ptr != -1:
+            tensors[k] = v.clone()
+        seen[ptr] = k
+    text = json.dumps(meta, indent=2, default=_json_default)
+    _atomic_write_bytes(path, lambda tmp: save_file(tensors, tmp, metadata={META_KEY: text}))
+    _atomic_write_bytes(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text + "\n"))
+    return path
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, tuple | set):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_checkpoint(
+    path: str | os.PathLike,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, torch.Tensor]]:
+    """Read a checkpoint without unpickling.
+
+    Returns:
+        (weights, meta, state): model state dict, metadata dict, resumable-state tensors.
+    """
+    path = resolve_checkpoint(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            raw = (f.metadata() or {}).get(META_KEY)
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no items())
+    except Exception as e:  # safetensors raises several error types for truncated / foreign files
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({e})") from e
+    if raw is None:
+        raise CheckpointError(f"{path}: safetensors file has no medlite metadata (not a medlite checkpoint)")
+    meta = json.loads(raw)
+    weights = {k: v for k, v in tensors.items() if not k.startswith(STATE_PREFIX)}
+    state = {k[len(STATE_PREFIX) :]: v for k, v in tensors.items() if k.startswith(STATE_PREFIX)}
+    return weights, meta, state
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint file, or a run folder (its ``best.safetensors``, else ``last.safetensors``)."""
+    p = Path(path)
+    if p.is_dir():
+        for name in ("best.safetensors", "last.safetensors", "model.safetensors"):
+            if (p / name).is_file():
+                return p / name
+        raise CheckpointError(f"{p}: run folder holds no best.safetensors / last.safetensors")
+    if not p.is_file():
+        raise CheckpointError(f"{p}: checkpoint file not found")
+    return p
+
+
+def build_model_from_meta(meta: dict[str, Any]) -> nn.Module:
+    """Rebuild the (untrained) model a checkpoint describes."""
+    from medlite.registry import create_model
+
+    m = meta["model"]
+    return create_model(
+        m["name"],
+        num_classes=m["num_classes"],
+        in_chans=m["in_chans"],
+        img_size=m["img_size"],
+        **m.get("kwargs", {}),
+    )
+
+
+def load_model(path: str | os.PathLike, strict: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a trained model from a checkpoint file or run folder, in eval mode.
+
+    Returns:
+        (model, meta)
+    """
+    weights, meta, _ = read_checkpoint(path)
+    model = build_model_from_meta(meta)
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if strict and (missing or unexpected):
+        raise CheckpointError(
+            f"{resolve_checkpoint(path)}: weights do not fit model '{meta['model']['name']}' "
+            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
+    return model.eval(), meta
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under DistributedDataParallel / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def optimizer_state_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state dict into tensors (for safetensors) and JSON (everything else)."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"optim.{pid}.{k}"] = v
+            else:
+                scalars.setdefault(str(pid), {})[k] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def load_optimizer_state(
+    opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], info: dict[str, Any]
+) -> None:
+    """Inverse of :func:`optimizer_state_tensors`."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        if not key.startswith("optim."):
+            continue
+        _, pid, k = key.split(".", 2)
+        state.setdefault(int(pid), {})[k] = v
+    for pid, st in info.get("scalars", {}).items():
+        state.setdefault(int(pid), {}).update(st)
+    opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})

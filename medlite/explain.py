@@ -1,0 +1,74 @@
+"""Attention rollout (Abnar & Zuidema, ACL 2020) for models with a cls token at index 0."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def attention_rollout(attn_maps: list[Tensor], discard_ratio: float = 0.0) -> Tensor:
+    """Roll attention out through the layers and read the cls row.
+
+    Per layer: mean over heads; optionally zero the lowest ``discard_ratio`` fraction of the entries of
+    each sample (never the cls -> cls entry); add the identity for the residual path, ``(A + I) / 2``,
+    renormalise rows; multiply the layers, last on the left.
+
+    Args:
+        attn_maps: per layer, (B, H, N, N) attention probabilities, token 0 = cls.
+        discard_ratio: in [0, 1).
+
+    Returns:
+        (B, N - 1) float32: how much the cls token draws on each patch token (not normalised).
+    """
+    if not attn_maps:
+        raise ValueError("attention_rollout needs at least one attention map")
+    if not 0.0 <= discard_ratio < 1.0:
+        raise ValueError(f"discard_ratio must be in [0, 1), got {discard_ratio}")
+    B, _, N, _ = attn_maps[0].shape
+    eye = torch.eye(N, device=attn_maps[0].device)
+    result = eye.expand(B, N, N)
+    for attn in attn_maps:
+        a = attn.float().mean(dim=1)
+        n_drop = int(N * N * discard_ratio)
+        if n_drop:
+            flat = a.reshape(B, -1)
+            low = flat.topk(n_drop, dim=-1, largest=False).indices
+            keep = torch.ones_like(flat).scatter(1, low, 0.0)
+            keep[:, 0] = 1.0  # cls -> cls stays
+            a = (flat * keep).view(B, N, N)
+        a = (a + eye) / 2
+        a = a / a.sum(dim=-1, keepdim=True)
+        result = a @ result
+    return result[:, 0, 1:]
+
+
+@torch.no_grad()
+def rollout_heatmap(model: nn.Module, x: Tensor, discard_ratio: float = 0.0) -> Tensor:
+    """Attention-rollout heat map of a model exposing ``attention_maps(x)`` (e.g. MedLiT).
+
+    The model runs in eval mode (its mode is restored afterwards).
+
+    Args:
+        model: a ViT-style model; ``attention_maps(x)`` returns (B, H, 1 + g*g, 1 + g*g) per layer.
+        x: (B, C, H, W) float32 input images, normalised as for the model.
+        discard_ratio: see :func:`attention_rollout`.
+
+    Returns:
+        (B, g, g) float32 in [0, 1] per sample (min-max normalised; a constant map gives zeros),
+        g = patch grid side.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        roll = attention_rollout(model.attention_maps(x), discard_ratio)
+    finally:
+        model.train(was_training)
+    g = math.isqrt(roll.shape[1])
+    if g * g != roll.shape[1]:
+        raise ValueError(f"{roll.shape[1]} patch tokens do not form a square grid")
+    lo = roll.amin(dim=1, keepdim=True)
+    hi = roll.amax(dim=1, keepdim=True)
+    heat = (roll - lo) / (hi - lo).clamp_min(1e-12)
+    return heat.view(-1, g, g)

@@ -1,0 +1,33 @@
+"""Metrics: objects with update / compute / reset, and a pure function beside each."""
+
+from medlite.metrics.classification import (
+    TASKS,
+    ClassificationMetrics,
+    UndefinedAUCWarning,
+    bootstrap_ci,
+    canonical_task,
+    check_inputs,
+    classification_report,
+    confusion_matrix,
+    medmnist_acc,
+    medmnist_auc,
+    per_class_auc,
+    predict,
+    roc_auc,
+)
+
+__all__ = [
+    "TASKS",
+    "ClassificationMetrics",
+    "UndefinedAUCWarning",
+    "bootstrap_ci",
+    "canonical_task",
+    "check_inputs",
+    "classification_report",
+    "confusion_matrix",
+    "medmnist_acc",
+    "medmnist_auc",
+    "per_class_auc",
+    "predict",
+    "roc_auc",
+]

@@ -1,0 +1,1 @@
+"""Model families of medlite (each module registers its variants)."""

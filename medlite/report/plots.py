@@ -1,0 +1,254 @@
+"""Figures for reports: training curves, ROC curves, confusion matrices, per-epoch comparisons.
+
+Every function saves one PNG (dpi 120, tight layout) and returns its path. matplotlib is imported inside
+the functions and figures are drawn on an explicit Agg canvas (``matplotlib.figure.Figure`` +
+``FigureCanvasAgg``) rather than through pyplot: this needs no display, leaves no open figure behind and,
+unlike ``matplotlib.use("Agg")``, never switches (and so never closes the figures of) a user's
+interactive pyplot backend, e.g. in a notebook. Importing this module has no side effects.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from medlite.metrics.classification import check_inputs, confusion_matrix, medmnist_auc, per_class_auc
+
+DPI = 120
+
+
+def _figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (6.4, 4.8)):
+    """A figure drawn by the Agg canvas, outside pyplot: no global backend switch, nothing to close."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")  # long tick labels must not be clipped
+    return path
+
+
+def _names(label_names: Sequence[str] | None, n: int) -> list[str]:
+    if label_names is None:
+        return [f"class {i}" for i in range(n)]
+    if len(label_names) != n:
+        raise ValueError(f"got {len(label_names)} label names for {n} classes / labels")
+    return [str(name) for name in label_names]
+
+
+def _colors(n: int) -> list:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+# ------------------------------------------------------------------------------------ training curves
+def _series(rows: list[dict], key: str) -> tuple[list, list]:
+    xs, ys = [], []
+    for i, row in enumerate(rows):
+        value = row.get(key)
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            xs.append(row.get("epoch", i + 1))
+            ys.append(float(value))
+    return xs, ys
+
+
+def plot_training_curves(rows: list[dict], path: str | os.PathLike) -> Path:
+    """Loss (left) and validation AUC / ACC (right) per epoch; learning rate on a log axis if present.
+
+    Args:
+        rows: one dict per epoch with any of ``epoch, train_loss, val_loss, val_auc, val_acc, lr``;
+            missing or None values are skipped (``epoch`` defaults to the 1-based row index).
+        path: PNG to write. The epoch with the best ``val_auc`` is marked on both panels.
+    """
+    fig, axes = _figure(1, 2, figsize=(11, 4))
+    ax_loss, ax_score = axes[0]
+    for key, style in (("train_loss", "-o"), ("val_loss", "-s")):
+        xs, ys = _series(rows, key)
+        if xs:
+            ax_loss.plot(xs, ys, style, markersize=3, label=key.replace("_", " "))
+    xs, lrs = _series(rows, "lr")
+    if xs:
+        ax_lr = ax_loss.twinx()
+        ax_lr.plot(xs, lrs, "--", color="grey", linewidth=1, label="lr")
+        if min(lrs) > 0:
+            ax_lr.set_yscale("log")
+        ax_lr.set_ylabel("learning rate", color="grey")
+        ax_lr.legend(loc="center right", fontsize=8)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
+
+    for key, style in (("val_auc", "-o"), ("val_acc", "-s")):
+        xs, ys = _series(rows, key)
+        if xs:
+            ax_score.plot(
+                xs,
+                ys,
+                style,
+                markersize=3,
+                label=key.replace("_", " ").replace("auc", "AUC").replace("acc", "ACC"),
+            )
+    ax_score.set(xlabel="epoch", ylabel="score", title="Validation AUC / ACC")
+
+    xs, aucs = _series(rows, "val_auc")
+    if xs:
+        best = int(np.argmax(aucs))
+        for ax in (ax_loss, ax_score):
+            ax.axvline(xs[best], color="red", linestyle=":", linewidth=1.2)
+        ax_score.plot(
+            [xs[best]],
+            [aucs[best]],
+            "r*",
+            markersize=12,
+            label=f"best val AUC {aucs[best]:.3f} (epoch {xs[best]})",
+        )
+    for ax in (ax_loss, ax_score):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="upper right" if ax is ax_loss else "lower right")
+    return _save(fig, path)
+
+
+# ------------------------------------------------------------------------------------------------ ROC
+def plot_roc(y_true, y_score, task: str, label_names: Sequence[str] | None, path: str | os.PathLike) -> Path:
+    """ROC curves with each curve's AUC in the legend.
+
+    Binary: one curve for the positive class (``label_names[-1]`` if two names are given).
+    Multi-class / ordinal: one one-vs-rest curve per class plus the macro average (TPR averaged on a
+    common FPR grid; its legend shows the MedMNIST AUC, the mean of the per-class AUCs).
+    Multi-label: one curve per label. Classes whose AUC is undefined are drawn as "n/a" without a curve.
+    """
+    from sklearn.metrics import roc_curve
+
+    y_true, y_score, task = check_inputs(y_true, y_score, task)
+    aucs = per_class_auc(y_true, y_score, task)
+    mean_auc = medmnist_auc(y_true, y_score, task)  # warns about classes whose AUC is undefined
+    fig, axes = _figure(figsize=(6.5, 6))
+    ax = axes[0, 0]
+    if task == "binary":
+        names = _names(label_names, 2) if label_names is not None else ["negative", "positive"]
+        fpr, tpr, _ = roc_curve(y_true, y_score)
+        ax.plot(fpr, tpr, linewidth=2, label=f"{names[1]} (AUC = {aucs[1]:.3f})")
+    else:
+        n = y_score.shape[1]
+        names = _names(label_names, n)
+        grid = np.linspace(0.0, 1.0, 201)
+        curves = []
+        for j, color in zip(range(n), _colors(n), strict=True):
+            positive = y_true[:, j] == 1 if task == "multi-label" else y_true == j
+            if np.isnan(aucs[j]):
+                ax.plot([], [], color=color, label=f"{names[j]} (AUC n/a)")
+                continue
+            fpr, tpr, _ = roc_curve(positive, y_score[:, j])
+            curves.append(np.interp(grid, fpr, tpr))
+            ax.plot(fpr, tpr, color=color, linewidth=1.3, label=f"{names[j]} (AUC = {aucs[j]:.3f})")
+        if task != "multi-label" and curves:
+            ax.plot(
+                grid,
+                np.mean(curves, axis=0),
+                color="black",
+                linewidth=2.5,
+                linestyle="--",
+                label=f"macro (mean AUC = {mean_auc:.3f})",
+            )
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        title=f"ROC ({task}, MedMNIST AUC = {mean_auc:.3f})",
+        aspect="equal",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8 if len(ax.lines) <= 11 else 6, loc="lower right")
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------- confusion
+def _heatmap(ax, counts: np.ndarray, names: list[str], normalize: bool, title: str) -> None:
+    rows = counts.sum(axis=1, keepdims=True)
+    pct = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
+    shown = pct if normalize else counts
+    ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else max(1, counts.max()))
+    k = len(names)
+    fontsize = 9 if k <= 7 else 7
+    for i in range(k):
+        for j in range(k):
+            dark = shown[i, j] > 0.6 * (1 if normalize else max(1, counts.max()))
+            ax.text(
+                j,
+                i,
+                f"{counts[i, j]}\n{100 * pct[i, j]:.1f}%",
+                ha="center",
+                va="center",
+                fontsize=fontsize,
+                color="white" if dark else "black",
+            )
+    ax.set_xticks(range(k), names, rotation=45 if k > 2 else 0, ha="right" if k > 2 else "center")
+    ax.set_yticks(range(k), names)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+
+
+def plot_confusion(
+    y_true,
+    y_score,
+    task: str,
+    label_names: Sequence[str] | None,
+    path: str | os.PathLike,
+    normalize: bool = True,
+) -> Path:
+    """Confusion matrix heat map; each cell shows the count and the row-normalised percentage.
+
+    Single-label tasks: one C x C matrix (binary: ``score > 0.5``; multi-class / ordinal: argmax).
+    Multi-label: a grid of per-label 2 x 2 matrices (absent / present, ``score > 0.5``).
+    ``normalize`` chooses the colour scale: row fractions (True) or raw counts (False).
+    """
+    y_true, y_score, task = check_inputs(y_true, y_score, task)
+    counts = confusion_matrix(y_true, y_score, task)
+    if task != "multi-label":
+        names = _names(label_names, counts.shape[0])
+        side = max(4.5, 0.9 * len(names) + 2.5)
+        fig, axes = _figure(figsize=(side, side * 0.9))
+        _heatmap(axes[0, 0], counts, names, normalize, f"Confusion matrix ({task}, n = {counts.sum()})")
+        return _save(fig, path)
+    names = _names(label_names, counts.shape[0])
+    cols = min(4, len(names))
+    n_rows = math.ceil(len(names) / cols)
+    fig, axes = _figure(n_rows, cols, figsize=(3.2 * cols, 3.0 * n_rows))
+    for ax, name, c in zip(axes.flat, names, counts, strict=False):
+        _heatmap(ax, c, ["absent", "present"], normalize, name)
+    for ax in axes.flat[len(names) :]:
+        ax.axis("off")
+    return _save(fig, path)
+
+
+# ------------------------------------------------------------------------------------------ generic
+def plot_values_per_epoch(
+    series: dict[str, list[float]], path: str | os.PathLike, ylabel: str, title: str
+) -> Path:
+    """One line per named series against the 1-based epoch (e.g. val AUC with vs without pretraining).
+
+    None / nan values leave gaps.
+    """
+    fig, axes = _figure(figsize=(7, 4.2))
+    ax = axes[0, 0]
+    for name, values in series.items():
+        ys = np.array([np.nan if v is None else float(v) for v in values])
+        ax.plot(np.arange(1, len(ys) + 1), ys, "-o", markersize=3, label=name)
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(fontsize=9)
+    return _save(fig, path)

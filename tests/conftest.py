@@ -1,0 +1,49 @@
+"""Shared fixtures: real data location, small synthetic datasets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def _need_data(path: Path) -> Path:
+    if path.exists():
+        return path
+    msg = f"real data not found at {path} (set MEDLITE_DATA to the shared data folder)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def real_data_root() -> Path:
+    """``$MEDLITE_DATA``; under CI=true a missing folder fails the test instead of skipping it."""
+    env = os.environ.get("MEDLITE_DATA")
+    if not env:
+        if os.environ.get("CI") == "true":
+            pytest.fail("MEDLITE_DATA is not set; CI must point it at the shared data folder")
+        pytest.skip("MEDLITE_DATA is not set")
+    return _need_data(Path(env))
+
+
+@pytest.fixture
+def tiny_npz(tmp_path: Path) -> Path:
+    """A learnable 3-class MedMNIST-style npz: class = which third of the image is bright."""
+    rng = np.random.default_rng(0)
+
+    def make(n):
+        y = rng.integers(0, 3, n)
+        x = rng.integers(0, 60, (n, 16, 16)).astype(np.uint8)
+        for i, c in enumerate(y):
+            x[i, :, c * 5 : c * 5 + 5] += 150
+        return x, y.astype(np.uint8).reshape(-1, 1)
+
+    arrays = {}
+    for split, n in (("train", 96), ("val", 48), ("test", 48)):
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = make(n)
+    path = tmp_path / "tiny.npz"
+    np.savez(path, **arrays)
+    return path
