@@ -54,7 +54,8 @@ def datasets(
 
     base = data_root(root or None)
     table = Table(title=f"MedMNIST 2D subsets (local folder: {base})")
-    for col in ("name", "task", "classes", "channels", "train / val / test", "local file"):
+    table.add_column("name", no_wrap=True)
+    for col in ("task", "classes", "channels", "train / val / test", "local file"):
         table.add_column(col)
     for name, info in MEDMNIST.items():
         found = find_subset_file(name, 28, base)
@@ -75,7 +76,8 @@ def models(
     import medlite
 
     table = Table(title="medlite models")
-    for col in ("name", "family", "params (2 classes, 3 ch)", "default size", "description"):
+    table.add_column("name", no_wrap=True)
+    for col in ("family", "params (2 classes, 3 ch)", "default size", "description"):
         table.add_column(col)
     for name in medlite.list_models(family or None):
         card = medlite.model_card(name)

@@ -83,7 +83,9 @@ class MedLiTConfig:
         if sum(self.stages) != self.depth:
             raise ValueError(f"stages {self.stages} do not sum to depth={self.depth}")
         if len(self.stages) != len(self.experts_per_stage):
-            raise ValueError(f"stages {self.stages} and experts_per_stage {self.experts_per_stage} differ in length")
+            raise ValueError(
+                f"stages {self.stages} and experts_per_stage {self.experts_per_stage} differ in length"
+            )
         if self.img_size % self.patch_size:
             raise ValueError(f"img_size={self.img_size} is not a multiple of patch_size={self.patch_size}")
 
@@ -254,13 +256,13 @@ NANO_28 = MedLiTConfig(img_size=28, patch_size=4, depth=4, experts_per_stage=(2,
 def build_medlit(base: MedLiTConfig, num_classes: int, in_chans: int, img_size: int, **kwargs) -> MedLiT:
     """MedLiT from a named configuration, with any config field overridden by keyword.
 
-    ``depth`` without ``stages`` re-splits the blocks evenly over the stages.
+    Overriding ``depth`` or ``experts_per_stage`` without ``stages`` re-splits the blocks evenly.
     """
     names = {f.name for f in fields(MedLiTConfig)}
     unknown = set(kwargs) - names
     if unknown:
         raise TypeError(f"unknown MedLiT option(s) {sorted(unknown)}; options: {sorted(names)}")
-    if "depth" in kwargs and "stages" not in kwargs or "experts_per_stage" in kwargs and "stages" not in kwargs:
+    if "stages" not in kwargs and ({"depth", "experts_per_stage"} & set(kwargs)):
         kwargs["stages"] = None
     for key in ("stages", "experts_per_stage"):
         if kwargs.get(key) is not None:
@@ -269,18 +271,18 @@ def build_medlit(base: MedLiTConfig, num_classes: int, in_chans: int, img_size: 
     return MedLiT(cfg)
 
 
-_CARD = dict(family="medlit", task="classification", mean=(0.5,), std=(0.5,))
+def _card(name: str, description: str, size: int) -> ModelCard:
+    return ModelCard(name=name, family="medlit", task="classification", description=description,
+                     default_size=size, mean=(0.5,), std=(0.5,))
 
 
-@register_model(ModelCard(name="medlit_seed", description="MedLiT-seed, published configuration (~2.1 M, 256 px)",
-                          default_size=256, **_CARD))
+@register_model(_card("medlit_seed", "MedLiT-seed, published configuration (2.1 M, 256 px)", 256))
 def medlit_seed(num_classes: int = 2, in_chans: int = 3, img_size: int = 256, **kwargs) -> MedLiT:
     """MedLiT-seed: 216 wide, 9 blocks in 3 stages, GQA 6/3, experts 3/4/5, hidden 81 -> 27; 2.11 M."""
     return build_medlit(SEED, num_classes, in_chans, img_size, **kwargs)
 
 
-@register_model(ModelCard(name="medlit_nano", description="MedLiT-nano (~0.75 M, 256 px; config not published)",
-                          default_size=256, **_CARD))
+@register_model(_card("medlit_nano", "MedLiT-nano (0.76 M, 256 px; assumed config)", 256))
 def medlit_nano(num_classes: int = 2, in_chans: int = 3, img_size: int = 256, **kwargs) -> MedLiT:
     """MedLiT-nano (assumed config): seed's width 216 and GQA 6/3 kept, 3 blocks (1 per stage), experts
     2/3/4, hidden 54 -> 18; 0.76 M.  Width is kept because the paper found it matters more than experts;
@@ -288,18 +290,17 @@ def medlit_nano(num_classes: int = 2, in_chans: int = 3, img_size: int = 256, **
     return build_medlit(NANO, num_classes, in_chans, img_size, **kwargs)
 
 
-@register_model(ModelCard(name="medlit_seed_28", description="MedLiT-seed for 28 px MedMNIST (4x4 patches, ~2.1 M)",
-                          default_size=28, **_CARD))
+@register_model(_card("medlit_seed_28", "MedLiT-seed for 28 px MedMNIST (4x4 patches, 2.09 M)", 28))
 def medlit_seed_28(num_classes: int = 2, in_chans: int = 3, img_size: int = 28, **kwargs) -> MedLiT:
     """MedLiT-seed at 28 px: 4x4 patches (49 tokens), width 228 (head dim 38) to keep the 2.1 M budget."""
     return build_medlit(SEED_28, num_classes, in_chans, img_size, **kwargs)
 
 
-@register_model(ModelCard(name="medlit_nano_28", description="MedLiT-nano for 28 px MedMNIST (4x4 patches, ~0.75 M)",
-                          default_size=28, **_CARD))
+@register_model(_card("medlit_nano_28", "MedLiT-nano for 28 px MedMNIST (4x4 patches, 0.75 M)", 28))
 def medlit_nano_28(num_classes: int = 2, in_chans: int = 3, img_size: int = 28, **kwargs) -> MedLiT:
-    """MedLiT-nano at 28 px (assumed config): 4x4 patches (49 tokens), width 216, GQA 6/3, 4 blocks in
-    2 stages, experts 2/3, hidden 60 -> 24; 0.75 M.  The small patch projection leaves room for a 4th block."""
+    """MedLiT-nano at 28 px (assumed config): 4x4 patches (49 tokens), width 216, GQA 6/3, 4 blocks
+    in 2 stages, experts 2/3, hidden 60 -> 24; 0.75 M.  The small patch projection leaves room for a
+    4th block."""
     return build_medlit(NANO_28, num_classes, in_chans, img_size, **kwargs)
 
 

@@ -43,6 +43,6 @@ def test_onnx_matches_pytorch(name, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["medlit_seed_28", "medlit_nano_28"])
-def test_onnx_dynamo_matches_pytorch(name, tmp_path):
-    _check(name, dynamo=True, tmp_path=tmp_path)
+def test_onnx_dynamo_matches_pytorch(tmp_path):
+    """The default (torch.export-based) exporter too; slower, so one model."""
+    _check("medlit_nano_28", dynamo=True, tmp_path=tmp_path)

@@ -1,0 +1,90 @@
+"""Shared helpers for benchmark scripts: resumable job lists, machine description, result tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from medlite.engine.train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+
+# Published MedMNIST v2 test AUC / ACC at 28 px (Yang et al., Scientific Data 2023, Table 3).
+PUBLISHED = {
+    "ResNet-18 (28)": {"breastmnist": (0.901, 0.863), "pneumoniamnist": (0.944, 0.854), "dermamnist": (0.917, 0.735)},
+    "ResNet-50 (28)": {"breastmnist": (0.857, 0.812), "pneumoniamnist": (0.948, 0.854), "dermamnist": (0.913, 0.735)},
+    "ResNet-18 (224)": {"breastmnist": (0.891, 0.833), "pneumoniamnist": (0.956, 0.864), "dermamnist": (0.920, 0.754)},
+    "auto-sklearn": {"breastmnist": (0.836, 0.803), "pneumoniamnist": (0.942, 0.855), "dermamnist": (0.902, 0.719)},
+    "AutoKeras": {"breastmnist": (0.871, 0.831), "pneumoniamnist": (0.947, 0.878), "dermamnist": (0.915, 0.749)},
+    "Google AutoML Vision": {"breastmnist": (0.919, 0.861), "pneumoniamnist": (0.991, 0.946),
+                             "dermamnist": (0.914, 0.768)},
+}
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), Python {platform.python_version()}, {platform.system()}")
+
+
+def header(title: str) -> list[str]:
+    return [f"# {title}", "",
+            f"- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`",
+            f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+            f"- machine: {machine()}", ""]
+
+
+def run_job(cfg: TrainConfig) -> dict | None:
+    """Run (or resume, or skip when finished) one training job; returns its results.json."""
+    run = cfg.run_dir()
+    done = run / "results.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    t0 = time.time()
+    res = train(cfg, resume=(run / "last.safetensors").is_file())
+    print(f"[{time.time() - t0:.0f}s] {cfg.model} {cfg.data} seed {cfg.seed}: "
+          f"test AUC {res['test']['auc']:.3f} ACC {res['test']['acc']:.3f}", flush=True)
+    return res
+
+
+def load_results(run_dirs: list[Path]) -> list[dict]:
+    out = []
+    for r in run_dirs:
+        f = r / "results.json"
+        if f.is_file():
+            out.append(json.loads(f.read_text()))
+    return out
+
+
+def mean_std(values: list[float]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def parse_map(text: str, cast=int) -> dict[str, int]:
+    """'a=1,b=2' -> {'a': 1, 'b': 2}."""
+    out = {}
+    for item in filter(None, text.split(",")):
+        k, v = item.split("=")
+        out[k.strip()] = cast(v)
+    return out

@@ -1,0 +1,65 @@
+"""The command line: help for newcomers, listing commands, train + evaluate end to end, clear errors."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from medlite.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("cmd", [[], ["train"], ["evaluate"], ["datasets"], ["models"]])
+def test_help_is_useful(cmd):
+    r = runner.invoke(app, [*cmd, "--help"])
+    assert r.exit_code == 0
+    assert "Usage" in r.output
+
+
+def test_train_help_explains_data_forms():
+    r = runner.invoke(app, ["train", "--help"], terminal_width=200)
+    assert "breastmnist" in r.output and ".csv" in r.output
+
+
+def test_datasets_lists_all_twelve_subsets(tmp_path):
+    r = runner.invoke(app, ["datasets", "--root", str(tmp_path)], terminal_width=250)
+    assert r.exit_code == 0, r.output
+    for name in ("pathmnist", "chestmnist", "dermamnist", "octmnist", "pneumoniamnist", "retinamnist",
+                 "breastmnist", "bloodmnist", "tissuemnist", "organamnist", "organcmnist", "organsmnist"):
+        assert name in r.output
+
+
+def test_models_lists_baselines():
+    r = runner.invoke(app, ["models", "--family", "baseline"], terminal_width=250)
+    assert r.exit_code == 0, r.output
+    assert "resnet18" in r.output and "efficientnet_b0" in r.output
+
+
+def test_train_then_evaluate(tiny_npz, tmp_path):
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["train", "vit_tiny_patch16_224", "--data", str(tiny_npz), "--size", "16",
+                            "--epochs", "2", "--batch-size", "32", "--out", str(out), "--no-progress",
+                            "--model-opt", "depth=1", "--model-opt", "embed_dim=32",
+                            "--model-opt", "num_heads=2"])
+    assert r.exit_code == 0, r.output
+    assert "AUC" in r.output and (out / "report.md").is_file()
+    ev = tmp_path / "eval"
+    r = runner.invoke(app, ["evaluate", str(out), "--data", str(tiny_npz), "--n-boot", "50", "--out", str(ev)])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((ev / "evaluation.json").read_text())
+    saved = json.loads((out / "results.json").read_text())
+    assert rep["auc"] == pytest.approx(saved["test"]["auc"])
+    assert (ev / "roc.png").is_file() and (ev / "confusion.png").is_file()
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path):
+    r = runner.invoke(app, ["train", "resnet18", "--data", "breastmnist", "--data-root", str(tmp_path),
+                            "--epochs", "1", "--out", str(tmp_path / "r"), "--no-progress"])
+    assert r.exit_code == 2
+    assert "breastmnist" in r.output and "download" in r.output
+
+
+def test_evaluate_missing_run_names_it(tmp_path):
+    r = runner.invoke(app, ["evaluate", str(tmp_path / "nothing")])
+    assert r.exit_code == 2 and "nothing" in r.output
