@@ -22,12 +22,12 @@ from medlite.engine.train import TrainConfig
 SUBSETS = ("breastmnist", "pneumoniamnist", "dermamnist")
 
 
-def jobs(epochs: dict[str, int], seeds: list[int], runs: Path, model: str) -> list[TrainConfig]:
+def jobs(epochs: dict[str, int], seeds: list[int], runs: Path, model: str, threads: int = 0) -> list[TrainConfig]:
     # seed 0 of every subset first, so an interrupted run still covers all subsets
     order = [(s, seed) for seed in seeds for s in SUBSETS if s in epochs]
     return [TrainConfig(model=model, data=s, size=28, epochs=epochs[s], batch_size=128, optimizer="adam",
                         lr=1e-3, schedule="step", milestones=(0.5, 0.75), augment="none", seed=seed,
-                        out=str(runs / f"{model}-{s}-s{seed}"), progress=False)
+                        out=str(runs / f"{model}-{s}-s{seed}"), progress=False, threads=threads)
             for s, seed in order]
 
 
@@ -76,10 +76,11 @@ def main() -> None:
     ap.add_argument("--model", default="resnet18")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "baselines"))
     ap.add_argument("--out", default=str(RESULTS / "medmnist_baselines.md"))
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
     ap.add_argument("--report-only", action="store_true")
     a = ap.parse_args()
     epochs = parse_map(a.epochs)
-    cfgs = jobs(epochs, [int(s) for s in a.seeds.split(",")], Path(a.runs), a.model)
+    cfgs = jobs(epochs, [int(s) for s in a.seeds.split(",")], Path(a.runs), a.model, a.threads)
     if not a.report_only:
         for cfg in cfgs:
             run_job(cfg)

@@ -192,3 +192,34 @@ def _evaluate(run, data, split, n_boot, out, data_root):
         if ds.task != "multi-label":
             plot_confusion(labels, probs, ds.task, ds.label_names, od / "confusion.png")
         console.print(f"wrote {od}/evaluation.json, roc.png, confusion.png")
+
+
+@app.command()
+def pretrain(
+    model: Annotated[str, typer.Argument(help="MedLiT model to pretrain, e.g. medlit_nano_28.")],
+    data: Annotated[str, typer.Option(help="Comma-separated subsets or paths; their TRAIN splits are pooled "
+                                           "(grey images repeated to 3 channels).")] = "breastmnist",
+    size: Annotated[int, typer.Option(help="Input size in pixels.")] = 28,
+    epochs: Annotated[int, typer.Option(help="Epochs over the pooled train images.")] = 50,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 256,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (warmup + cosine).")] = 1.5e-3,
+    mask_ratio: Annotated[float, typer.Option(help="Fraction of patches hidden from the encoder.")] = 0.75,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    out: Annotated[str, typer.Option(help="Run folder (default runs/mae-<model>-s<seed>).")] = "",
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
+    data_root: Annotated[str, typer.Option(help="Data folder (default $MEDLITE_DATA).")] = "",
+    threads: Annotated[int, typer.Option(help="CPU threads (0 = all).")] = 0,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Masked-autoencoder pretraining of a MedLiT encoder (mask 75 %, light decoder, normalised-pixel
+    loss). Fine-tune the result with `medlite train MODEL --init RUN/encoder.safetensors`."""
+    from medlite.engine.pretrain import PretrainConfig
+    from medlite.engine.pretrain import pretrain as run_pretrain
+
+    _setup_logging(False)
+    cfg = PretrainConfig(model=model, data=data, size=size, epochs=epochs, batch_size=batch_size, lr=lr,
+                         mask_ratio=mask_ratio, seed=seed, out=out, data_root=data_root, threads=threads,
+                         progress=progress)
+    res = _run_checked(run_pretrain, cfg, resume=resume)
+    console.print(f"encoder written to [bold]{res['encoder']}[/bold] (final MAE loss {res['final_loss']:.4f}); "
+                  f"fine-tune with `medlite train {model} --data SUBSET --init {res['encoder']}`")

@@ -122,10 +122,11 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
             continue
         (no_decay if p.ndim <= 1 or n in skip else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = {"fused": True}  # one kernel per step instead of ~10 per tensor; supported on CPU and CUDA
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr)
+        return torch.optim.Adam(groups, lr=cfg.lr, **fused)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
+        return torch.optim.AdamW(groups, lr=cfg.lr, **fused)
     raise ValueError(f"unknown optimizer '{cfg.optimizer}' (use 'adam' or 'adamw')")
 
 

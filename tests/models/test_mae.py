@@ -55,3 +55,12 @@ def test_load_encoder_into_grey_classifier():
     mae.encoder.eval()
     torch.testing.assert_close(clf.forward_features(grey), mae.encoder.forward_features(to_3ch(grey)),
                                atol=1e-5, rtol=1e-5)
+
+
+def test_load_encoder_into_other_grid_resamples_position_embedding():
+    mae = _mae()
+    clf = medlite.create_model("medlit_nano_28", in_chans=3, img_size=56, **TINY)
+    result = load_encoder_into(clf, mae.encoder_state_dict())
+    assert set(result.missing_keys) == {"head.weight", "head.bias"}
+    assert clf.pos_embed.shape == (1, 1 + 14 * 14, 24)
+    torch.testing.assert_close(clf.pos_embed[:, 0], mae.encoder.pos_embed[:, 0])  # cls position kept
