@@ -252,3 +252,45 @@ def plot_values_per_epoch(
     if series:
         ax.legend(fontsize=9)
     return _save(fig, path)
+
+
+# ------------------------------------------------------------------------------------ attention overlay
+def plot_attention_overlay(
+    image: np.ndarray,
+    heat: np.ndarray,
+    probs: Sequence[float],
+    label_names: Sequence[str],
+    path: str | os.PathLike,
+    title: str = "",
+) -> Path:
+    """The image, the image with an attention heat map overlaid, and the class probabilities.
+
+    Args:
+        image: (H, W) or (H, W, 3) float in [0, 1], the original image (any size).
+        heat: (g, g) float in [0, 1], e.g. attention rollout over the patch grid; upsampled bilinearly.
+        probs: (C,) class probabilities.
+        label_names: (C,) names.
+    """
+    from PIL import Image
+
+    img = np.clip(np.asarray(image, dtype=np.float32), 0, 1)
+    h, w = img.shape[:2]
+    heat_img = Image.fromarray(np.asarray(heat, dtype=np.float32)).resize((w, h), Image.BILINEAR)
+    names = _names(label_names, len(probs))
+    fig, axes = _figure(1, 3, figsize=(12, 4))
+    cmap = "gray" if img.ndim == 2 else None
+    axes[0, 0].imshow(img, cmap=cmap)
+    axes[0, 0].set_title("image")
+    axes[0, 1].imshow(img, cmap=cmap)
+    axes[0, 1].imshow(np.asarray(heat_img), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+    axes[0, 1].set_title("attention rollout")
+    for ax in axes[0, :2]:
+        ax.axis("off")
+    order = np.argsort(probs)
+    axes[0, 2].barh([names[i] for i in order], [probs[i] for i in order], color="tab:blue")
+    axes[0, 2].set_xlim(0, 1)
+    axes[0, 2].set_xlabel("probability")
+    axes[0, 2].set_title(f"prediction: {names[int(np.argmax(probs))]}")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
