@@ -223,3 +223,51 @@ def pretrain(
     res = _run_checked(run_pretrain, cfg, resume=resume)
     console.print(f"encoder written to [bold]{res['encoder']}[/bold] (final MAE loss {res['final_loss']:.4f}); "
                   f"fine-tune with `medlite train {model} --data SUBSET --init {res['encoder']}`")
+
+
+@app.command()
+def explain(
+    run: Annotated[str, typer.Argument(help="Run folder or .safetensors checkpoint of a MedLiT (ViT) model.")],
+    image: Annotated[str, typer.Argument(help="Image file: PNG, JPEG, BMP, TIFF, DICOM or NIfTI (`file::slice`).")],
+    out: Annotated[str, typer.Option(help="Output PNG (default <image name>_explain.png beside the run).")] = "",
+    discard_ratio: Annotated[float, typer.Option(help="Rollout: drop this fraction of the weakest "
+                                                      "attention links per layer.")] = 0.0,
+) -> None:
+    """Save the image with an attention-rollout heat map overlaid, and the predicted class probabilities."""
+    _run_checked(_explain, run, image, out, discard_ratio)
+
+
+def _explain(run, image, out, discard_ratio):
+    import torch
+
+    from medlite.data.io import ImageReadError, read_image, to_model_input
+    from medlite.engine.checkpoint import load_model, resolve_checkpoint
+    from medlite.engine.evaluate import probabilities
+    from medlite.explain import rollout_heatmap
+    from medlite.report.plots import plot_attention_overlay
+
+    model, meta = load_model(run)
+    if not hasattr(model, "attention_maps"):
+        console.print(f"[red]error:[/red] {meta['model']['name']} has no attention maps; `explain` needs a "
+                      "MedLiT (or other ViT-style) model")
+        raise typer.Exit(2)
+    pre = meta["preprocessing"]
+    try:
+        img = read_image(image)
+    except ImageReadError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    x = torch.from_numpy(to_model_input(img, pre["size"], pre["channels"], pre["mean"], pre["std"]))
+    with torch.no_grad():
+        probs = probabilities(model(x), meta["data"]["task"])[0].numpy()
+    heat = rollout_heatmap(model, x, discard_ratio)[0].numpy()
+    names = meta["data"]["label_names"]
+    path = Path(out) if out else resolve_checkpoint(run).parent / f"{Path(image.split('::')[0]).stem}_explain.png"
+    plot_attention_overlay(img, heat, probs, names, path, title=f"{meta['model']['name']} — {Path(image).name}")
+    table = Table(title=f"{Path(image).name}")
+    table.add_column("class")
+    table.add_column("probability", justify="right")
+    for i in probs.argsort()[::-1]:
+        table.add_row(names[i], f"{probs[i]:.3f}")
+    console.print(table)
+    console.print(f"overlay written to [bold]{path}[/bold]")

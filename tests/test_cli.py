@@ -63,3 +63,28 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
 def test_evaluate_missing_run_names_it(tmp_path):
     r = runner.invoke(app, ["evaluate", str(tmp_path / "nothing")])
     assert r.exit_code == 2 and "nothing" in r.output
+
+
+def test_explain_writes_overlay(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    import medlite
+    from medlite.engine.checkpoint import save_checkpoint
+
+    tiny = {"embed_dim": 48, "depth": 2, "num_heads": 2, "num_kv_groups": 1, "experts_per_stage": [2, 2],
+            "expert_hidden_start": 32, "expert_hidden_end": 16}
+    model = medlite.create_model("medlit_nano_28", num_classes=3, in_chans=1, img_size=28, **tiny)
+    meta = {"model": {"name": "medlit_nano_28", "num_classes": 3, "in_chans": 1, "img_size": 28, "kwargs": tiny},
+            "preprocessing": {"size": 28, "channels": 1, "mean": [0.5], "std": [0.5]},
+            "data": {"task": "multi-class", "label_names": ["a", "b", "c"]}}
+    save_checkpoint(tmp_path / "run" / "best.safetensors", model, meta)
+    img = tmp_path / "scan.png"
+    Image.fromarray((np.random.default_rng(0).random((50, 70)) * 255).astype(np.uint8)).save(img)
+    r = runner.invoke(app, ["explain", str(tmp_path / "run"), str(img), "--out", str(tmp_path / "x.png")])
+    assert r.exit_code == 0, r.output
+    assert Image.open(tmp_path / "x.png").size[0] > 200
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    r = runner.invoke(app, ["explain", str(tmp_path / "run"), str(bad)])
+    assert r.exit_code == 2 and "bad.png" in r.output
