@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 # The registry imports torch; it is loaded on first use so that the torch-free parts (the ONNX runtime in
 # medlite.export.runtime, medlite.data.io) import on machines without torch.
-_LAZY = {"create_model": "medlite.registry", "list_models": "medlite.registry", "model_card": "medlite.registry"}
+_LAZY = dict.fromkeys(("create_model", "list_models", "model_card"), "medlite.registry")
 
 
 def __getattr__(name: str):

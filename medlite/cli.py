@@ -271,3 +271,21 @@ def _explain(run, image, out, discard_ratio):
         table.add_row(names[i], f"{probs[i]:.3f}")
     console.print(table)
     console.print(f"overlay written to [bold]{path}[/bold]")
+
+
+@app.command()
+def demo(
+    out: Annotated[str, typer.Option(help="Folder for the run, exported models and the report.")] = "demo_run",
+    model: Annotated[str, typer.Option(help="Model to train.")] = "medlit_nano_28",
+    data: Annotated[str, typer.Option(help="MedMNIST subset (or path).")] = "breastmnist",
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 30,
+    download: Annotated[bool, typer.Option(help="Download the subset if it is not under $MEDLITE_DATA.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """The main job end to end: train, evaluate with the official metrics, export to ONNX + int8, time it on
+    this CPU, print the report."""
+    from medlite.demo import run_demo
+
+    _setup_logging(False)
+    _run_checked(run_demo, out, model, data, epochs, download, progress)
+    console.print(Path(out, "demo_report.md").read_text())

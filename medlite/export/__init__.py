@@ -32,7 +32,10 @@ _LAZY = {
     "ExportError": "medlite.export.meta",
     "ModelFileError": "medlite.export.meta",
 }
-__all__ = sorted(_LAZY)
+__all__ = [  # noqa: F822 (resolved by __getattr__)
+    "ExportError", "ModelFileError", "OnnxClassifier", "compare_on", "export_executorch", "export_onnx",
+    "quantize_dynamic_int8", "quantize_static_int8", "read_onnx_meta",
+]
 
 
 def __getattr__(name: str):

@@ -68,7 +68,7 @@ def export_executorch(
         ImportError: executorch is not installed (the message says ``pip install medlite[mobile]``).
         ExportError: export or lowering failed, or the program disagrees with PyTorch by more than ``atol``.
     """
-    partitioner_cls, lower = _require_executorch()
+    _require_executorch()  # fail before any work
     meta = validate_meta(meta)
     pre = meta["preprocessing"]
     c, s = int(pre["channels"]), int(pre["size"])
@@ -78,27 +78,34 @@ def export_executorch(
     cpu_model = model.eval() if _on_cpu(model) else _cpu_copy(model)
     example = torch.randn(2, c, s, s, generator=torch.Generator().manual_seed(0))
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            warnings.simplefilter("ignore", UserWarning)
-            batch = torch.export.Dim("batch", min=1, max=max_batch)
-            program = torch.export.export(cpu_model, (example,), dynamic_shapes=({0: batch},))
-            buffer = lower(program, partitioner=[partitioner_cls()]).to_executorch().buffer
-    except Exception as e:  # torch.export / EXIR lowering raise many error types
-        raise ExportError(f"ExecuTorch export of {meta['model']['name']} failed: {type(e).__name__}: {e}") from e
+        buffer = _lower(cpu_model, example, max_batch, meta["model"]["name"])
+        path.write_bytes(buffer)
+        info = {"format": "executorch", "backend": "xnnpack", "max_batch": max_batch, "precision": "fp32",
+                "torch_version": torch.__version__}
+        sidecar = sidecar_path(path)
+        sidecar.write_text(json.dumps(with_export_info(meta, **info), indent=2) + "\n")
+        diff = parity(cpu_model, path, c, s) if check else None
     finally:
         model.train(was_training)
-    path.write_bytes(buffer)
-    info = {"format": "executorch", "backend": "xnnpack", "max_batch": max_batch, "precision": "fp32",
-            "torch_version": torch.__version__}
-    sidecar = sidecar_path(path)
-    sidecar.write_text(json.dumps(with_export_info(meta, **info), indent=2) + "\n")
-    diff = parity(cpu_model, path, c, s) if check else None
     if diff is not None and diff > atol:
         raise ExportError(f"{path}: ExecuTorch differs from PyTorch by {diff:.3g} > {atol:g}")
     log.info("exported %s to %s (%.2f MB, max |ET - torch| = %s)", meta["model"]["name"], path,
              len(buffer) / 1e6, "unchecked" if diff is None else f"{diff:.2e}")
     return {"path": str(path), "sidecar": str(sidecar), "size_bytes": len(buffer), "max_abs_diff": diff}
+
+
+def _lower(model: nn.Module, example: torch.Tensor, max_batch: int, name: str) -> bytes:
+    """torch.export with a dynamic batch axis -> XNNPACK-delegated ExecuTorch program bytes."""
+    partitioner_cls, lower = _require_executorch()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            batch = torch.export.Dim("batch", min=1, max=max_batch)
+            program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+            return lower(program, partitioner=[partitioner_cls()]).to_executorch().buffer
+    except Exception as e:  # torch.export / EXIR lowering raise many error types
+        raise ExportError(f"ExecuTorch export of {name} failed: {type(e).__name__}: {e}") from e
 
 
 def _on_cpu(model: nn.Module) -> bool:

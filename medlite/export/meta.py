@@ -45,7 +45,7 @@ def validate_meta(meta: dict[str, Any]) -> dict[str, Any]:
                           ("data", ("task", "label_names"))):
         missing = [k for k in keys if k not in out.get(section, {})]
         if missing:
-            raise ExportError(f"meta['{section}'] lacks {missing}; export needs a classifier checkpoint's meta")
+            raise ExportError(f"meta['{section}'] lacks {missing}; export needs a classifier's meta")
     n, names = out["model"]["num_classes"], out["data"]["label_names"]
     if len(names) != n:
         raise ExportError(f"meta has {len(names)} label names for a model with {n} outputs")

@@ -114,8 +114,8 @@ def _export(model: nn.Module, example: torch.Tensor, path: str, opset: int, expo
                                   dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
             else:
                 batch = torch.export.Dim("batch", min=1, max=4096)
-                torch.onnx.export(model, (example,), path, dynamo=True, external_data=False, verbose=False, **common,
-                                  dynamic_shapes=({0: batch},))
+                torch.onnx.export(model, (example,), path, dynamo=True, external_data=False, verbose=False,
+                                  dynamic_shapes=({0: batch},), **common)
     except Exception as e:  # exporter errors come from many layers (tracing, symbolic, onnxscript)
         name = getattr(model, "medlite_name", type(model).__name__)
         raise ExportError(f"{exporter} ONNX export of {name} failed: {type(e).__name__}: {e}") from e

@@ -1,4 +1,4 @@
-"""int8 quantization of exported ONNX classifiers with ``onnxruntime.quantization``, and its cost in AUC / ACC.
+"""int8 quantization of exported ONNX classifiers (``onnxruntime.quantization``) and its cost in AUC / ACC.
 
 Two recipes, both on the matmul-like ops only (Conv, MatMul, Gemm: where the compute and the weights are;
 norms, softmax and the MoE gating stay fp32):
@@ -67,7 +67,8 @@ def quantize_static_int8(
     pre = meta["preprocessing"]
     expected = (int(pre["channels"]), int(pre["size"]), int(pre["size"]))
     if calib.ndim != 4 or calib.shape[1:] != expected or len(calib) == 0:
-        raise ValueError(f"calib_images of shape {calib.shape}; expected (N > 0, {', '.join(map(str, expected))})")
+        want = ", ".join(map(str, expected))
+        raise ValueError(f"calib_images of shape {calib.shape}; expected (N > 0, {want})")
     input_name = meta.get("export", {}).get("input", "image")
     dst = Path(dst)
     with _preprocessed(src) as prep:
@@ -106,7 +107,8 @@ class _preprocessed:
             quant_pre_process(self.src, self.tmp)
             return self.tmp
         except Exception as e:  # an optional optimisation: the raw graph quantizes too
-            log.warning("ORT quantization pre-processing failed on %s (%s); quantizing the raw graph", self.src, e)
+            log.warning("ORT quantization pre-processing failed on %s (%s); quantizing the raw graph",
+                        self.src, e)
             return self.src
 
     def __exit__(self, *exc) -> None:

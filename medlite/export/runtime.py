@@ -36,7 +36,8 @@ def _import_io():
             raise
     name = "medlite._data_io_torch_free"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "data" / "io.py")
+        io_file = Path(__file__).resolve().parents[1] / "data" / "io.py"
+        spec = importlib.util.spec_from_file_location(name, io_file)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
@@ -113,7 +114,8 @@ class Classifier:
         """Classify images given as paths or arrays.
 
         Returns:
-            per image ``{"label": str (list[str] for multi-label: labels with p >= 0.5), "probs": {name: p}}``.
+            per image ``{"label": name, "probs": {name: p}}``; for multi-label tasks ``label`` is the list
+            of names with p >= 0.5.
 
         Raises:
             ImageReadError: the first unreadable file (use :meth:`preprocess` per file to skip bad ones).
