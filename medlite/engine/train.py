@@ -351,7 +351,7 @@ def finalize(run_dir, data, model, meta, cfg, dist, best_epoch, history) -> dict
                     {**meta, "epoch": best_epoch, "metrics": {k: _scalar_metrics(results[k]) for k in
                                                               ("val", "test")}})
     if cfg.plots:
-        _plots(run_dir, history, preds["test"], data)
+        _plots(run_dir, history, preds["test"], data, model, meta)
     (run_dir / "report.md").write_text(report_markdown(results, data.label_names))
     return results
 
@@ -372,11 +372,12 @@ def report_markdown(results: dict, label_names: list[str]) -> str:
     if results.get("train_images_per_s"):
         lines += ["", f"Training throughput {results['train_images_per_s']:.0f} images/s, "
                   f"{results['epoch_seconds']:.1f} s per epoch on {results['machine']['cpus']} CPU(s)."]
-    lines += ["", "Plots: `plots/curves.png`, `plots/roc.png`, `plots/confusion.png`.", ""]
+    lines += ["", "Plots: `plots/curves.png`, `plots/roc.png`, `plots/confusion.png` "
+              "(and `plots/expert_load.png` for MoE models).", ""]
     return "\n".join(lines)
 
 
-def _plots(run_dir: Path, history, test_pred, data) -> None:
+def _plots(run_dir: Path, history, test_pred, data, model, meta) -> None:
     from medlite.report.plots import plot_confusion, plot_roc, plot_training_curves
 
     pdir = run_dir / "plots"
@@ -386,6 +387,15 @@ def _plots(run_dir: Path, history, test_pred, data) -> None:
     plot_roc(labels, probs, data.task, data.label_names, pdir / "roc.png")
     if data.task != "multi-label":
         plot_confusion(labels, probs, data.task, data.label_names, pdir / "confusion.png")
+    if hasattr(model, "router_stats"):
+        from medlite.report.plots import plot_expert_load
+
+        with torch.no_grad():  # routing of the first 512 validation images by the best checkpoint
+            model.eval()
+            mean, std = meta["preprocessing"]["mean"], meta["preprocessing"]["std"]
+            model(normalise(data.val.images[:512], mean, std).to(next(model.parameters()).device))
+        loads = [v.tolist() for v in model.router_stats()]
+        plot_expert_load(loads, pdir / "expert_load.png", top_k=getattr(model.cfg, "top_k", 2))
 
 
 def _init_from(model: nn.Module, path: str) -> None:

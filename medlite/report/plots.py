@@ -294,3 +294,27 @@ def plot_attention_overlay(
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+# ------------------------------------------------------------------------------------ MoE routing
+def plot_expert_load(loads: Sequence[Sequence[float]], path: str | os.PathLike, top_k: int = 2) -> Path:
+    """Fraction of tokens routed to each expert, one group of bars per MoE layer.
+
+    Args:
+        loads: per layer, (E_l,) fraction of tokens sent to each expert (sums to ``top_k``).
+        top_k: experts per token; the dashed line per layer marks perfectly balanced routing (top_k / E_l).
+    """
+    fig, axes = _figure(figsize=(max(6.0, 0.35 * sum(len(v) for v in loads) + 2), 4))
+    ax = axes[0, 0]
+    x0, ticks, names = 0, [], []
+    colors = _colors(len(loads))
+    for layer, load in enumerate(loads):
+        xs = np.arange(x0, x0 + len(load))
+        ax.bar(xs, np.asarray(load, dtype=float), color=colors[layer], width=0.8)
+        ax.hlines(top_k / len(load), xs[0] - 0.4, xs[-1] + 0.4, colors="k", linestyles="dashed", lw=1)
+        ticks.append(xs.mean())
+        names.append(f"layer {layer + 1}\n({len(load)} experts)")
+        x0 += len(load) + 1
+    ax.set_xticks(ticks, names, fontsize=8)
+    ax.set(ylabel="fraction of tokens", title="MoE expert load per layer (dashed: balanced)")
+    return _save(fig, path)

@@ -146,3 +146,15 @@ def test_smoke_training_on_real_breastmnist(real_data_root, tmp_path):
     res = train(cfg)
     assert res["data"] == "breastmnist" and res["test"]["n"] == 156
     assert 0.0 <= res["test"]["auc"] <= 1.0
+
+
+def test_moe_model_trains_and_plots_expert_load(tiny_npz, tmp_path):
+    tiny = {"embed_dim": 48, "depth": 2, "num_heads": 2, "num_kv_groups": 1, "experts_per_stage": [2, 3],
+            "expert_hidden_start": 32, "expert_hidden_end": 16}
+    out = tmp_path / "moe"
+    res = train(_cfg(tiny_npz, out, model="medlit_nano_28", model_kwargs=tiny, epochs=2))
+    rows = (out / "metrics.csv").read_text().splitlines()
+    header, first = rows[0].split(","), rows[1].split(",")
+    assert float(first[header.index("aux_loss")]) > 0  # the load-balancing loss was added and logged
+    assert (out / "plots" / "expert_load.png").is_file()
+    assert res["params"] > 0
