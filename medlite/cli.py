@@ -103,7 +103,7 @@ def train(
     warmup_epochs: Annotated[float, typer.Option(help="Linear warmup in epochs.")] = 0.0,
     augment: Annotated[str, typer.Option(help="none, flip, or light (flip + small affine); batched.")] = "none",
     seed: Annotated[int, typer.Option(help="Random seed (init, batch order, augmentation, data split).")] = 0,
-    out: Annotated[str, typer.Option(help="Run folder (default runs/<model>-<data>-s<seed>).")] = "",
+    out: Annotated[str, typer.Option(help="Run folder (default runs/MODEL-DATA-sSEED).")] = "",
     init: Annotated[str, typer.Option(help="Initialise from this checkpoint (e.g. `medlite pretrain` "
                                            "output).")] = "",
     resume: Annotated[bool, typer.Option(help="Continue the run in --out after an interruption.")] = False,
@@ -205,7 +205,7 @@ def pretrain(
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (warmup + cosine).")] = 1.5e-3,
     mask_ratio: Annotated[float, typer.Option(help="Fraction of patches hidden from the encoder.")] = 0.75,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    out: Annotated[str, typer.Option(help="Run folder (default runs/mae-<model>-s<seed>).")] = "",
+    out: Annotated[str, typer.Option(help="Run folder (default runs/mae-MODEL-sSEED).")] = "",
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
     data_root: Annotated[str, typer.Option(help="Data folder (default $MEDLITE_DATA).")] = "",
     threads: Annotated[int, typer.Option(help="CPU threads (0 = all).")] = 0,
@@ -229,7 +229,7 @@ def pretrain(
 def explain(
     run: Annotated[str, typer.Argument(help="Run folder or .safetensors checkpoint of a MedLiT (ViT) model.")],
     image: Annotated[str, typer.Argument(help="Image file: PNG, JPEG, BMP, TIFF, DICOM or NIfTI (`file::slice`).")],
-    out: Annotated[str, typer.Option(help="Output PNG (default <image name>_explain.png beside the run).")] = "",
+    out: Annotated[str, typer.Option(help="Output PNG (default IMAGE_explain.png in the run folder).")] = "",
     discard_ratio: Annotated[float, typer.Option(help="Rollout: drop this fraction of the weakest "
                                                       "attention links per layer.")] = 0.0,
 ) -> None:
