@@ -54,8 +54,11 @@ def report(cfgs: list[TrainConfig], out: Path, epochs: dict[str, int]) -> str:
             ips = statistics.mean(r["train_images_per_s"] for r in rs)
             eps = statistics.mean(r["epoch_seconds"] for r in rs)
             speed.append(f"| {s} | {ips:.0f} | {eps:.0f} | {eps * 100 / 3600:.1f} h |")
+    threads = sorted({r["machine"]["torch_threads"] for r in runs})
     lines += ["", "Training throughput on this machine (mean over finished seeds; includes the batched input "
-              "pipeline, excludes validation):", "",
+              f"pipeline, excludes validation; torch threads: {threads}). The benchmarks ran side by side "
+              "with other jobs on the 2 cores, so these are lower bounds; `medmnist_medlit.md` has an "
+              "interleaved, same-process throughput comparison.", "",
               "| subset | images/s | s per epoch | 100 epochs would take |", "|---|---|---|---|", *speed, ""]
     lines += ["Per-run results (best epoch, val AUC, test AUC with 95 % bootstrap CI):", "",
               "| run | best epoch / epochs | val AUC | test AUC (95 % CI) | test ACC |", "|---|---|---|---|---|"]

@@ -43,47 +43,25 @@ def run_demo(out: str | Path = "demo_run", model: str = "medlit_nano_28", data: 
     pre = meta["preprocessing"]
     test_x = normalise(ds.test.images, pre["mean"], pre["std"]).numpy().astype(np.float32)
     q = compare_on(onnx_path, int8_path, test_x, ds.test.labels.numpy(), ds.task)
-    latency = _latency(net, onnx_path, int8_path, pre)
+    latency = _latency(run)
     report = {"model": model, "data": data, "epochs": epochs, "results": results, "export": exp,
-              "int8": q, "latency_ms": latency, "files": {"onnx": str(onnx_path), "int8": str(int8_path)}}
+              "int8": q, "latency": latency, "files": {"onnx": str(onnx_path), "int8": str(int8_path)}}
     (out / "demo_report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (out / "demo_report.md").write_text(_markdown(report))
     return report
 
 
-def _latency(net, onnx_path: Path, int8_path: Path, pre: dict, runs: int = 200) -> dict[str, float]:
-    """Median batch-1 latency (ms, 1 thread) of torch eager, ONNX Runtime fp32 and int8, interleaved."""
-    import time
+def _latency(run: Path) -> list[dict[str, Any]]:
+    """Batch-1 latency and throughput of the trained model: torch eager vs ONNX Runtime fp32 vs int8,
+    1 and 2 threads, timed interleaved by the latency harness."""
+    from medlite.bench.latency import bench
 
-    import onnxruntime as ort
-    import torch
-
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    x = np.random.default_rng(0).standard_normal((1, pre["channels"], pre["size"], pre["size"]),
-                                                 dtype=np.float32)
-    xt = torch.from_numpy(x)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sessions = {name: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
-                for name, p in (("onnx fp32", onnx_path), ("onnx int8", int8_path))}
-    fns = {"torch eager": lambda: net(xt)}
-    for name, s in sessions.items():
-        inp = s.get_inputs()[0].name
-        fns[name] = lambda s=s, inp=inp: s.run(None, {inp: x})
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    with torch.inference_mode():
-        for i in range(runs + 20):
-            for k, fn in fns.items():
-                t0 = time.perf_counter()
-                fn()
-                if i >= 20:
-                    times[k].append((time.perf_counter() - t0) * 1e3)
-    torch.set_num_threads(prev)
-    return {k: float(np.median(v)) for k, v in times.items()}
+    return bench([run], threads=(1, 2), runtimes=("torch", "onnx", "onnx-int8"), repeats=100)
 
 
 def _markdown(r: dict) -> str:
+    from medlite.bench.latency import to_markdown
+
     res, t, v = r["results"], r["results"]["test"], r["results"]["val"]
     lines = [f"# medlite demo: {r['model']} on {r['data']}", "",
              f"Trained {r['epochs']} epochs (MedMNIST recipe, shortened); best validation AUC at epoch "
@@ -97,8 +75,8 @@ def _markdown(r: dict) -> str:
     lines += ["", f"ONNX export: max |PyTorch − ONNX Runtime| = {r['export']['max_abs_diff']:.2e}; "
               f"{r['export']['size_bytes'] / 1e6:.2f} MB.",
               f"int8 (dynamic): test AUC {_get(q, 'int8', 'auc')} vs fp32 {_get(q, 'fp32', 'auc')}.", "",
-              "| runtime (batch 1, 1 thread) | median latency |", "|---|---|"]
-    lines += [f"| {k} | {ms:.3f} ms |" for k, ms in r["latency_ms"].items()]
+              "CPU latency (batch 1, median of 100 interleaved runs) and throughput:", ""]
+    lines += [to_markdown(r["latency"])]
     lines += ["", f"Plots: `{res['run_dir']}/plots/`.", ""]
     return "\n".join(lines)
 

@@ -11,7 +11,7 @@ def test_demo_end_to_end_on_real_breastmnist(real_data_root, tmp_path, monkeypat
     monkeypatch.setenv("MEDLITE_DATA", str(real_data_root))
     rep = run_demo(tmp_path / "demo", epochs=1, progress=False)
     assert rep["export"]["max_abs_diff"] < 1e-4
-    assert set(rep["latency_ms"]) == {"torch eager", "onnx fp32", "onnx int8"}
+    assert {row["runtime"] for row in rep["latency"]} == {"torch", "onnx", "onnx-int8"}
     text = (tmp_path / "demo" / "demo_report.md").read_text()
     assert "AUC" in text and "ms" in text
     assert json.loads((tmp_path / "demo" / "demo_report.json").read_text())["results"]["test"]["n"] == 156
