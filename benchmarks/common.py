@@ -9,7 +9,7 @@ import shlex
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -47,7 +47,7 @@ def machine() -> str:
 def header(title: str) -> list[str]:
     return [f"# {title}", "",
             f"- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`",
-            f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+            f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
             f"- machine: {machine()}", ""]
 
 

@@ -289,3 +289,83 @@ def demo(
     _setup_logging(False)
     _run_checked(run_demo, out, model, data, epochs, download, progress)
     console.print(Path(out, "demo_report.md").read_text())
+
+
+# ------------------------------------------------- deployment: medlite.export.commands, medlite.bench.latency
+@app.command()
+def export(
+    run: Annotated[str, typer.Argument(help="Run folder or .safetensors checkpoint to export.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="onnx (fp32, checked against PyTorch), onnx-int8 "
+                                     "(dynamic int8, needs no data), onnx-int8-static (QDQ int8 calibrated on "
+                                     "training images), or executorch (.pte with XNNPACK for phones; needs "
+                                     "`pip install medlite[mobile]`).")] = "onnx",
+    out: Annotated[str, typer.Option(help="Output file (default <run>/export/<model>.onnx, .int8.onnx, "
+                                          ".int8-static.onnx or .pte).")] = "",
+    calib_samples: Annotated[int, typer.Option(help="Training images used to calibrate static int8.")] = 256,
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
+    data: Annotated[str, typer.Option(help="Dataset for int8 calibration and the fp32 vs int8 comparison "
+                                           "(default: the one the model was trained on).")] = "",
+    data_root: Annotated[str, typer.Option(help="Data folder (default $MEDLITE_DATA).")] = "",
+    compare: Annotated[bool, typer.Option(help="For int8 formats: compare test AUC / ACC with fp32 when the "
+                                               "data is available.")] = True,
+) -> None:
+    """Export a trained classifier to run without PyTorch: ONNX (fp32 or int8) or ExecuTorch. The file
+    carries its preprocessing, task and label names, so `medlite predict FILE IMAGE...` needs nothing else."""
+    from medlite.export.commands import export_cmd
+
+    code = export_cmd(run, fmt, out or None, calib_samples, opset, data or None, data_root or None, compare,
+                      console=console)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def predict(
+    model: Annotated[str, typer.Argument(help="Exported .onnx file (runs on ONNX Runtime, no PyTorch needed) "
+                                              "or a run folder / .safetensors checkpoint.")],
+    images: Annotated[list[str], typer.Argument(help="Image files: PNG, JPEG, BMP, TIFF, DICOM or NIfTI "
+                                                     "(`scan.nii.gz::40` picks axial slice 40).")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON (file, label and probs, or error, per "
+                                                          "image) instead of a table.")] = False,
+    explain: Annotated[bool, typer.Option(help="Also save attention-rollout overlays into --out (checkpoints "
+                                               "of MedLiT models only).")] = False,
+    out: Annotated[str, typer.Option(help="Folder for the --explain overlays.")] = "explain",
+    threads: Annotated[int, typer.Option(help="CPU threads (0 = the runtime's default).")] = 0,
+) -> None:
+    """Classify images and print each one's class probabilities. Unreadable or unsupported files are
+    reported one per line and skipped; the exit code is 1 if any file failed."""
+    from medlite.export.commands import predict_cmd
+
+    code = predict_cmd(model, images, json_out, explain, out, threads or None, console=console)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def bench(
+    models: Annotated[list[str], typer.Argument(help="Model names (see `medlite models`; built untrained) "
+                                                     "or checkpoints / run folders.")],
+    size: Annotated[int, typer.Option(help="Input size in pixels for model names.")] = 28,
+    threads: Annotated[str, typer.Option(help="Comma-separated CPU thread counts to time.")] = "1,2",
+    runtime: Annotated[str, typer.Option(help="Comma-separated runtimes: torch, onnx, onnx-int8, "
+                                              "onnx-int8-static, executorch.")] = "torch,onnx,onnx-int8,executorch",
+    batch: Annotated[int, typer.Option(help="Batch size of the throughput measurement.")] = 64,
+    warmup: Annotated[int, typer.Option(help="Untimed calls per candidate.")] = 10,
+    repeats: Annotated[int, typer.Option(help="Timed batch-1 calls per candidate (interleaved).")] = 50,
+    in_chans: Annotated[int, typer.Option(help="Input channels for model names.")] = 1,
+    num_classes: Annotated[int, typer.Option(help="Classes for model names.")] = 2,
+    out: Annotated[str, typer.Option(help="Also write the table as Markdown to this file.")] = "",
+) -> None:
+    """Time models on this CPU: batch-1 latency (median, p90), throughput, parameters, MACs, peak memory and
+    file size per runtime and thread count, candidates interleaved so that ratios hold on a busy machine."""
+    from medlite.export.commands import bench_cmd
+
+    try:
+        thread_counts = [int(t) for t in threads.split(",") if t.strip()]
+    except ValueError as e:
+        raise typer.BadParameter(f"--threads '{threads}' is not a comma-separated list of integers") from e
+    runtimes = [r.strip() for r in runtime.split(",") if r.strip()]
+    code = bench_cmd(models, size, thread_counts, runtimes, batch, warmup, repeats, out or None, in_chans,
+                     num_classes, console=console)
+    if code:
+        raise typer.Exit(code)

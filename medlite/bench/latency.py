@@ -199,15 +199,12 @@ def _load_runner(model: _Model, runtime: str, threads: int) -> Callable[[np.ndar
     return lambda x: sess.run(None, {name: x})
 
 
-def _set_threads(threads: int, runtimes: Sequence[str]) -> None:
+def _set_threads(threads: int, executorch: bool) -> None:
     torch.set_num_threads(threads)
-    if "executorch" in runtimes:
-        try:
-            from medlite.export.executorch import set_threads
+    if executorch:
+        from medlite.export.executorch import set_threads
 
-            set_threads(threads)
-        except ImportError:
-            pass
+        set_threads(threads)
 
 
 # ------------------------------------------------------------------------------------------------ bench
@@ -262,7 +259,7 @@ def bench(
 
 def _time_block(models: list[_Model], runtimes: Sequence[str], threads: int, batch: int, warmup: int,
                 repeats: int) -> list[_Candidate]:
-    _set_threads(threads, runtimes)
+    _set_threads(threads, executorch=any("executorch" in m.files for m in models))
     cands = [_Candidate(m, r, threads) for m in models for r in runtimes]
     inputs = {}
     for c in cands:
@@ -356,26 +353,35 @@ _COLUMNS = (
 _SCALE = {"params": 1e-6, "macs": 1e-6}
 
 
-def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    """A Markdown table of :func:`bench` rows, with a legend; unavailable candidates show their reason."""
+def format_rows(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Column titles and formatted cells of :func:`bench` rows ("-" where not measured)."""
     header = [title for _, title, _ in _COLUMNS]
-    batch = rows[0]["batch"] if rows else 64
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    notes = []
+    table = []
     for r in rows:
         cells = []
         for key, _, fmt in _COLUMNS:
             v = r.get(key)
-            if v is None:
-                cells.append("-")
-            else:
-                cells.append(fmt.format(v * _SCALE[key] if key in _SCALE else v).replace("|", "/"))
-        if r.get("status", "ok") != "ok":
-            notes.append(f"{r['model']} / {r['runtime']}: {r['status']}")
-        lines.append("| " + " | ".join(cells) + " |")
-    legend = (f"\nThroughput at batch {batch}. MACs at batch 1. fp32 floor: MACs / measured fp32 matmul peak "
-              "at that thread count; 'of peak' = floor / median latency. Peak RSS: rise of the process's "
-              "peak resident memory while loading the file and running batch 1.")
+            cells.append("-" if v is None else fmt.format(v * _SCALE[key] if key in _SCALE else v))
+        table.append(cells)
+    return header, table
+
+
+def legend(rows: Sequence[dict[str, Any]]) -> str:
+    """What the columns mean, and why any candidate was not measured."""
+    batch = rows[0]["batch"] if rows else 64
+    text = (f"Throughput at batch {batch}. MACs at batch 1. fp32 floor: MACs / measured fp32 matmul peak at "
+            "that thread count; 'of peak' = floor / median latency. Peak RSS: rise of the process's peak "
+            "resident memory while loading the file and running batch 1.")
+    notes = dict.fromkeys(f"{r['model']} / {r['runtime']}: {r['status']}" for r in rows
+                          if r.get("status", "ok") != "ok")
     if notes:
-        legend += "\n\nNot measured:\n" + "\n".join(f"- {n}" for n in dict.fromkeys(notes))
-    return "\n".join(lines) + "\n" + legend + "\n"
+        text += "\n\nNot measured:\n" + "\n".join(f"- {n}" for n in notes)
+    return text
+
+
+def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """A Markdown table of :func:`bench` rows followed by the :func:`legend`."""
+    header, table = format_rows(rows)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in cells) + " |" for cells in table]
+    return "\n".join(lines) + "\n\n" + legend(rows) + "\n"

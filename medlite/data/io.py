@@ -5,8 +5,9 @@ images and ``(H, W, 3)`` for colour (RGB) images, finite everywhere. How each fo
 
 - PNG / JPEG / BMP / TIFF (Pillow): 8-bit data / 255; 16-bit data / 65535 (the container's bit depth,
   not min-max, so the same grey value always means the same intensity); 1-bit data as 0 / 1; float TIFFs
-  as stored if already in [0, 1], else min-max. Alpha is dropped, palettes are expanded to RGB, the EXIF
-  orientation of photographs is applied, multi-page files give their first page.
+  as stored if already in [0, 1], else min-max (16-bit colour PNGs arrive as 8 bits: Pillow reduces them).
+  Alpha is dropped, palettes are expanded to RGB, the EXIF orientation of photographs is applied,
+  multi-page files give their first page.
 - DICOM (pydicom >= 3, lazily imported): the modality transform (RescaleSlope / RescaleIntercept) first,
   then the VOI window (first WindowCenter / WindowWidth value, LINEAR / LINEAR_EXACT / SIGMOID as the
   file's VOILUTFunction says) when the file has one, else min-max over the frame; MONOCHROME1 is inverted

@@ -39,7 +39,6 @@ from medlite.engine.checkpoint import (
     optimizer_state_tensors,
     read_checkpoint,
     save_checkpoint,
-    unwrap,
 )
 from medlite.engine.evaluate import evaluate_split, loss_fn, normalise, predict
 
@@ -233,7 +232,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
             seconds = time.perf_counter() - t0
             probs, labels, val_loss = predict(model, data.val, mean, std, data.task,
                                               cfg.eval_batch_size, dist.device)
-            from medlite.metrics.classification import medmnist_acc, medmnist_auc
+            from medlite.metrics.classification import medmnist_acc
 
             val_auc, val_acc = _safe_auc(labels, probs, data.task), medmnist_acc(labels, probs, data.task)
             row = {"epoch": epoch + 1, "train_loss": stats["loss"], "aux_loss": stats["aux"],

@@ -134,6 +134,7 @@ def write_onnx_meta(path, meta: dict[str, Any]) -> None:
     os.close(fd)
     try:
         onnx.save(proto, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -80,7 +80,6 @@ def export_onnx(
         diff = parity(model, tmp, c, s) if check else None
         if diff is not None and diff > atol:
             raise ExportError(f"{path}: ONNX Runtime differs from PyTorch by {diff:.3g} > {atol:g} (fp32)")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     finally:
         model.train(was_training)

@@ -84,10 +84,16 @@ def quantize_static_int8(
 
 
 def _run(fn, src, method: str) -> None:
+    # onnxruntime.quantization logs one line per tensor on the root logger; keep it to warnings
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
     try:
         fn()
     except Exception as e:  # onnxruntime.quantization raises plain Exceptions from many places
         raise ExportError(f"{src}: {method} int8 quantization failed: {type(e).__name__}: {e}") from e
+    finally:
+        root.setLevel(level)
 
 
 class _preprocessed:

@@ -11,11 +11,8 @@ Preprocessing (size, channels, mean, std), task and label names come from the fi
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,31 +20,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+# medlite.data imports lazily, so its io module (numpy + Pillow) loads without torch.
+from medlite.data.io import read_image, to_model_input  # noqa: E402
 from medlite.export.meta import META_KEY, ModelFileError, task_kind
-
-
-def _import_io():
-    """``medlite.data.io`` (numpy + Pillow). ``medlite/data/__init__.py`` imports torch for the training
-    loaders; where torch is absent, load ``io.py`` from its file under a private name instead."""
-    try:
-        return importlib.import_module("medlite.data.io")
-    except ImportError as e:
-        if "torch" not in str(e):
-            raise
-    name = "medlite._data_io_torch_free"
-    if name not in sys.modules:
-        io_file = Path(__file__).resolve().parents[1] / "data" / "io.py"
-        spec = importlib.util.spec_from_file_location(name, io_file)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_io = _import_io()
-ImageReadError = _io.ImageReadError
-read_image = _io.read_image
-to_model_input = _io.to_model_input
 
 ImageLike = str | os.PathLike | np.ndarray
 

@@ -125,15 +125,17 @@ def test_dicom_mr_window_matches_pydicom():
     _check(out, (64, 64))
     from pydicom.pixels import apply_windowing
 
-    ref = apply_windowing(ds.pixel_array.astype(np.float64), ds)  # scaled to the stored bit range
-    lo, hi = 0.0, 2.0 ** int(ds.BitsStored) - 1
+    ref = apply_windowing(ds.pixel_array.astype(np.float64), ds)  # scaled to the stored value range
+    bits = int(ds.BitsStored)
+    lo, hi = (-(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1) if ds.PixelRepresentation else (0.0, 2.0**bits - 1)
     np.testing.assert_allclose(out, (ref - lo) / (hi - lo), atol=1e-5)
     np.testing.assert_allclose(out, window(ds.pixel_array, 600.0, 1600.0), atol=1e-6)
 
 
 def test_window_function_by_hand():
-    # LINEAR, c = 40, w = 400: 0 at <= -159.5, 1 above 239.5, 0.5 at 39.5
-    y = window(np.array([-1000.0, -159.5, 39.5, 239.6, 3000.0]), 40.0, 400.0)
+    # LINEAR, c = 40, w = 400 (PS3.3 C.11.2.1.2.1): 0 at <= c - 0.5 - (w - 1) / 2 = -160,
+    # 1 above c - 0.5 + (w - 1) / 2 = 239, 0.5 at c - 0.5 = 39.5
+    y = window(np.array([-1000.0, -160.0, 39.5, 239.0, 3000.0]), 40.0, 400.0)
     np.testing.assert_allclose(y, [0.0, 0.0, 0.5, 1.0, 1.0], atol=1e-6)
     np.testing.assert_allclose(window(np.array([40.0]), 40.0, 400.0, "LINEAR_EXACT"), [0.5])
     np.testing.assert_allclose(window(np.array([40.0]), 40.0, 400.0, "SIGMOID"), [0.5])
@@ -186,12 +188,12 @@ def test_nifti_axial_slice_radiological(tmp_path):
     nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / "v.nii.gz")
     out = read_image(tmp_path / "v.nii.gz")  # middle slice: z = 2
     _check(out, (5, 6))  # rows = y (5), columns = x (6)
-    expected = vol[:, :, 2][::-1, ::-1].T  # anterior (high y) at the top, patient right (high x) on the left
-    np.testing.assert_allclose(out, _minmax(expected), atol=1e-6)
-    np.testing.assert_allclose(read_image(f"{tmp_path / 'v.nii.gz'}::0"), _minmax(vol[:, :, 0][::-1, ::-1].T),
-                               atol=1e-6)
-    np.testing.assert_allclose(read_image(tmp_path / "v.nii.gz", index=3), _minmax(vol[:, :, 3][::-1, ::-1].T),
-                               atol=1e-6)
+    def axial(z: int) -> np.ndarray:  # anterior (high y) at the top, patient right (high x) on the left
+        return _minmax(vol[:, :, z][::-1, ::-1].T)
+
+    np.testing.assert_allclose(out, axial(2), atol=1e-6)
+    np.testing.assert_allclose(read_image(f"{tmp_path / 'v.nii.gz'}::0"), axial(0), atol=1e-6)
+    np.testing.assert_allclose(read_image(tmp_path / "v.nii.gz", index=3), axial(3), atol=1e-6)
     with pytest.raises(ImageReadError, match="slice 4 out of range"):
         read_image(tmp_path / "v.nii.gz", index=4)
 
@@ -212,12 +214,9 @@ def test_nifti_orientation_independent_of_storage(tmp_path):
 def test_nifti_4d_uses_first_volume(tmp_path):
     vol = np.stack([_volume(), -_volume()], axis=-1)
     nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / "t.nii.gz")
-    np.testing.assert_allclose(read_image(tmp_path / "t.nii.gz"), read_image_of(_volume(), tmp_path), atol=1e-6)
-
-
-def read_image_of(vol: np.ndarray, tmp_path: Path) -> np.ndarray:
-    nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / "ref.nii.gz")
-    return read_image(tmp_path / "ref.nii.gz")
+    nib.save(nib.Nifti1Image(_volume(), np.eye(4)), tmp_path / "first.nii.gz")
+    first = read_image(tmp_path / "first.nii.gz")
+    np.testing.assert_allclose(read_image(tmp_path / "t.nii.gz"), first, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------- errors
