@@ -103,6 +103,7 @@ class _Candidate:
     status: str = "ok"
     t1: list[float] = field(default_factory=list)
     tb: list[float] = field(default_factory=list)
+    tb_status: str = ""  # why the throughput batch could not run, if it could not
 
 
 def _prepare(spec: str | os.PathLike, size: int, in_chans: int, num_classes: int, runtimes: Sequence[str],
@@ -273,23 +274,29 @@ def _time_block(models: list[_Model], runtimes: Sequence[str], threads: int, bat
             inputs[shape] = (rng.standard_normal((1, *shape), dtype=np.float32),
                              rng.standard_normal((batch, *shape), dtype=np.float32))
         base = _reset_peak_rss()
-        c.run = _load_runner(c.model, c.runtime, threads)
-        c.run(inputs[shape][0])
+        try:
+            c.run = _load_runner(c.model, c.runtime, threads)
+        except Exception as e:  # a runtime that cannot load its file is reported, not fatal
+            c.status = f"failed to load: {str(e).splitlines()[0][:120]}"
+            continue
+        if not _call(c, inputs[shape][0]):
+            c.run = None
+            continue
         c.mem_mb = _peak_rss_delta_mb(base)
     live = [c for c in cands if c.run is not None]
     x_of = {id(c): inputs[_shape(c)] for c in live}
     for _ in range(warmup):
-        for c in live:
-            c.run(x_of[id(c)][0])
+        live = [c for c in live if _call(c, x_of[id(c)][0])]
     for i in range(repeats):
         for c in live[i % len(live):] + live[: i % len(live)] if live else []:
             t0 = time.perf_counter()
-            c.run(x_of[id(c)][0])
-            c.t1.append(time.perf_counter() - t0)
-    for c in live:
-        c.run(x_of[id(c)][1])
+            if _call(c, x_of[id(c)][0]):
+                c.t1.append(time.perf_counter() - t0)
+        live = [c for c in live if c.status == "ok"]
+    # A runtime may refuse the larger batch (e.g. a .pte exported with a static batch): keep its latency.
+    batched = [c for c in live if _call(c, x_of[id(c)][1], f"batch {batch}")]
     for i in range(max(3, repeats // 10)):
-        for c in live[i % len(live):] + live[: i % len(live)] if live else []:
+        for c in batched[i % len(batched):] + batched[: i % len(batched)] if batched else []:
             t0 = time.perf_counter()
             c.run(x_of[id(c)][1])
             c.tb.append(time.perf_counter() - t0)
@@ -297,6 +304,21 @@ def _time_block(models: list[_Model], runtimes: Sequence[str], threads: int, bat
         c.run = None  # free sessions before the next thread count
     gc.collect()
     return cands
+
+
+def _call(c: _Candidate, x: np.ndarray, what: str = "batch 1") -> bool:
+    """Run one call; a failure marks the candidate (its status says why) instead of ending the benchmark."""
+    try:
+        c.run(x)
+        return True
+    except Exception as e:  # runtimes raise their own error types
+        log.warning("%s / %s failed at %s: %s", c.model.label, c.runtime, what, e)
+        if what == "batch 1":
+            c.status = f"failed: {str(e).splitlines()[0][:120]}"
+            c.t1.clear()
+        else:
+            c.tb_status = f"{what} failed: {str(e).splitlines()[0][:120]}"
+        return False
 
 
 def _shape(c: _Candidate) -> tuple[int, int, int]:
@@ -313,11 +335,12 @@ def _row(c: _Candidate, batch: int, peak: float | None) -> dict[str, Any]:
         "params": m.params, "macs": m.macs, "peak_mem_mb": c.mem_mb,
         "file_mb": path.stat().st_size / 2**20 if path is not None and path.exists() else None,
         "floor_ms": m.macs / peak * 1e3 if peak else None, "compute_util": None,
+        "throughput_note": c.tb_status or None,
     }
     if c.t1:
         row["latency_ms_median"] = float(np.median(c.t1) * 1e3)
         row["latency_ms_p90"] = float(np.percentile(c.t1, 90) * 1e3)
-        row["throughput_ips"] = float(batch / np.median(c.tb))
+        row["throughput_ips"] = float(batch / np.median(c.tb)) if c.tb else None
         if row["floor_ms"]:
             row["compute_util"] = row["floor_ms"] / row["latency_ms_median"]
     return row
@@ -372,8 +395,10 @@ def legend(rows: Sequence[dict[str, Any]]) -> str:
     text = (f"Throughput at batch {batch}. MACs at batch 1. fp32 floor: MACs / measured fp32 matmul peak at "
             "that thread count; 'of peak' = floor / median latency. Peak RSS: rise of the process's peak "
             "resident memory while loading the file and running batch 1.")
-    notes = dict.fromkeys(f"{r['model']} / {r['runtime']}: {r['status']}" for r in rows
-                          if r.get("status", "ok") != "ok")
+    notes = dict.fromkeys([f"{r['model']} / {r['runtime']}: {r['status']}" for r in rows
+                           if r.get("status", "ok") != "ok"]
+                          + [f"{r['model']} / {r['runtime']}: throughput not measured ({r['throughput_note']})"
+                             for r in rows if r.get("throughput_note")])
     if notes:
         text += "\n\nNot measured:\n" + "\n".join(f"- {n}" for n in notes)
     return text
