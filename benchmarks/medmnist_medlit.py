@@ -231,7 +231,7 @@ def _convergence_plot(groups, path: Path) -> None:
 
     from medlite.report.plots import plot_values_per_epoch
 
-    series = {}
+    panels: dict[str, dict[str, list[float]]] = {s: {} for s in SUBSETS}
     for label, cfgs in groups.items():
         if "medlit" not in label:
             continue
@@ -239,15 +239,16 @@ def _convergence_plot(groups, path: Path) -> None:
             f = c.run_dir() / "metrics.csv"
             if c.seed == 0 and f.is_file():
                 rows = list(csv.DictReader(f.open()))
-                series[f"{label} {c.data}"] = [float(r["val_auc"]) for r in rows]
-    if series:
-        plot_values_per_epoch(series, path, ylabel="validation AUC", title="MAE initialisation vs scratch")
+                panels[c.data][label] = [float(r["val_auc"]) for r in rows]
+    if any(panels.values()):
+        plot_values_per_epoch(panels, path, ylabel="validation AUC",
+                              title="MAE initialisation vs scratch (same recipe, seed 0)")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", default="breastmnist=24,pneumoniamnist=8,dermamnist=5")
-    ap.add_argument("--mae-epochs", default="medlit_nano_28=10,medlit_seed_28=6")
+    ap.add_argument("--mae-epochs", default="medlit_nano_28=10,medlit_seed_28=3")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--runs", default=str(ROOT / "runs" / "medlit"))
@@ -300,8 +301,11 @@ def main() -> None:
     elif not a.report_only:
         for m in a.models.split(","):
             short = m.replace("_28", "")
+            for cfg in groups[f"{short} (scratch)"]:
+                run_job(cfg)
+                report(groups, ablation, epochs, mae_epochs, speed, Path(a.out), vit_groups)
             run_mae(mae_cfg(m, mae_epochs[m], runs, a.threads))
-            for cfg in groups[f"{short} (scratch)"] + groups[f"{short} (MAE)"]:
+            for cfg in groups[f"{short} (MAE)"]:
                 run_job(cfg)
                 report(groups, ablation, epochs, mae_epochs, speed, Path(a.out), vit_groups)
             if m == "medlit_nano_28":

@@ -236,21 +236,28 @@ def plot_confusion(
 
 # ------------------------------------------------------------------------------------------ generic
 def plot_values_per_epoch(
-    series: dict[str, list[float]], path: str | os.PathLike, ylabel: str, title: str
+    series: dict[str, list[float]] | dict[str, dict[str, list[float]]],
+    path: str | os.PathLike,
+    ylabel: str,
+    title: str,
 ) -> Path:
     """One line per named series against the 1-based epoch (e.g. val AUC with vs without pretraining).
 
-    None / nan values leave gaps.
+    ``series`` is either ``{name: values}`` (one panel) or ``{panel title: {name: values}}`` (one panel
+    each, side by side, e.g. one per dataset). None / nan values leave gaps.
     """
-    fig, axes = _figure(figsize=(7, 4.2))
-    ax = axes[0, 0]
-    for name, values in series.items():
-        ys = np.array([np.nan if v is None else float(v) for v in values])
-        ax.plot(np.arange(1, len(ys) + 1), ys, "-o", markersize=3, label=name)
-    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
-    ax.grid(alpha=0.3)
-    if series:
-        ax.legend(fontsize=9)
+    panels = series if series and all(isinstance(v, dict) for v in series.values()) else {"": series}
+    fig, axes = _figure(1, len(panels), figsize=(max(7.0, 4.6 * len(panels)), 4.2))
+    for ax, (panel, lines) in zip(axes[0], panels.items(), strict=True):
+        for name, values in lines.items():
+            ys = np.array([np.nan if v is None else float(v) for v in values])
+            ax.plot(np.arange(1, len(ys) + 1), ys, "-o", markersize=3, label=name)
+        ax.set(xlabel="epoch", ylabel=ylabel, title=panel or title)
+        ax.grid(alpha=0.3)
+        if lines:
+            ax.legend(fontsize=8)
+    if len(panels) > 1:
+        fig.suptitle(title)
     return _save(fig, path)
 
 
