@@ -80,3 +80,15 @@ def test_roc_with_missing_class_and_bad_names(tmp_path):
 def test_values_per_epoch(tmp_path):
     series = {"from scratch": [0.70, 0.75, 0.78, None], "MAE pretrained": [0.80, 0.84, 0.86, 0.87]}
     _assert_png(plot_values_per_epoch(series, tmp_path / "auc.png", "val AUC", "Pretraining"))
+
+
+def test_values_per_epoch_with_one_panel_per_dataset(tmp_path):
+    from PIL import Image
+
+    from medlite.report.plots import plot_values_per_epoch
+
+    path = plot_values_per_epoch({"breast": {"scratch": [0.5, 0.6], "MAE": [0.7, 0.8]},
+                                  "derma": {"scratch": [0.8, None, 0.9]}},
+                                 tmp_path / "panels.png", ylabel="val AUC", title="MAE vs scratch")
+    w, h = Image.open(path).size
+    assert w > 1.5 * h  # two panels side by side
