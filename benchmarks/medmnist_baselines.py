@@ -12,6 +12,7 @@ results file records the one used. Every job is resumable: run the same command 
 from __future__ import annotations
 
 import argparse
+import csv
 import statistics
 from pathlib import Path
 
@@ -51,11 +52,14 @@ def report(cfgs: list[TrainConfig], out: Path, epochs: dict[str, int]) -> str:
         lines.append(f"| {s} | {len(rs)} | {mean_std(aucs)} | {mean_std(accs)} | {pub[0]:.3f} / {pub[1]:.3f} "
                      f"| {delta} |")
         if rs:
-            ips = statistics.mean(r["train_images_per_s"] for r in rs)
-            eps = statistics.mean(r["epoch_seconds"] for r in rs)
+            # median over epochs: robust to epochs stretched by a paused or crowded machine
+            rows = [row for c in cfgs if c.data == s and (c.run_dir() / "metrics.csv").is_file()
+                    for row in csv.DictReader((c.run_dir() / "metrics.csv").open())]
+            ips = statistics.median(float(row["images_per_s"]) for row in rows)
+            eps = statistics.median(float(row["epoch_seconds"]) for row in rows)
             speed.append(f"| {s} | {ips:.0f} | {eps:.0f} | {eps * 100 / 3600:.1f} h |")
     threads = sorted({r["machine"]["torch_threads"] for r in runs})
-    lines += ["", "Training throughput on this machine (mean over finished seeds; includes the batched input "
+    lines += ["", "Training throughput on this machine (median over the epochs of all runs; includes the batched input "
               f"pipeline, excludes validation; torch threads: {threads}). The benchmarks ran side by side "
               "with other jobs on the 2 cores, so these are lower bounds; `medmnist_medlit.md` has an "
               "interleaved, same-process throughput comparison.", "",
