@@ -27,7 +27,7 @@ from medmnist_baselines import jobs as baseline_jobs
 
 import medlite
 from medlite.engine.pretrain import PretrainConfig, pretrain
-from medlite.engine.train import TrainConfig
+from medlite.engine.train import RECIPES, TrainConfig, with_recipe
 
 MODELS = ("medlit_nano_28", "medlit_seed_28")
 # Ablation at the nano budget (~0.75 M): the registered nano keeps seed's width (216) with few experts;
@@ -39,13 +39,6 @@ ABLATION = {
 }
 
 
-# A recipe for small ViTs, tried because MedLiT under-trains with the ResNet recipe (few steps, no warmup):
-# AdamW + weight decay, linear warmup over 10 % of the epochs then cosine, batch 64 (twice the steps),
-# light batched augmentation. Same epochs as the paper recipe; checkpoint still chosen on validation AUC.
-VIT_RECIPE = {"optimizer": "adamw", "weight_decay": 0.05, "schedule": "cosine", "batch_size": 64,
-              "augment": "light"}
-
-
 def cfg_for(model: str, subset: str, seed: int, epochs: int, runs: Path, init: str = "", tag: str = "",
             threads: int = 0, model_kwargs: dict | None = None, recipe: str = "paper") -> TrainConfig:
     name = f"{model}{tag}-{subset}-s{seed}"
@@ -53,11 +46,7 @@ def cfg_for(model: str, subset: str, seed: int, epochs: int, runs: Path, init: s
                       lr=1e-3, schedule="step", milestones=(0.5, 0.75), augment="none", seed=seed,
                       out=str(runs / name), init=init, progress=False, threads=threads,
                       model_kwargs=model_kwargs or {})
-    if recipe == "vit":
-        for k, v in VIT_RECIPE.items():
-            setattr(cfg, k, v)
-        cfg.warmup_epochs = 0.1 * epochs
-    return cfg
+    return with_recipe(cfg, "vit") if recipe == "vit" else cfg
 
 
 def mae_cfg(model: str, epochs: int, runs: Path, threads: int) -> PretrainConfig:
@@ -163,7 +152,7 @@ def report(groups: dict[str, list[TrainConfig]], ablation: dict[str, TrainConfig
               "MedLiT trained with the ResNet recipe takes few optimiser steps (BreastMNIST: 5 per epoch) with "
               "no warmup, which suits a CNN better than a transformer. A small-ViT recipe was therefore tried "
               "for medlit_nano, with the same epochs and the same validation-AUC checkpoint selection: "
-              f"{VIT_RECIPE}, warmup over 10 % of the epochs. These rows use a different recipe from the "
+              f"{RECIPES['vit']} (`medlite.engine.train.RECIPES`). These rows use a different recipe from the "
               "ResNet-18 row (ResNet-18 was not re-run with it: it trains ~8x slower here).", "",
               "| model | params | MACs | BreastMNIST | PneumoniaMNIST | DermaMNIST |", "|---|---|---|---|---|---|"]
     for label, rs in vit.items():

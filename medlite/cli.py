@@ -277,8 +277,10 @@ def _explain(run, image, out, discard_ratio):
 def demo(
     out: Annotated[str, typer.Option(help="Folder for the run, exported models and the report.")] = "demo_run",
     model: Annotated[str, typer.Option(help="Model to train.")] = "medlit_nano_28",
-    data: Annotated[str, typer.Option(help="MedMNIST subset (or path).")] = "breastmnist",
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 30,
+    data: Annotated[str, typer.Option(help="MedMNIST subset (or path).")] = "pneumoniamnist",
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 8,
+    recipe: Annotated[str, typer.Option(help="Training recipe: vit (AdamW, warmup + cosine, light "
+                                              "augmentation) or medmnist (the paper's CNN recipe).")] = "vit",
     download: Annotated[bool, typer.Option(help="Download the subset if it is not under $MEDLITE_DATA.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -287,7 +289,7 @@ def demo(
     from medlite.demo import run_demo
 
     _setup_logging(False)
-    _run_checked(run_demo, out, model, data, epochs, download, progress)
+    _run_checked(run_demo, out, model, data, epochs, download, progress, recipe)
     console.print(Path(out, "demo_report.md").read_text())
 
 

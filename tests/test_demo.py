@@ -9,7 +9,7 @@ from medlite.demo import run_demo
 @pytest.mark.slow
 def test_demo_end_to_end_on_real_breastmnist(real_data_root, tmp_path, monkeypatch):
     monkeypatch.setenv("MEDLITE_DATA", str(real_data_root))
-    rep = run_demo(tmp_path / "demo", epochs=1, progress=False)
+    rep = run_demo(tmp_path / "demo", data="breastmnist", epochs=1, progress=False)
     assert rep["export"]["max_abs_diff"] < 1e-4
     assert {row["runtime"] for row in rep["latency"]} == {"torch", "onnx", "onnx-int8"}
     text = (tmp_path / "demo" / "demo_report.md").read_text()

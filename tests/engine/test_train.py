@@ -158,3 +158,14 @@ def test_moe_model_trains_and_plots_expert_load(tiny_npz, tmp_path):
     assert float(first[header.index("aux_loss")]) > 0  # the load-balancing loss was added and logged
     assert (out / "plots" / "expert_load.png").is_file()
     assert res["params"] > 0
+
+
+def test_vit_recipe_overrides_the_paper_recipe():
+    from medlite.engine.train import with_recipe
+
+    cfg = with_recipe(TrainConfig(epochs=20), "vit")
+    assert (cfg.optimizer, cfg.schedule, cfg.batch_size, cfg.augment) == ("adamw", "cosine", 64, "light")
+    assert cfg.warmup_epochs == pytest.approx(2.0)
+    assert with_recipe(TrainConfig(), "medmnist") == TrainConfig()
+    with pytest.raises(ValueError, match="recipe"):
+        with_recipe(TrainConfig(), "fast")
