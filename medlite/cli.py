@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markdown import Markdown
 from rich.table import Table
 
 app = typer.Typer(
@@ -131,7 +132,7 @@ def train(
                       threads=threads, compile=compile, tensorboard=tensorboard, progress=progress)
     results = _run_checked(run_train, cfg, resume=resume)
     if results:
-        console.print(Path(results["run_dir"], "report.md").read_text())
+        console.print(Markdown(Path(results["run_dir"], "report.md").read_text()))
 
 
 def _run_checked(fn, *args, **kwargs):
@@ -290,7 +291,7 @@ def demo(
 
     _setup_logging(False)
     _run_checked(run_demo, out, model, data, epochs, download, progress, recipe)
-    console.print(Path(out, "demo_report.md").read_text())
+    console.print(Markdown(Path(out, "demo_report.md").read_text()))
 
 
 # ------------------------------------------------- deployment: medlite.export.commands, medlite.bench.latency
