@@ -30,12 +30,17 @@ def excerpt(name: str) -> str:
         elif started:
             break
     targets = []
-    if "## Targets" in lines:
-        for ln in lines[lines.index("## Targets") + 1 :]:
-            if ln.startswith("## "):
-                break
-            if ln.strip():
-                targets.append(ln)
+    for i, ln in enumerate(lines):
+        # the targets, and the extra experiments whose tables a reader of the README should see
+        if ln == "## Targets" or ln.startswith(("## What was tried", "## Ablation")):
+            body = []
+            for nxt in lines[i + 1 :]:
+                if nxt.startswith("## "):
+                    break
+                body.append(nxt)
+            if ln != "## Targets":
+                targets += [f"*{ln[3:]}*", ""]
+            targets += [b for b in body if b.startswith(("|", "- "))] + [""]
     meta = [ln for ln in lines if ln.startswith("- date:") or ln.startswith("- machine:")]
     out = [f"**{title}** ([full results](benchmarks/results/{name}.md))", "", *table, ""]
     if targets:
