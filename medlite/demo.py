@@ -20,8 +20,8 @@ def run_demo(out: str | Path = "demo_run", model: str = "medlit_nano_28", data: 
              epochs: int = 8, download: bool = False, progress: bool = True, recipe: str = "vit") -> dict[str, Any]:
     """Returns the report as a dict; also writes ``<out>/demo_report.md`` and ``demo_report.json``."""
     from medlite.data import load_classification
+    from medlite.data.transforms import to_float
     from medlite.engine.checkpoint import load_model
-    from medlite.engine.evaluate import normalise
     from medlite.engine.train import TrainConfig, train, with_recipe
     from medlite.export.onnx import export_onnx
     from medlite.export.quantize import compare_on, quantize_dynamic_int8
@@ -41,7 +41,7 @@ def run_demo(out: str | Path = "demo_run", model: str = "medlit_nano_28", data: 
     int8_path = quantize_dynamic_int8(onnx_path, out / f"{model}.int8.onnx")
     ds = load_classification(data, size=28)
     pre = meta["preprocessing"]
-    test_x = normalise(ds.test.images, pre["mean"], pre["std"]).numpy().astype(np.float32)
+    test_x = to_float(ds.test.images, pre["mean"], pre["std"]).numpy().astype(np.float32)
     q = compare_on(onnx_path, int8_path, test_x, ds.test.labels.numpy(), ds.task)
     latency = _latency(run)
     report = {"model": model, "data": data, "epochs": epochs, "recipe": recipe, "results": results, "export": exp,

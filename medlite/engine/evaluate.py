@@ -7,14 +7,7 @@ import torch
 from torch import nn
 
 from medlite.data.base import ArraySplit
-
-
-def normalise(images: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
-    """(B, C, H, W) uint8 -> float32 ``(x / 255 - mean) / std``; mean/std of length 1 or C."""
-    x = images.float().div_(255.0)
-    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return (x - m) / s
+from medlite.data.transforms import to_float
 
 
 def probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
@@ -40,7 +33,7 @@ def predict(
     model.eval()
     out, losses = [], []
     for i in range(0, len(split), batch_size):
-        x = normalise(split.images[i : i + batch_size].to(device), mean, std)
+        x = to_float(split.images[i : i + batch_size].to(device), mean, std)
         y = split.labels[i : i + batch_size].to(device)
         logits = model(x).float()
         losses.append(loss_fn(logits, y, task).item() * len(y))

@@ -23,13 +23,13 @@ import torch
 
 import medlite
 from medlite.data.base import ArraySplit
+from medlite.data.transforms import to_float
 from medlite.engine.checkpoint import (
     load_optimizer_state,
     optimizer_state_tensors,
     read_checkpoint,
     save_checkpoint,
 )
-from medlite.engine.evaluate import normalise
 from medlite.engine.train import _append_csv, _progress
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> dict[str, Any]:
             t0, seen, loss_sum = time.perf_counter(), 0, 0.0
             for step in range(steps):
                 idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-                x = augment_batch(normalise(data.images[idx], [0.5] * 3, [0.5] * 3), g, cfg.augment)
+                x = augment_batch(to_float(data.images[idx], [0.5] * 3, [0.5] * 3), g, cfg.augment)
                 s = epoch * steps + step
                 f = (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(total - warm, 1)))
                 for group in opt.param_groups:

@@ -33,6 +33,7 @@ from torch import nn
 
 import medlite
 from medlite.data.base import ClassificationData
+from medlite.data.transforms import to_float
 from medlite.engine import distributed as D
 from medlite.engine.checkpoint import (
     load_optimizer_state,
@@ -40,7 +41,7 @@ from medlite.engine.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from medlite.engine.evaluate import evaluate_split, loss_fn, normalise, predict
+from medlite.engine.evaluate import evaluate_split, loss_fn, predict
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +308,7 @@ def _train_epoch(train_model, model, opt, data, cfg, dist, epoch, steps, total_s
         if len(idx) < 2 * dist.world_size:  # a 1-sample batch breaks BatchNorm; skip the remainder
             break
         idx = idx[dist.rank :: dist.world_size]  # this rank's slice of the global batch
-        x = normalise(data.train.images[idx], mean, std)
+        x = to_float(data.train.images[idx], mean, std)
         x = augment_batch(x, g, cfg.augment).to(dist.device, non_blocking=True)
         y = data.train.labels[idx].to(dist.device)
         gstep = epoch * steps + step
@@ -416,7 +417,7 @@ def _plots(run_dir: Path, history, test_pred, data, model, meta) -> None:
         with torch.no_grad():  # routing of the first 512 validation images by the best checkpoint
             model.eval()
             mean, std = meta["preprocessing"]["mean"], meta["preprocessing"]["std"]
-            model(normalise(data.val.images[:512], mean, std).to(next(model.parameters()).device))
+            model(to_float(data.val.images[:512], mean, std).to(next(model.parameters()).device))
         loads = [v.tolist() for v in model.router_stats()]
         plot_expert_load(loads, pdir / "expert_load.png", top_k=getattr(model.cfg, "top_k", 2))
 

@@ -16,12 +16,12 @@ TINY = {"embed_dim": 48, "depth": 2, "num_heads": 2, "num_kv_groups": 1, "expert
 @pytest.mark.data
 def test_mae_loss_decreases_on_real_breastmnist(real_data_root):
     from medlite.data import load_classification
-    from medlite.engine.evaluate import normalise
+    from medlite.data.transforms import to_float
     from medlite.models.mae import MAEPretrainer
 
     torch.manual_seed(0)
     data = load_classification("breastmnist", size=28, root=real_data_root)
-    x = normalise(data.train.images[:64], [0.5], [0.5])
+    x = to_float(data.train.images[:64], [0.5], [0.5])
     mae = MAEPretrainer(medlite.create_model("medlit_nano_28", in_chans=3, img_size=28))
     opt = torch.optim.AdamW(mae.parameters(), lr=1e-3)
 
