@@ -13,7 +13,7 @@ export NO_ALBUMENTATIONS_UPDATE = 1
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[export,medical]'
+	$(PIP) install -q -e '.[export,medical,seg]'
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed

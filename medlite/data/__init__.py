@@ -17,6 +17,10 @@ _LAZY = {
                      "load_dermamnist_jpeg_zip", "load_npz"), "medlite.data.medmnist"),
     **dict.fromkeys(("augment_batch", "resize_batch", "to_float"), "medlite.data.transforms"),
     "load_classification": "medlite.data.load",
+    **dict.fromkeys(("Geometry", "SegPair", "SegSplit", "SegmentationData", "find_pairs", "letterbox",
+                     "load_builtin", "load_segmentation", "read_mask", "read_pair", "read_rgb", "restore"),
+                    "medlite.data.segmentation"),
+    "augment_pairs": "medlite.data.seg_augment",
 }
 __all__ = sorted(_LAZY)
 
@@ -32,6 +36,21 @@ if TYPE_CHECKING:
         find_subset_file,
         load_dermamnist_jpeg_zip,
         load_npz,
+    )
+    from medlite.data.seg_augment import augment_pairs  # noqa: F401
+    from medlite.data.segmentation import (  # noqa: F401
+        Geometry,
+        SegmentationData,
+        SegPair,
+        SegSplit,
+        find_pairs,
+        letterbox,
+        load_builtin,
+        load_segmentation,
+        read_mask,
+        read_pair,
+        read_rgb,
+        restore,
     )
     from medlite.data.transforms import augment_batch, resize_batch, to_float  # noqa: F401
 

@@ -15,6 +15,7 @@ from medlite.metrics.classification import (
     predict,
     roc_auc,
 )
+from medlite.metrics.segmentation import SegmentationMetrics, case_metrics, dice, hd95, iou, nsd
 
 __all__ = [
     "TASKS",
@@ -30,4 +31,10 @@ __all__ = [
     "per_class_auc",
     "predict",
     "roc_auc",
+    "SegmentationMetrics",
+    "case_metrics",
+    "dice",
+    "hd95",
+    "iou",
+    "nsd",
 ]

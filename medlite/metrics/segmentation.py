@@ -1,0 +1,185 @@
+"""Binary segmentation metrics: Dice, IoU, HD95 and NSD, per case, with explicit empty-mask rules.
+
+The surface metrics (HD95, NSD) use MONAI's implementations (``monai.metrics``, the ``seg`` extra);
+Dice and IoU are two lines of counting and need nothing. Each metric has a pure function on one case and
+:class:`SegmentationMetrics` accumulates cases (``update`` / ``compute`` / ``reset``) and reports
+mean ± std over cases.
+
+Empty masks (MONAI leaves these undefined, so medlite decides, and says so):
+
+============================  ======  ======  =====================  ======
+case                          Dice    IoU     HD95                   NSD
+============================  ======  ======  =====================  ======
+prediction and truth empty    1       1       0                      1
+exactly one of them empty     0       0       image diagonal (px)    0
+============================  ======  ======  =====================  ======
+
+The diagonal is the largest distance two pixels of the image can have, so an empty prediction for a
+present lesion is never better than the worst non-empty one. Distances are in pixels unless ``spacing``
+(row, column) says otherwise; all masks are compared at the resolution they are given in (medlite
+evaluates at the original image size).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+METRICS = ("dice", "iou", "hd95", "nsd")
+
+
+def _monai_metrics():
+    try:
+        return importlib.import_module("monai.metrics")
+    except ImportError as e:
+        raise ImportError("HD95 and NSD need MONAI: pip install 'medlite[seg]'") from e
+
+
+def _binary(mask, what: str) -> np.ndarray:
+    a = np.asarray(mask.detach().cpu() if hasattr(mask, "detach") else mask)
+    a = np.squeeze(a)
+    if a.ndim != 2:
+        raise ValueError(f"{what} must be one 2-D mask (H, W); got shape {np.shape(mask)}")
+    return a > 0.5 if a.dtype.kind == "f" else a > 0
+
+
+def _pair(pred, target) -> tuple[np.ndarray, np.ndarray]:
+    p, t = _binary(pred, "pred"), _binary(target, "target")
+    if p.shape != t.shape:
+        raise ValueError(f"pred {p.shape} and target {t.shape} differ in size; map the prediction back first")
+    return p, t
+
+
+def dice(pred, target) -> float:
+    """Dice = 2|P∩T| / (|P| + |T|).
+
+    Args:
+        pred: (H, W) bool / {0, 1} integers, or float probabilities thresholded at 0.5.
+        target: (H, W), same encoding and size.
+    """
+    p, t = _pair(pred, target)
+    denom = int(p.sum()) + int(t.sum())
+    return 1.0 if denom == 0 else 2.0 * int((p & t).sum()) / denom
+
+
+def iou(pred, target) -> float:
+    """IoU (Jaccard) = |P∩T| / |P∪T|; inputs as in :func:`dice`."""
+    p, t = _pair(pred, target)
+    union = int((p | t).sum())
+    return 1.0 if union == 0 else int((p & t).sum()) / union
+
+
+def _empty_rule(p: np.ndarray, t: np.ndarray, both: float, one: float) -> float | None:
+    has_p, has_t = bool(p.any()), bool(t.any())
+    if not has_p and not has_t:
+        return both
+    if has_p != has_t:
+        return one
+    return None
+
+
+def _diagonal(shape: Sequence[int], spacing: Sequence[float] | None) -> float:
+    s = (1.0, 1.0) if spacing is None else spacing
+    return math.hypot(shape[0] * s[0], shape[1] * s[1])
+
+
+def _as_monai(a: np.ndarray):
+    import torch
+
+    return torch.from_numpy(a[None, None].astype(np.float32))
+
+
+def hd95(pred, target, spacing: Sequence[float] | None = None) -> float:
+    """95th-percentile symmetric Hausdorff distance between the mask boundaries (MONAI).
+
+    Args:
+        pred, target: (H, W) masks as in :func:`dice`.
+        spacing: (row, column) pixel size; None means distances in pixels.
+    """
+    p, t = _pair(pred, target)
+    rule = _empty_rule(p, t, 0.0, _diagonal(p.shape, spacing))
+    if rule is not None:
+        return rule
+    with warnings.catch_warnings():  # MONAI 1.5 warns about its own deprecated internal argument
+        warnings.simplefilter("ignore", FutureWarning)
+        d = _monai_metrics().compute_hausdorff_distance(
+            _as_monai(p), _as_monai(t), include_background=True, percentile=95,
+            spacing=None if spacing is None else list(spacing))
+    return float(d.reshape(-1)[0])
+
+
+def nsd(pred, target, tolerance: float = 2.0, spacing: Sequence[float] | None = None) -> float:
+    """Normalised surface Dice: the share of both boundaries lying within ``tolerance`` of the other (MONAI).
+
+    Args:
+        pred, target: (H, W) masks as in :func:`dice`.
+        tolerance: in pixels (or in the unit of ``spacing``).
+        spacing: (row, column) pixel size; None means pixels.
+    """
+    p, t = _pair(pred, target)
+    rule = _empty_rule(p, t, 1.0, 0.0)
+    if rule is not None:
+        return rule
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        d = _monai_metrics().compute_surface_dice(
+            _as_monai(p), _as_monai(t), class_thresholds=[float(tolerance)], include_background=True,
+            spacing=None if spacing is None else list(spacing))
+    return float(d.reshape(-1)[0])
+
+
+def case_metrics(pred, target, tolerance: float = 2.0, spacing: Sequence[float] | None = None,
+                 metrics: Sequence[str] = METRICS) -> dict[str, float]:
+    """Every metric in ``metrics`` for one case, as a dict name -> value."""
+    fns = {"dice": lambda: dice(pred, target), "iou": lambda: iou(pred, target),
+           "hd95": lambda: hd95(pred, target, spacing), "nsd": lambda: nsd(pred, target, tolerance, spacing)}
+    unknown = set(metrics) - set(fns)
+    if unknown:
+        raise ValueError(f"unknown metric(s) {sorted(unknown)}; choose from {list(fns)}")
+    return {m: fns[m]() for m in metrics}
+
+
+class SegmentationMetrics:
+    """Accumulates per-case metrics; ``compute()`` gives mean and std over cases.
+
+    Example:
+        >>> m = SegmentationMetrics(tolerance=2)
+        >>> for pred, gt, name in cases:
+        ...     m.update(pred, gt, name)
+        >>> m.compute()["dice"]["mean"]
+    """
+
+    def __init__(self, tolerance: float = 2.0, metrics: Sequence[str] = METRICS) -> None:
+        self.tolerance = tolerance
+        self.metrics = tuple(metrics)
+        self.reset()
+
+    def reset(self) -> None:
+        self.cases: list[dict] = []
+
+    def update(self, pred, target, name: str | None = None, spacing: Sequence[float] | None = None) -> dict:
+        """Add one case. pred, target: (H, W) masks (see :func:`dice`). Returns that case's metrics."""
+        row = case_metrics(pred, target, self.tolerance, spacing, self.metrics)
+        self.cases.append({"case": name if name is not None else str(len(self.cases)), **row})
+        return row
+
+    def compute(self) -> dict[str, dict[str, float]]:
+        """{metric: {"mean", "std", "median", "n"}} over the cases seen so far (std with ddof 0)."""
+        if not self.cases:
+            raise ValueError("no cases were added")
+        out = {}
+        for m in self.metrics:
+            v = np.array([c[m] for c in self.cases], dtype=np.float64)
+            out[m] = {"mean": float(v.mean()), "std": float(v.std()), "median": float(np.median(v)), "n": len(v)}
+        return out
+
+
+def summarise(values: Sequence[float]) -> str:
+    """'mean ± std' with 3 decimals (2 for distances above 10)."""
+    v = np.asarray(values, dtype=np.float64)
+    nd = 2 if abs(v.mean()) >= 10 else 3
+    return f"{v.mean():.{nd}f} ± {v.std():.{nd}f}"
