@@ -65,6 +65,10 @@ class MoESwiGLU(nn.Module):
             expert (sums to k).
         last_aux_loss: scalar Tensor (with graph) from the last training forward, or None after an
             eval forward.
+        unit_mask: (hidden,) float32 non-persistent buffer of ones, multiplied into the hidden units
+            before ``w2``. A hidden unit is shared by all experts of the layer (``V`` and ``W2`` are shared),
+            so FFN pruning scores and removes units per layer; the mask lets it gate them without touching
+            the weights (not saved in the state dict).
     """
 
     def __init__(
@@ -93,6 +97,7 @@ class MoESwiGLU(nn.Module):
         self.w2 = nn.Linear(hidden, dim, bias=bias)
         self.drop = nn.Dropout(drop)
         self.register_buffer("last_load", torch.zeros(num_experts), persistent=False)
+        self.register_buffer("unit_mask", torch.ones(hidden), persistent=False)
         self.last_aux_loss: Tensor | None = None
         self.init_router()
 
@@ -153,7 +158,7 @@ class MoESwiGLU(nn.Module):
         gates, idx, aux = self.gate(t)
         hid = F.silu(self.w(t)).view(t.shape[0], self.num_experts, self.hidden)
         hid = torch.einsum("te,teh->th", gates, hid)  # gate-weighted sum of the experts' silu(W_e x)
-        out = self.drop(self.w2(hid * self.v(t)))
+        out = self.drop(self.w2(hid * self.v(t) * self.unit_mask.to(hid.dtype)))
         self.last_load = torch.zeros_like(gates).scatter(1, idx, 1.0).mean(0).detach()
         self.last_aux_loss = aux if self.training else None
         return out.reshape(shape)

@@ -74,6 +74,10 @@ class MedLiTConfig:
     head_drop: float = 0.2  # dropout on the cls token before the classifier
     qkv_bias: bool = False  # biases in the q/k/v and attention output projections (published: none)
     patch_bias: bool = False  # bias in the patch projection (published: none)
+    # Pruned shapes (set by medlite.compress.prune and stored in checkpoints; None = the regular shapes).
+    block_heads: tuple[tuple[int, ...], ...] | None = None  # per block, key/value group of each query head
+    block_experts: tuple[int, ...] | None = None  # per block, experts of its MoE layer
+    block_hidden: tuple[int, ...] | None = None  # per block, hidden units of its MoE layer (shared by experts)
 
     def __post_init__(self) -> None:
         if self.stages is None:
@@ -88,13 +92,33 @@ class MedLiTConfig:
             )
         if self.img_size % self.patch_size:
             raise ValueError(f"img_size={self.img_size} is not a multiple of patch_size={self.patch_size}")
+        for name in ("block_heads", "block_experts", "block_hidden"):
+            value = getattr(self, name)
+            if value is not None and len(value) != self.depth:
+                raise ValueError(f"{name} has {len(value)} entries for depth={self.depth}")
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head (pruning removes heads, never narrows them)."""
+        return self.embed_dim // self.num_heads
+
+    def kv_maps(self) -> list[tuple[int, ...]]:
+        """Per block, the key/value group of each query head, (depth,) tuples."""
+        if self.block_heads is not None:
+            return [tuple(m) for m in self.block_heads]
+        rep = self.num_heads // self.num_kv_groups
+        return [tuple(h // rep for h in range(self.num_heads))] * self.depth
 
     def experts(self) -> list[int]:
         """Experts of each block, (depth,)."""
+        if self.block_experts is not None:
+            return list(self.block_experts)
         return [e for n, e in zip(self.stages, self.experts_per_stage, strict=True) for _ in range(n)]
 
     def expert_hidden(self) -> list[int]:
         """Expert hidden width of each block, (depth,), shrinking linearly (published rounding)."""
+        if self.block_hidden is not None:
+            return list(self.block_hidden)
         L, a, b = self.depth, self.expert_hidden_start, self.expert_hidden_end
         if L == 1:
             return [a]
@@ -104,12 +128,15 @@ class MedLiTConfig:
 class MedLiTBlock(nn.Module):
     """Pre-norm transformer block: grouped-query attention, then a mixture of SwiGLU experts."""
 
-    def __init__(self, cfg: MedLiTConfig, num_experts: int, hidden: int) -> None:
+    def __init__(self, cfg: MedLiTConfig, num_experts: int, hidden: int,
+                 kv_map: tuple[int, ...] | None = None) -> None:
         super().__init__()
         d = cfg.embed_dim
+        kv_map = kv_map or cfg.kv_maps()[0]
         self.norm1 = nn.LayerNorm(d)
-        self.attn = GQAttention(d, cfg.num_heads, cfg.num_kv_groups, qkv_bias=cfg.qkv_bias,
-                                attn_drop=cfg.attn_drop, proj_drop=cfg.drop, proj_bias=cfg.qkv_bias)
+        self.attn = GQAttention(d, len(kv_map), max(kv_map) + 1, qkv_bias=cfg.qkv_bias,
+                                attn_drop=cfg.attn_drop, proj_drop=cfg.drop, proj_bias=cfg.qkv_bias,
+                                head_dim=cfg.head_dim, kv_map=kv_map)
         self.norm2 = nn.LayerNorm(d)
         self.moe = MoESwiGLU(d, hidden, num_experts, top_k=min(cfg.top_k, num_experts),
                              noisy_gating=cfg.noisy_gating, aux_loss_coef=cfg.aux_loss_coef, drop=cfg.drop)
@@ -144,7 +171,8 @@ class MedLiT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + n, cfg.embed_dim))
         self.blocks = nn.ModuleList(
-            MedLiTBlock(cfg, e, h) for e, h in zip(cfg.experts(), cfg.expert_hidden(), strict=True)
+            MedLiTBlock(cfg, e, h, m)
+            for e, h, m in zip(cfg.experts(), cfg.expert_hidden(), cfg.kv_maps(), strict=True)
         )
         self.norm = nn.LayerNorm(cfg.embed_dim)
         self.head_drop = nn.Dropout(cfg.head_drop)
@@ -199,7 +227,7 @@ class MedLiT(nn.Module):
 
         Returns:
             (B, 1 + N, D) normalised tokens, cls first; with ``return_attn`` also a list of ``depth``
-            tensors (B, num_heads, 1 + N, 1 + N).
+            tensors (B, H_l, 1 + N, 1 + N) (H_l = the query heads of block l, fewer after pruning).
         """
         return self.forward_tokens(self.prepend_cls(self.embed(x)), return_attn=return_attn)
 
@@ -264,9 +292,11 @@ def build_medlit(base: MedLiTConfig, num_classes: int, in_chans: int, img_size: 
         raise TypeError(f"unknown MedLiT option(s) {sorted(unknown)}; options: {sorted(names)}")
     if "stages" not in kwargs and ({"depth", "experts_per_stage"} & set(kwargs)):
         kwargs["stages"] = None
-    for key in ("stages", "experts_per_stage"):
+    for key in ("stages", "experts_per_stage", "block_experts", "block_hidden"):
         if kwargs.get(key) is not None:
             kwargs[key] = tuple(kwargs[key])
+    if kwargs.get("block_heads") is not None:  # JSON brings lists back
+        kwargs["block_heads"] = tuple(tuple(m) for m in kwargs["block_heads"])
     cfg = replace(base, num_classes=num_classes, in_chans=in_chans, img_size=img_size, **kwargs)
     return MedLiT(cfg)
 
