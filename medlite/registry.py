@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field
 from torch import nn
 
 # Modules that register models when imported. Imported on first use of the registry, never at import.
-_MODEL_MODULES = ("medlite.models.baselines", "medlite.models.medlit")
+_MODEL_MODULES = ("medlite.models.baselines", "medlite.models.medlit", "medlite.models.medlitenet",
+                  "medlite.models.litesam")
 
 
 @dataclass(frozen=True)

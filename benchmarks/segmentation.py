@@ -1,0 +1,183 @@
+"""MedLiteNet vs MedLiteNet without BAA vs MONAI U-Net on BUSI and PH2 at 256x256.
+
+- BUSI: the split lists shipped with the data (``busi_train1.txt`` -> train, 10 % of it carved off for
+  checkpoint selection; ``busi_val1.txt`` -> test, 195 images).
+- PH2 (the 100-image dev half): 5-fold cross-validation, each fold's test = 20 images, validation carved
+  from its 80 training images. Test metrics are pooled over the 5 folds (every image scored once).
+
+Every model is trained by the same recipe (``SegTrainConfig`` defaults, epochs below), the best-validation
+checkpoint is scored on test at the original image size, and latency is measured on untrained copies of
+the same architectures (latency does not depend on weight values) with ONNX Runtime, 1 and 2 threads,
+all candidates interleaved.
+
+    python benchmarks/segmentation.py --threads 2            # trains what is missing, resumes cut runs
+    python benchmarks/segmentation.py --report-only          # rewrite results/segmentation.md from the runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+from common import RESULTS, ROOT, header
+
+from medlite.engine.seg_train import SegTrainConfig, train_segmentation
+
+RUNS = ROOT / "runs" / "seg"
+MODELS = ("medlitenet", "medlitenet_nobaa", "unet")
+TARGET_DICE = {"ph2": 0.92, "busi": 0.78}
+TARGET_MS_2T = 20.0
+
+
+def _cfg(model: str, data: str, fold: int, args) -> SegTrainConfig:
+    epochs = args.epochs_busi if data == "busi" else args.epochs_ph2
+    return SegTrainConfig(model=model, data=data, fold=fold, epochs=epochs, threads=args.threads,
+                          out=str(RUNS / f"{model}-{data}-f{fold}"), progress=args.progress)
+
+
+def jobs(args) -> list[SegTrainConfig]:
+    out = [_cfg(m, "busi", 0, args) for m in args.models]
+    out += [_cfg(m, "ph2", f, args) for f in args.folds for m in args.models]
+    return out
+
+
+def run(cfg: SegTrainConfig) -> None:
+    run_dir = cfg.run_dir()
+    if (run_dir / "results.json").is_file():
+        return
+    t0 = time.time()
+    res = train_segmentation(cfg, resume=(run_dir / "last.safetensors").is_file())
+    print(f"[{time.time() - t0:.0f}s] {cfg.model} {cfg.data} fold {cfg.fold}: test Dice "
+          f"{res['test']['dice']['mean']:.3f}", flush=True)
+
+
+def _cases(model: str, data: str, folds) -> tuple[list[dict], list[dict]]:
+    """Per-case rows pooled over the finished folds, and the results.json of each finished run."""
+    import csv
+
+    rows, results = [], []
+    for f in folds:
+        d = RUNS / f"{model}-{data}-f{f}"
+        if (d / "results.json").is_file():
+            results.append(json.loads((d / "results.json").read_text()))
+            with open(d / "per_case.csv") as fh:
+                rows += [{k: (float(v) if k != "case" else v) for k, v in r.items()} for r in csv.DictReader(fh)]
+    return rows, results
+
+
+def _ms(v: list[float], nd: int = 3) -> str:
+    return f"{np.mean(v):.{nd}f} ± {np.std(v):.{nd}f}" if v else "–"
+
+
+def latency(models, threads=(1, 2)) -> dict[tuple[str, int], float]:
+    from medlite.bench.latency import bench
+
+    rows = bench(list(models), size=256, in_chans=3, num_classes=1, runtimes=("onnx",), threads=threads,
+                 batch_for_throughput=4, warmup=5, repeats=30, compute_floor=False)
+    (RESULTS / "segmentation_latency.json").write_text(json.dumps(rows, indent=2) + "\n")
+    return {(r["model"], r["threads"]): r["latency_ms_median"] for r in rows}
+
+
+def report(args, lat: dict | None) -> str:
+    lines = header("Segmentation: MedLiteNet vs ablation vs U-Net (BUSI, PH2; 256x256)")
+    lines += ["Recipe (every model, both datasets): `SegTrainConfig` defaults: AdamW lr 1e-3, weight decay 1e-4, "
+              "1 warmup epoch then cosine, batch 8, loss 0.5 BCE + 0.5 Dice, albumentations 'strong' "
+              "(flips, affine, elastic, CLAHE, noise, blur), input 256x256 (plain resize), channels-last, "
+              f"{args.epochs_busi} epochs on BUSI and {args.epochs_ph2} per PH2 fold (the paper trains 300 epochs "
+              "on a GPU; this is what 2 CPU cores allow in one session). Random init, no pretrained weights. "
+              "Best validation Dice selects the checkpoint; test metrics are computed at the original image size. "
+              "HD95 in pixels of the original image; NSD at 2 px. Empty masks: none in BUSI or PH2.", ""]
+    summary: dict[tuple[str, str], dict] = {}
+    for data, folds, title in (("busi", [0], "BUSI (195 test images, shipped split 1)"),
+                               ("ph2", list(args.folds), "PH2 dev half, 5-fold CV (pooled over test folds)")):
+        lines += [f"## {title}", "",
+                  "| model | params (M) | MACs (G) | Dice | IoU | HD95 (px) | NSD@2px | folds done | "
+                  "ONNX 1 thread (ms) | ONNX 2 threads (ms) |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for m in args.models:
+            rows, res = _cases(m, data, folds)
+            if not res:
+                lines.append(f"| {m} | – | – | not run | | | | 0/{len(folds)} | | |")
+                continue
+            d = [r["dice"] for r in rows]
+            summary[(m, data)] = {"dice": float(np.mean(d)), "params": res[0]["params"], "n": len(rows)}
+            l1 = lat.get((m, 1)) if lat else None
+            l2 = lat.get((m, 2)) if lat else None
+            lines.append(
+                f"| {m} | {res[0]['params'] / 1e6:.2f} | {res[0]['macs'] / 1e9:.2f} | {_ms(d)} | "
+                f"{_ms([r['iou'] for r in rows])} | {_ms([r['hd95'] for r in rows], 1)} | "
+                f"{_ms([r['nsd'] for r in rows])} | {len(res)}/{len(folds)} | "
+                f"{'–' if l1 is None else f'{l1:.1f}'} | {'–' if l2 is None else f'{l2:.1f}'} |")
+        if data == "ph2":
+            lines += ["", "Per-fold test Dice (mean over the fold's 20 images):", ""]
+            for m in args.models:
+                _, res = _cases(m, data, folds)
+                per = ", ".join(f"f{r['fold']} {r['test']['dice']['mean']:.3f}" for r in res)
+                lines.append(f"- {m}: {per or 'none finished'}")
+        lines.append("")
+    lines += targets(summary, lat, args)
+    lines += ["", "Pictures: `segmentation_busi_cases.png` and `segmentation_ph2_cases.png` show MedLiteNet's four "
+              "best and four worst test cases (green ground truth, red prediction); each run folder under "
+              "`benchmarks/runs/seg/` also has curves.png and report.md.", ""]
+    return "\n".join(lines)
+
+
+def targets(summary, lat, args) -> list[str]:
+    out = ["## Targets", ""]
+    for data, goal in TARGET_DICE.items():
+        s, u = summary.get(("medlitenet", data)), summary.get(("unet", data))
+        if s is None:
+            out.append(f"- {data.upper()}: MedLiteNet not run.")
+            continue
+        gap = s["dice"] - goal
+        line = (f"- {data.upper()}: MedLiteNet Dice {s['dice']:.3f} vs target {goal:.2f}: "
+                f"{'met' if gap >= 0 else f'missed by {-gap:.3f}'}")
+        if u is not None:
+            ahead = s["dice"] - u["dice"]
+            line += (f"; vs U-Net {u['dice']:.3f} ({'ahead' if ahead > 0 else 'behind'} by {abs(ahead):.3f}) "
+                     f"with {s['params'] / u['params']:.0%} of its parameters")
+        out.append(line + ".")
+    if lat and ("medlitenet", 2) in lat:
+        ms = lat[("medlitenet", 2)]
+        out.append(f"- Latency: MedLiteNet {ms:.1f} ms per 256x256 image on 2 threads (ONNX Runtime) vs target "
+                   f"{TARGET_MS_2T:.0f} ms: {'met' if ms < TARGET_MS_2T else 'missed'}.")
+    for data in ("busi", "ph2"):
+        a, b = summary.get(("medlitenet", data)), summary.get(("medlitenet_nobaa", data))
+        if a and b:
+            out.append(f"- BAA ablation on {data.upper()}: with {a['dice']:.3f}, without {b['dice']:.3f} "
+                       f"(Δ {a['dice'] - b['dice']:+.3f}).")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--epochs-busi", type=int, default=10)
+    ap.add_argument("--epochs-ph2", type=int, default=10)
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--folds", default="0,1,2,3,4")
+    ap.add_argument("--report-only", action="store_true", help="skip training; rewrite the results file")
+    ap.add_argument("--no-latency", action="store_true", help="do not time the models")
+    ap.add_argument("--no-progress", dest="progress", action="store_false")
+    args = ap.parse_args()
+    args.models = [m for m in args.models.split(",") if m]
+    args.folds = [int(f) for f in args.folds.split(",") if f]
+    if not args.report_only:
+        for cfg in jobs(args):
+            run(cfg)
+    lat = None if args.no_latency else latency(args.models)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for data, fold in (("busi", 0), ("ph2", 0)):
+        png = RUNS / f"medlitenet-{data}-f{fold}" / "cases.png"
+        if png.is_file():
+            shutil.copyfile(png, RESULTS / f"segmentation_{data}_cases.png")
+    text = report(args, lat)
+    (RESULTS / "segmentation.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

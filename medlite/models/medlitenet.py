@@ -1,0 +1,227 @@
+"""MedLiteNet: a lightweight CNN–Transformer hybrid for 2D lesion segmentation (Yu et al., arXiv 2509.03041).
+
+The paper has no public code; this is built from its description (``REFERENCES.md`` section 3)::
+
+    image (B, 3, H, W)
+      -> MobileNetV2 encoder (timm ``mobilenetv2_100``), features at strides 2, 4, 8, 16, 32
+      -> Local–Global bottleneck at stride 32: an MBConv branch (local) and a 2-layer transformer on the
+         flattened tokens (global; positions from a depth-wise conv, so any input size works), fused by
+         concatenation + 1x1 conv
+      -> ASPP (MONAI ``SimpleASPP``, dilations 1/2/4/6 on the 8x8 grid at 256 px)
+      -> 4 U-Net decoder stages (upsample x2, concat skip, two separable 3x3 convs, SCSE), the two
+         highest-resolution ones with Boundary-Aware Attention
+      -> 1x1 head, upsample x2 -> mask logits (B, 1, H, W)
+
+Boundary-Aware Attention (BAA): a 1x1 conv predicts a coarse lesion map m = sigmoid(conv(x)); its Sobel
+gradient magnitude |∇m| is large on the lesion contour. A 3x3 conv over [|∇m|, mean_c(x), max_c(x)] gives
+an attention map a in (0, 1) and the features become x * (1 + a): contours are amplified, nothing is
+suppressed below identity. The coarse map is trained only through the final loss.
+
+Variants for the paper's ablations: ``medlitenet_nobaa`` (BAA replaced by identity) and ``medlitenet_r18``
+(ResNet-18 encoder). ``unet`` is MONAI's residual U-Net, the baseline trained by the same recipe.
+Every model maps (B, C, H, W) float32 (H, W divisible by 32) to (B, 1, H, W) logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import timm
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import Block
+from torch import Tensor, nn
+
+from medlite.registry import ModelCard, register_model
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class MedLiteNetConfig:
+    encoder: str = "mobilenetv2_100"  # timm backbone with features_only (strides 2..32)
+    in_chans: int = 3  # input channels
+    num_classes: int = 1  # output mask channels (1: binary lesion mask, sigmoid)
+    bottleneck_dim: int = 224  # channels out of the Local–Global block
+    transformer_dim: int = 128  # token width of the global branch
+    transformer_depth: int = 2  # transformer layers in the global branch
+    transformer_heads: int = 4  # attention heads of the global branch
+    aspp_dilations: tuple[int, ...] = (1, 2, 4, 6)  # ASPP rates on the stride-32 grid
+    aspp_branch: int = 64  # channels per ASPP branch
+    decoder_dims: tuple[int, ...] = (128, 64, 48, 32)  # decoder stage widths, stride 16 -> 2
+    boundary_attention: bool = True  # Boundary-Aware Attention on the two finest decoder stages
+    baa_stages: tuple[int, ...] = (2, 3)  # which decoder stages (0 = stride 16) get BAA
+    extra: dict = field(default_factory=dict)  # reserved; keeps checkpoints forward-compatible
+
+
+def _sep_conv(cin: int, cout: int) -> nn.Sequential:
+    """Depth-wise 3x3 + point-wise 1x1, BN + ReLU6 (MobileNet style)."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cin, 3, padding=1, groups=cin, bias=False), nn.BatchNorm2d(cin), nn.ReLU6(inplace=True),
+        nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU6(inplace=True))
+
+
+class SCSE(nn.Module):
+    """Concurrent spatial and channel squeeze-excitation (Roy et al. 2018): x * cSE(x) + x * sSE(x)."""
+
+    def __init__(self, channels: int, reduction: int = 8) -> None:
+        super().__init__()
+        hidden = max(4, channels // reduction)
+        self.cse = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
+                                 nn.Conv2d(hidden, channels, 1), nn.Sigmoid())
+        self.sse = nn.Sequential(nn.Conv2d(channels, 1, 1), nn.Sigmoid())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.cse(x) + x * self.sse(x)
+
+
+class BoundaryAwareAttention(nn.Module):
+    """x (B, C, H, W) -> x * (1 + a), a from the Sobel edges of a coarse lesion map (see module docstring)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.coarse = nn.Conv2d(channels, 1, 1)
+        self.attn = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(8, 1, 3, padding=1))
+        sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4.0
+        self.register_buffer("sobel", torch.stack([sobel, sobel.t()]).unsqueeze(1), persistent=False)
+
+    def boundary(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, 1, H, W) boundary response |∇ sigmoid(coarse(x))|."""
+        m = torch.sigmoid(self.coarse(x))
+        g = F.conv2d(F.pad(m, (1, 1, 1, 1), mode="replicate"), self.sobel)
+        return torch.sqrt(g.pow(2).sum(1, keepdim=True) + 1e-6)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b = self.boundary(x)
+        a = torch.sigmoid(self.attn(torch.cat([b, x.mean(1, keepdim=True), x.amax(1, keepdim=True)], 1)))
+        return x * (1.0 + a)
+
+
+class LocalGlobalBlock(nn.Module):
+    """Bottleneck: MBConv (local) ‖ transformer on tokens (global), concatenated and fused by a 1x1 conv."""
+
+    def __init__(self, cin: int, cout: int, dim: int, depth: int, heads: int) -> None:
+        super().__init__()
+        self.local = nn.Sequential(
+            nn.Conv2d(cin, cin * 2, 1, bias=False), nn.BatchNorm2d(cin * 2), nn.ReLU6(inplace=True),
+            nn.Conv2d(cin * 2, cin * 2, 3, padding=1, groups=cin * 2, bias=False), nn.BatchNorm2d(cin * 2),
+            nn.ReLU6(inplace=True), nn.Conv2d(cin * 2, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.proj_in = nn.Conv2d(cin, dim, 1)
+        self.pos = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)  # conditional position encoding
+        self.blocks = nn.Sequential(*[Block(
+            dim, heads, mlp_ratio=2.0, qkv_bias=True) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.fuse = nn.Sequential(nn.Conv2d(cout + dim, cout, 1, bias=False), nn.BatchNorm2d(cout),
+                                  nn.ReLU6(inplace=True))
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, _, h, w = x.shape
+        t = self.proj_in(x)
+        t = t + self.pos(t)
+        t = self.norm(self.blocks(t.flatten(2).transpose(1, 2)))  # (B, HW, dim)
+        t = t.transpose(1, 2).reshape(b, -1, h, w)
+        return self.fuse(torch.cat([self.local(x), t], 1))
+
+
+class DecoderStage(nn.Module):
+    """Upsample x2, concatenate the skip, two separable convs, SCSE, optional BAA."""
+
+    def __init__(self, cin: int, skip: int, cout: int, baa: bool) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(_sep_conv(cin + skip, cout), _sep_conv(cout, cout))
+        self.scse = SCSE(cout)
+        self.baa = BoundaryAwareAttention(cout) if baa else nn.Identity()
+
+    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.baa(self.scse(self.conv(torch.cat([x, skip], 1))))
+
+
+class MedLiteNet(nn.Module):
+    """Encoder (timm) -> Local–Global bottleneck -> ASPP -> U-Net decoder with SCSE and BAA -> mask logits."""
+
+    def __init__(self, cfg: MedLiteNetConfig) -> None:
+        super().__init__()
+        from monai.networks.blocks import SimpleASPP
+
+        self.cfg = cfg
+        self.encoder = timm.create_model(cfg.encoder, pretrained=False, features_only=True,
+                                         in_chans=cfg.in_chans, out_indices=(0, 1, 2, 3, 4))
+        chans = self.encoder.feature_info.channels()  # strides 2, 4, 8, 16, 32
+        self.bottleneck = LocalGlobalBlock(chans[4], cfg.bottleneck_dim, cfg.transformer_dim,
+                                           cfg.transformer_depth, cfg.transformer_heads)
+        n = len(cfg.aspp_dilations)
+        self.aspp = nn.Sequential(
+            SimpleASPP(2, cfg.bottleneck_dim, cfg.aspp_branch, kernel_sizes=(1,) + (3,) * (n - 1),
+                       dilations=cfg.aspp_dilations),
+            nn.Conv2d(cfg.aspp_branch * n, cfg.bottleneck_dim, 1, bias=False), nn.BatchNorm2d(cfg.bottleneck_dim),
+            nn.ReLU6(inplace=True))
+        dims = (cfg.bottleneck_dim,) + tuple(cfg.decoder_dims)
+        skips = chans[3::-1]  # strides 16, 8, 4, 2
+        self.decoder = nn.ModuleList(
+            DecoderStage(dims[i], skips[i], dims[i + 1], cfg.boundary_attention and i in cfg.baa_stages)
+            for i in range(4))
+        self.head = nn.Conv2d(dims[-1], cfg.num_classes, 1)
+
+    def forward_features(self, x: Tensor) -> list[Tensor]:
+        """(B, C, H, W) -> encoder features at strides 2, 4, 8, 16, 32."""
+        return self.encoder(x)
+
+    def forward_head(self, feats: list[Tensor], out_size: tuple[int, int]) -> Tensor:
+        y = self.aspp(self.bottleneck(feats[4]))
+        for stage, skip in zip(self.decoder, feats[3::-1], strict=True):
+            y = stage(y, skip)
+        return F.interpolate(self.head(y), size=out_size, mode="bilinear", align_corners=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (B, C, H, W) float32 normalised -> (B, num_classes, H, W) logits."""
+        return self.forward_head(self.forward_features(x), x.shape[-2:])
+
+
+def _check(num_classes: int, img_size: int) -> None:
+    if img_size % 32:
+        raise ValueError(f"segmentation input size must be a multiple of 32; got {img_size}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1; got {num_classes}")
+
+
+def _card(name: str, description: str, family: str = "medlitenet") -> ModelCard:
+    return ModelCard(name, family, "segmentation", description, default_size=256, mean=IMAGENET_MEAN,
+                     std=IMAGENET_STD)
+
+
+def build_medlitenet(num_classes: int = 1, in_chans: int = 3, img_size: int = 256, **kwargs) -> MedLiteNet:
+    _check(num_classes, img_size)
+    cfg = MedLiteNetConfig(in_chans=in_chans, num_classes=num_classes, **kwargs)
+    return MedLiteNet(cfg)
+
+
+@register_model(_card("medlitenet", "MedLiteNet: MobileNetV2 + Local–Global bottleneck + BAA + ASPP/SCSE (~3.2 M)"))
+def medlitenet(num_classes: int = 1, in_chans: int = 3, img_size: int = 256, **kwargs) -> MedLiteNet:
+    return build_medlitenet(num_classes, in_chans, img_size, **kwargs)
+
+
+@register_model(_card("medlitenet_nobaa", "MedLiteNet without Boundary-Aware Attention (ablation)"))
+def medlitenet_nobaa(num_classes: int = 1, in_chans: int = 3, img_size: int = 256, **kwargs) -> MedLiteNet:
+    return build_medlitenet(num_classes, in_chans, img_size, **{"boundary_attention": False, **kwargs})
+
+
+@register_model(_card("medlitenet_r18", "MedLiteNet with a ResNet-18 encoder (ablation)"))
+def medlitenet_r18(num_classes: int = 1, in_chans: int = 3, img_size: int = 256, **kwargs) -> MedLiteNet:
+    return build_medlitenet(num_classes, in_chans, img_size, **{"encoder": "resnet18", **kwargs})
+
+
+@register_model(_card("unet", "MONAI residual U-Net (32-512 channels, 2 residual units), the baseline",
+                      family="baseline"))
+def unet(num_classes: int = 1, in_chans: int = 3, img_size: int = 256, **kwargs) -> nn.Module:
+    from monai.networks.nets import UNet
+
+    _check(num_classes, img_size)
+    kw = {"channels": (32, 64, 128, 256, 512), "strides": (2, 2, 2, 2), "num_res_units": 2, **kwargs}
+    return UNet(spatial_dims=2, in_channels=in_chans, out_channels=num_classes, **kw)
+
+
+def config_dict(model: nn.Module) -> dict:
+    """The config of a MedLiteNet (for run records); {} for other models."""
+    return asdict(model.cfg) if isinstance(model, MedLiteNet) else {}
