@@ -372,3 +372,9 @@ def bench(
                      num_classes, console=console)
     if code:
         raise typer.Exit(code)
+
+
+# ------------------------------------------------------------------------ commands in their own modules
+from medlite.compress.commands import register as _register_compress  # noqa: E402  (distill, prune)
+
+_register_compress(app, console)

@@ -1,0 +1,139 @@
+"""Distillation: loss terms finite and switchable, attention maps from MedLiT / timm ViT / CNN teachers,
+grid resampling, the training loop end to end."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import SIZE, tiny_medlit
+
+import medlite
+from medlite.compress.distill import (
+    DistillConfig,
+    LossWeights,
+    attention_rows,
+    distill,
+    distill_loss,
+    forward_with_attention,
+    has_attention,
+    kd_loss,
+    layer_map,
+    token_layout,
+)
+from medlite.engine.checkpoint import load_model
+
+
+def tiny_vit():
+    torch.manual_seed(1)
+    return medlite.create_model("vit_tiny_patch16_224", num_classes=3, in_chans=1, img_size=SIZE, depth=3,
+                                embed_dim=48, num_heads=3).eval()
+
+
+def test_layer_map_spreads_evenly_and_pairs_the_last_blocks():
+    assert layer_map(4, 12) == [2, 5, 8, 11]
+    assert layer_map(2, 2) == [0, 1]
+    assert layer_map(3, 2)[-1] == 1
+
+
+def test_timm_vit_attention_maps_are_read_and_fused_attention_restored():
+    vit = tiny_vit()
+    x = torch.randn(2, 1, SIZE, SIZE)
+    logits, maps = forward_with_attention(vit, x)
+    assert logits.shape == (2, 3) and len(maps) == 3
+    assert maps[0].shape == (2, 3, 17, 17)
+    torch.testing.assert_close(maps[0].sum(-1), torch.ones(2, 3, 17))
+    torch.testing.assert_close(logits, vit(x))  # the non-fused path computes the same function
+    assert all(b.attn.fused_attn == vit.blocks[0].attn.fused_attn for b in vit.blocks)
+    assert token_layout(vit) == (1, (4, 4))
+
+
+def test_cnn_teacher_has_no_attention_maps():
+    cnn = medlite.create_model("resnet18", num_classes=3, in_chans=1, img_size=SIZE).eval()
+    assert not has_attention(cnn)
+    logits, maps = forward_with_attention(cnn, torch.randn(2, 1, SIZE, SIZE))
+    assert maps is None and logits.shape == (2, 3)
+
+
+def test_attention_rows_resample_to_the_student_grid_and_stay_distributions():
+    attn = torch.rand(2, 3, 1 + 49, 1 + 49).softmax(-1)
+    rows = attention_rows(attn, 1, (7, 7), (4, 4))
+    assert rows.shape == (2, 1 + 16, 16)
+    torch.testing.assert_close(rows.sum(-1), torch.ones(2, 17))
+    same = attention_rows(attn, 1, (7, 7), (7, 7))
+    a = attn.mean(1)[:, :, 1:]
+    torch.testing.assert_close(same, a / a.sum(-1, keepdim=True))
+    # a teacher without a cls token: patch rows only
+    assert attention_rows(torch.rand(2, 3, 16, 16).softmax(-1), 0, (4, 4), (4, 4)).shape == (2, 16, 16)
+
+
+def _terms(w: LossWeights, multi_label: bool = False):
+    torch.manual_seed(0)
+    s, t = torch.randn(4, 3, requires_grad=True), torch.randn(4, 3)
+    task = "multi-label" if multi_label else "multi-class"
+    y = torch.randint(0, 2, (4, 3)) if multi_label else torch.randint(0, 3, (4,))
+    s_rows = [torch.rand(4, 5, 4, requires_grad=True).softmax(-1) for _ in range(2)]
+    t_rows = [torch.rand(4, 5, 4).softmax(-1) for _ in range(2)]
+    return distill_loss(s, y, task, w, t, s_rows, t_rows, aux=torch.tensor(0.01))
+
+
+def test_every_term_is_finite_and_each_switches_off():
+    total, terms = _terms(LossWeights())
+    assert set(terms) == {"task", "kd", "attn", "aux"}
+    assert torch.isfinite(total) and all(torch.isfinite(torch.tensor(v)) for v in terms.values())
+    total.backward()
+    for off in ("task", "kd", "attn"):
+        w = LossWeights(**{**LossWeights().__dict__, off: 0.0})
+        _, t = _terms(w)
+        assert off not in t and len(t) == 3
+    _, t = _terms(LossWeights(), multi_label=True)
+    assert all(torch.isfinite(torch.tensor(v)) for v in t.values())
+    with pytest.raises(ValueError, match="switched off"):
+        distill_loss(torch.randn(2, 3), torch.zeros(2, dtype=torch.long), "multi-class", LossWeights(0, 0, 0))
+
+
+def test_kd_loss_is_zero_for_identical_logits():
+    z = torch.randn(5, 4)
+    assert kd_loss(z, z, 4.0, "multi-class").abs() < 1e-6
+    assert kd_loss(z, z + torch.randn(5, 4), 4.0, "multi-class") > 0
+
+
+def test_student_attention_term_has_gradients():
+    student = tiny_medlit().train()
+    vit = tiny_vit()
+    x = torch.randn(2, 1, SIZE, SIZE)
+    _, s_maps = forward_with_attention(student, x)
+    with torch.no_grad():
+        _, t_maps = forward_with_attention(vit, x)
+    pairs = layer_map(len(student.blocks), len(vit.blocks))
+    s_rows = [attention_rows(m, 1, (4, 4), (4, 4)) for m in s_maps]
+    t_rows = [attention_rows(t_maps[j], 1, (4, 4), (4, 4)) for j in pairs]
+    loss, _ = distill_loss(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), "multi-class",
+                           LossWeights(0, 0, 1), None, s_rows, t_rows)
+    loss.backward()
+    assert student.blocks[0].attn.q.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("attn_weight", [1.0, 0.0])
+def test_distill_end_to_end(vit_teacher, tiny_npz, tmp_path, attn_weight):
+    cfg = DistillConfig(student="medlit_nano_28", teacher=str(vit_teacher), data=str(tiny_npz), epochs=2,
+                        batch_size=32, out=str(tmp_path / "d"), n_boot=10, attn_weight=attn_weight,
+                        student_kwargs={"embed_dim": 32, "num_heads": 4, "num_kv_groups": 2, "depth": 2,
+                                        "experts_per_stage": [2, 2]})
+    res = distill(cfg)
+    assert 0 <= res["test"]["auc"] <= 1 and len(res["history"]) == 2
+    assert ("loss_attn" in res["history"][0]) == bool(attn_weight)
+    model, meta = load_model(tmp_path / "d")
+    rec = meta["compress"][-1]
+    assert rec["step"] == "distill" and (rec["layer_map"] == [1, 2]) == bool(attn_weight)
+    assert model(torch.zeros(1, 1, SIZE, SIZE)).shape == (1, 3)
+
+
+def test_pruned_student_fine_tunes_without_teacher(medlit_run, tiny_npz, tmp_path):
+    from medlite.compress.prune import prune_checkpoint
+
+    pruned, _ = prune_checkpoint(medlit_run, tmp_path / "p.safetensors", heads=0.5, data=str(tiny_npz))
+    res = distill(DistillConfig(student=str(pruned), data=str(tiny_npz), epochs=1, out=str(tmp_path / "ft"),
+                                n_boot=10))
+    _, meta = load_model(tmp_path / "ft")
+    assert [r["step"] for r in meta["compress"]] == ["prune-heads", "fine-tune"]
+    assert res["params"] == sum(p.numel() for p in load_model(pruned)[0].parameters())
