@@ -18,6 +18,10 @@ agreement with the teacher (mean IoU of the top-10 % rollout regions on the test
 (ONNX Runtime, batch 1, 1 and 2 threads, every model timed interleaved in one process).
 
     python benchmarks/compress.py --threads 1
+    # or train the subsets in parallel processes, then measure everything in one run:
+    python benchmarks/compress.py --subsets dermamnist --train-only & \
+    python benchmarks/compress.py --subsets pneumoniamnist --train-only; wait
+    python benchmarks/compress.py --threads 1
 """
 
 from __future__ import annotations
@@ -254,6 +258,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--runs", default=str(ROOT / "runs" / "compress"))
     p.add_argument("--max-steps", type=int, default=0, help="cap steps per distillation epoch (smoke runs)")
+    p.add_argument("--train-only", action="store_true",
+                   help="run the training stages and stop (e.g. one process per subset); a later run without "
+                        "it skips them and measures everything")
     p.add_argument("--out", default=str(RESULTS / "compress.md"))
     args = p.parse_args()
     global MAX_STEPS
@@ -265,10 +272,14 @@ def main() -> None:
         t0 = time.time()
         stages = pipeline(subset, args, runs)
         seconds[f"{subset} training"] = time.time() - t0
+        if args.train_only:
+            continue
         t0 = time.time()
         results[subset] = measure(subset, stages, args)
         seconds[f"{subset} measuring"] = time.time() - t0
         torch.set_num_threads(args.threads)
+    if args.train_only:
+        return
     Path(args.out).with_suffix(".json").write_text(json.dumps(
         {k: {kk: vv for kk, vv in v.items() if kk != "records"} for k, v in results.items()},
         indent=2, default=str) + "\n")

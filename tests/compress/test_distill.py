@@ -137,3 +137,19 @@ def test_pruned_student_fine_tunes_without_teacher(medlit_run, tiny_npz, tmp_pat
     _, meta = load_model(tmp_path / "ft")
     assert [r["step"] for r in meta["compress"]] == ["prune-heads", "fine-tune"]
     assert res["params"] == sum(p.numel() for p in load_model(pruned)[0].parameters())
+
+
+def test_cnn_teacher_distils_with_logits_only(tiny_npz, tmp_path):
+    from conftest import meta_for
+
+    from medlite.engine.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    cnn = medlite.create_model("resnet18", num_classes=3, in_chans=1, img_size=SIZE)
+    save_checkpoint(tmp_path / "cnn" / "best.safetensors", cnn, meta_for("resnet18", {}, str(tiny_npz)))
+    res = distill(DistillConfig(student="medlit_nano_28", teacher=str(tmp_path / "cnn"), epochs=1, batch_size=48,
+                                out=str(tmp_path / "d"), n_boot=10,
+                                student_kwargs={"embed_dim": 32, "num_heads": 4, "num_kv_groups": 2, "depth": 2}))
+    assert set(k for k in res["history"][0] if k.startswith("loss_")) == {"loss_task", "loss_kd", "loss_aux"}
+    _, meta = load_model(tmp_path / "d")
+    assert meta["compress"][-1]["weights"]["attn"] == 0.0 and meta["compress"][-1]["layer_map"] is None
