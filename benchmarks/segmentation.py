@@ -20,7 +20,6 @@ import argparse
 import json
 import shutil
 import time
-from pathlib import Path
 
 import numpy as np
 from common import RESULTS, ROOT, header
@@ -40,8 +39,13 @@ def _cfg(model: str, data: str, fold: int, args) -> SegTrainConfig:
 
 
 def jobs(args) -> list[SegTrainConfig]:
-    out = [_cfg(m, "busi", 0, args) for m in args.models]
-    out += [_cfg(m, "ph2", f, args) for f in args.folds for m in args.models]
+    """MedLiteNet and the U-Net first (the targets compare them), then the ablation."""
+    first = [m for m in args.models if m != "medlitenet_nobaa"]
+    rest = [m for m in args.models if m == "medlitenet_nobaa"]
+    out = []
+    for group in (first, rest):
+        out += [_cfg(m, "busi", 0, args) for m in group]
+        out += [_cfg(m, "ph2", f, args) for m in group for f in args.folds]
     return out
 
 
@@ -155,8 +159,8 @@ def targets(summary, lat, args) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--epochs-busi", type=int, default=10)
-    ap.add_argument("--epochs-ph2", type=int, default=10)
+    ap.add_argument("--epochs-busi", type=int, default=6)
+    ap.add_argument("--epochs-ph2", type=int, default=8)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--folds", default="0,1,2,3,4")
     ap.add_argument("--report-only", action="store_true", help="skip training; rewrite the results file")

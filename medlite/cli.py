@@ -374,7 +374,11 @@ def bench(
         raise typer.Exit(code)
 
 
-# ------------------------------------------------------------------------ commands in their own modules
+# ------------------------------------------------------------------------ sub-commands in their own modules
+from medlite.seg_cli import seg_app  # noqa: E402  (after `app`: the groups attach to it)
+
+app.add_typer(seg_app, name="seg")
+
 from medlite.compress.commands import register as _register_compress  # noqa: E402  (distill, prune)
 
 _register_compress(app, console)

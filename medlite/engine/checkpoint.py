@@ -193,3 +193,11 @@ def load_optimizer_state(
     for pid, st in info.get("scalars", {}).items():
         state.setdefault(int(pid), {}).update(st)
     opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+    # safetensors stores contiguous tensors; give moments the strides of their parameter again, since
+    # fused / foreach optimizers assume both share one layout (channels-last models would be scrambled)
+    for group in opt.param_groups:
+        for p in group["params"]:
+            st = opt.state.get(p, {})
+            for k, v in st.items():
+                if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                    st[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 import medlite
-from medlite.data.segmentation import LAYOUTS, SegmentationData, load_builtin, load_segmentation
+from medlite.data.segmentation import LAYOUTS, SegmentationData, SegSplit, load_builtin, load_segmentation
 from medlite.engine.checkpoint import (
     load_optimizer_state,
     optimizer_state_tensors,
@@ -242,12 +242,12 @@ def finalize_segmentation(run_dir: Path, data: SegmentationData, meta: dict, cfg
         from medlite.report.seg_plots import plot_seg_curves
 
         plot_seg_curves(history, run_dir / "curves.png")
-        case_grid(run_dir / "cases.png", data, probs, cases, title=f"{cfg.model} on {data.name} (test)")
+        case_grid(run_dir / "cases.png", data.test, probs, cases, title=f"{cfg.model} on {data.name} (test)")
     log.info("test Dice %.4f ± %.4f -> %s", summary["dice"]["mean"], summary["dice"]["std"], run_dir)
     return results
 
 
-def case_grid(path: Path, data: SegmentationData, probs: torch.Tensor, cases: list[dict], title: str,
+def case_grid(path: Path, split: SegSplit, probs: torch.Tensor, cases: list[dict], title: str,
               n: int = 4) -> Path:
     """PNG of the ``n`` best and ``n`` worst test cases by Dice, at original size."""
     from medlite.data.segmentation import read_rgb, restore
@@ -257,9 +257,9 @@ def case_grid(path: Path, data: SegmentationData, probs: torch.Tensor, cases: li
     picks = [("best", i) for i in order[::-1][:n]] + [("worst", i) for i in order[:n]]
     panels = []
     for group, i in picks:
-        pred = restore(probs[i], data.test.geometry[i]) > 0.5
-        panels.append({"image": read_rgb(data.test.pairs[i].image), "pred": pred, "gt": data.test.originals[i],
-                       "name": data.test.names[i], "dice": cases[i]["dice"], "group": group})
+        pred = restore(probs[i], split.geometry[i]) > 0.5
+        panels.append({"image": read_rgb(split.pairs[i].image), "pred": pred, "gt": split.originals[i],
+                       "name": split.names[i], "dice": cases[i]["dice"], "group": group})
     return plot_case_grid(panels, path, title)
 
 

@@ -30,8 +30,9 @@ class ModelFileError(ValueError):
 def validate_meta(meta: dict[str, Any]) -> dict[str, Any]:
     """Check that ``meta`` holds what a deployed model needs and return a JSON-safe deep copy.
 
-    Required: ``model`` (name, num_classes, in_chans, img_size), ``preprocessing`` (size, channels, mean,
-    std) and ``data`` (task, label_names with one name per output).
+    Required for classifiers (``kind`` "classifier" or absent): ``model`` (name, num_classes, in_chans,
+    img_size), ``preprocessing`` (size, channels, mean, std) and ``data`` (task, label_names with one name
+    per output). Other kinds (e.g. "segmentation") need ``model`` and ``preprocessing`` only.
 
     Raises:
         ExportError: a missing or inconsistent entry (named in the message).
@@ -40,12 +41,17 @@ def validate_meta(meta: dict[str, Any]) -> dict[str, Any]:
         out = json.loads(json.dumps(meta, default=_jsonable))
     except (TypeError, ValueError) as e:
         raise ExportError(f"meta is not JSON serialisable: {e}") from e
-    for section, keys in (("model", ("name", "num_classes", "in_chans", "img_size")),
-                          ("preprocessing", ("size", "channels", "mean", "std")),
-                          ("data", ("task", "label_names"))):
+    classifier = out.get("kind", "classifier") == "classifier"
+    required = [("model", ("name", "num_classes", "in_chans", "img_size")),
+                ("preprocessing", ("size", "channels", "mean", "std"))]
+    if classifier:
+        required.append(("data", ("task", "label_names")))
+    for section, keys in required:
         missing = [k for k in keys if k not in out.get(section, {})]
         if missing:
-            raise ExportError(f"meta['{section}'] lacks {missing}; export needs a classifier's meta")
+            raise ExportError(f"meta['{section}'] lacks {missing}; export needs a checkpoint's meta")
+    if not classifier:
+        return out
     n, names = out["model"]["num_classes"], out["data"]["label_names"]
     if len(names) != n:
         raise ExportError(f"meta has {len(names)} label names for a model with {n} outputs")

@@ -1,0 +1,85 @@
+"""Segment image files with a trained checkpoint (PyTorch) or an exported ``.onnx`` file (ONNX Runtime)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from medlite.data.segmentation import letterbox, read_rgb, restore
+
+
+class SegPredictor:
+    """Preprocess like training (3 channels, resize or letterbox, normalise), predict, map back to the
+    original size. Build with :meth:`load`."""
+
+    def __init__(self, run, meta: dict, backend: str) -> None:
+        self._run, self.meta, self.backend = run, meta, backend
+        pre = meta["preprocessing"]
+        self.size, self.mode = int(pre["size"]), pre.get("mode", "resize")
+        self.mean = np.asarray(pre["mean"], np.float32)[:, None, None]
+        self.std = np.asarray(pre["std"], np.float32)[:, None, None]
+        self.threshold = float(pre.get("threshold", 0.5))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, threads: int | None = None) -> SegPredictor:
+        """A run folder / ``.safetensors`` checkpoint, or an ``.onnx`` file exported by medlite."""
+        if str(path).endswith(".onnx"):
+            import onnxruntime as ort
+
+            from medlite.export.meta import META_KEY, ModelFileError
+
+            if not Path(path).is_file():
+                raise ModelFileError(f"{path}: model file not found")
+            so = ort.SessionOptions()
+            if threads:
+                so.intra_op_num_threads = threads
+            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+            raw = sess.get_modelmeta().custom_metadata_map.get(META_KEY)
+            if raw is None:
+                raise ModelFileError(f"{path}: no medlite metadata (not exported by medlite)")
+            name = sess.get_inputs()[0].name
+            return cls(lambda x: sess.run(None, {name: x})[0], json.loads(raw), "onnx")
+        import torch
+
+        from medlite.engine.checkpoint import load_model
+
+        if threads:
+            torch.set_num_threads(threads)
+        model, meta = load_model(path)
+        if meta.get("kind") != "segmentation":
+            from medlite.engine.checkpoint import CheckpointError
+
+            raise CheckpointError(f"{path}: a '{meta.get('kind', 'classifier')}' checkpoint, not a segmentation "
+                                  "model (use `medlite predict` for classifiers)")
+
+        @torch.no_grad()
+        def run(x: np.ndarray) -> np.ndarray:
+            return model(torch.from_numpy(x)).numpy()
+
+        return cls(run, meta, "torch")
+
+    def predict_image(self, image: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 -> (H, W) float32 foreground probability at the original size."""
+        x, geom = letterbox(image, self.size, self.mode)
+        x = (x.transpose(2, 0, 1).astype(np.float32) / 255.0 - self.mean) / self.std
+        logits = self._run(np.ascontiguousarray(x[None]))[0, 0]
+        return restore(1.0 / (1.0 + np.exp(-logits)), geom)
+
+    def predict_file(self, path: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
+        """Write ``<stem>_mask.png`` (0/255) and ``<stem>_overlay.png`` into ``out_dir``; return a summary."""
+        from medlite.report.seg_plots import save_overlay
+
+        image = read_rgb(path)
+        mask = (self.predict_image(image) > self.threshold).astype(np.uint8)
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = Path(str(path).split("::")[0]).name.split(".")[0]
+        mask_path = out / f"{stem}_mask.png"
+        Image.fromarray(mask * 255).save(mask_path)
+        save_overlay(out / f"{stem}_overlay.png", image, mask)
+        return {"image": str(path), "mask": str(mask_path), "height": mask.shape[0], "width": mask.shape[1],
+                "pixels": int(mask.sum()), "fraction": float(mask.mean())}

@@ -1,0 +1,186 @@
+"""`medlite seg ...`: train, evaluate, predict with and export 2D lesion segmentation models."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+seg_app = typer.Typer(help="Lesion segmentation: MedLiteNet, its ablations and a U-Net baseline.",
+                      no_args_is_help=True, add_completion=False)
+console = Console()
+log = logging.getLogger(__name__)
+
+
+def _checked(fn, *args, **kwargs):
+    from medlite.data.base import DataError
+    from medlite.engine.checkpoint import CheckpointError
+
+    try:
+        return fn(*args, **kwargs)
+    except (DataError, CheckpointError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+
+
+def _kv(items: list[str] | None) -> dict:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+@seg_app.command("train")
+def train(
+    model: Annotated[str, typer.Argument(help="medlitenet, medlitenet_nobaa, medlitenet_r18 or unet.")],
+    data: Annotated[str, typer.Option(help="'busi' or 'ph2' (under $MEDLITE_DATA) or a dataset folder.")] = "busi",
+    layout: Annotated[str, typer.Option(help="Folder layout: folder, busi, ph2, isic, kvasir.")] = "folder",
+    mask_suffix: Annotated[str, typer.Option(help="Folder layout: mask name = image stem + this "
+                                                  "(default: detect '', _mask, _lesion, _segmentation).")] = "",
+    size: Annotated[int, typer.Option(help="Input side in pixels (multiple of 32).")] = 256,
+    mode: Annotated[str, typer.Option(help="'resize' (stretch) or 'pad' (longest side + padding).")] = "resize",
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 40,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 8,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warmup + cosine).")] = 1e-3,
+    augment: Annotated[str, typer.Option(help="Augmentation level: none, light, strong.")] = "strong",
+    fold: Annotated[int, typer.Option(help="Cross-validation fold (PH2 / folders without lists).")] = 0,
+    folds: Annotated[int, typer.Option(help="Number of folds for folders; 0 = random 80/20.")] = 5,
+    train_list: Annotated[str, typer.Option(help="File of training case names (folder data).")] = "",
+    test_list: Annotated[str, typer.Option(help="File of test case names (folder data).")] = "",
+    seed: Annotated[int, typer.Option(help="Seed for init, split, order and augmentation.")] = 0,
+    out: Annotated[str, typer.Option(help="Run folder (default runs/seg/<model>-<data>-f<fold>-s<seed>).")] = "",
+    threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last.safetensors.")] = False,
+    data_root: Annotated[str, typer.Option(help="Folder of built-in datasets (default $MEDLITE_DATA).")] = "",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Other SegTrainConfig fields, KEY=VALUE.")] = None,
+) -> None:
+    """Train a segmentation model; the best validation-Dice checkpoint is then scored on the test split at
+    the original image size. The run folder gets results.json, per_case.csv, report.md, curves.png and a
+    grid of the best and worst test cases (cases.png)."""
+    from medlite.engine.seg_train import SegTrainConfig, train_segmentation
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = SegTrainConfig.from_dict({
+        "model": model, "data": data, "layout": layout, "mask_suffix": mask_suffix or None, "size": size,
+        "mode": mode, "epochs": epochs, "batch_size": batch_size, "lr": lr, "augment": augment, "fold": fold,
+        "folds": folds, "train_list": train_list, "test_list": test_list, "seed": seed, "out": out,
+        "threads": threads, "data_root": data_root, **_kv(set_)})
+    res = _checked(train_segmentation, cfg, resume=resume)
+    _print_summary(res["test"], f"{model} on {res['data']} (test)")
+
+
+def _print_summary(summary: dict, title: str) -> None:
+    t = Table(title=title)
+    for col in ("metric", "mean", "std", "median", "cases"):
+        t.add_column(col)
+    for k, v in summary.items():
+        t.add_row(k, f"{v['mean']:.4f}", f"{v['std']:.4f}", f"{v['median']:.4f}", str(v["n"]))
+    console.print(t)
+
+
+@seg_app.command("evaluate")
+def evaluate(
+    run: Annotated[str, typer.Argument(help="Run folder or .safetensors checkpoint.")],
+    data: Annotated[str, typer.Option(help="Another dataset folder to score every case of (default: the run's "
+                                           "own test split).")] = "",
+    layout: Annotated[str, typer.Option(help="Layout of --data.")] = "folder",
+    tolerance: Annotated[float, typer.Option(help="NSD tolerance in pixels.")] = 2.0,
+    out: Annotated[str, typer.Option(help="Folder for per_case.csv and cases.png (default: <run>/eval).")] = "",
+    data_root: Annotated[str, typer.Option(help="Folder of built-in datasets (default $MEDLITE_DATA).")] = "",
+) -> None:
+    """Score a trained model (Dice, IoU, HD95, NSD at the original image size), per case and mean ± std."""
+    summary = _checked(_evaluate, run, data, layout, tolerance, out, data_root)
+    _print_summary(summary, f"{run}")
+
+
+def _evaluate(run, data, layout, tolerance, out, data_root) -> dict:
+    import csv
+
+    import torch
+
+    from medlite.data.segmentation import build_split, find_pairs
+    from medlite.engine.checkpoint import load_model, resolve_checkpoint
+    from medlite.engine.seg_evaluate import evaluate_original, predict_probs
+    from medlite.engine.seg_train import SegTrainConfig, case_grid, load_seg_data
+
+    model, meta = load_model(run)
+    model = model.to(memory_format=torch.channels_last)
+    pre = meta["preprocessing"]
+    cfg = SegTrainConfig.from_dict(meta["train_config"])
+    if data_root:
+        cfg.data_root = data_root
+    if data:
+        split = build_split(find_pairs(data, layout), pre["size"], pre.get("mode", "resize"))
+    else:
+        split = load_seg_data(cfg).test
+    probs = predict_probs(model, split.images, pre["mean"], pre["std"])
+    summary, cases = evaluate_original(probs, split, tolerance)
+    out_dir = Path(out) if out else resolve_checkpoint(run).parent / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "per_case.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(cases[0]))
+        w.writeheader()
+        w.writerows(cases)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    case_grid(out_dir / "cases.png", split, probs, cases, title=f"{meta['model']['name']} ({len(cases)} cases)")
+    console.print(f"per-case metrics and cases.png in {out_dir}")
+    return summary
+
+
+@seg_app.command("predict")
+def predict(
+    model: Annotated[str, typer.Argument(help="Run folder, .safetensors checkpoint or exported .onnx file.")],
+    images: Annotated[list[str], typer.Argument(help="Image files (PNG, JPEG, BMP, TIFF, DICOM, NIfTI).")],
+    out: Annotated[str, typer.Option(help="Output folder for <name>_mask.png and <name>_overlay.png.")] = "masks",
+    threads: Annotated[int, typer.Option(help="CPU threads (0 = default).")] = 0,
+) -> None:
+    """Segment images; write each mask (0/255 PNG) and an overlay with the lesion contour, both at the image's
+    original size. Unreadable files are reported and skipped; the exit code is 1 if any file failed."""
+    from medlite.engine.seg_predict import SegPredictor
+
+    predictor = _checked(SegPredictor.load, model, threads or None)
+    failed = 0
+    table = Table(title=f"{len(images)} image(s) -> {out}")
+    for col in ("image", "size (w x h)", "lesion pixels", "lesion %", "mask"):
+        table.add_column(col)
+    for path in images:
+        try:
+            r = predictor.predict_file(path, out)
+        except ValueError as e:  # DataError / ImageReadError name the file
+            console.print(f"[red]error:[/red] {e}")
+            failed += 1
+            continue
+        table.add_row(path, f"{r['width']} x {r['height']}", str(r["pixels"]), f"{100 * r['fraction']:.1f}",
+                      r["mask"])
+    console.print(table)
+    if failed:
+        raise typer.Exit(1)
+
+
+@seg_app.command("export")
+def export(
+    run: Annotated[str, typer.Argument(help="Run folder or .safetensors checkpoint.")],
+    out: Annotated[str, typer.Option(help="Output .onnx (default <run>/export/<model>.onnx).")] = "",
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
+) -> None:
+    """Export a segmentation model to ONNX (fp32), checked against PyTorch; the file carries its
+    preprocessing, so `medlite seg predict FILE.onnx IMAGE...` needs nothing else."""
+    from medlite.engine.checkpoint import load_model, resolve_checkpoint
+    from medlite.export.onnx import export_onnx
+
+    model, meta = _checked(load_model, run)
+    path = Path(out) if out else resolve_checkpoint(run).parent / "export" / f"{meta['model']['name']}.onnx"
+    info = export_onnx(model, meta, path, opset=opset)
+    console.print(f"wrote {info['path']} ({info['size_bytes'] / 1e6:.2f} MB, max |ORT - torch| "
+                  f"{info['max_abs_diff']:.2e})")

@@ -1,0 +1,115 @@
+"""Segmentation training: a tiny run end to end, exact resume, evaluation and prediction at original size."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from medlite.engine.checkpoint import read_checkpoint
+from medlite.engine.seg_evaluate import seg_loss
+from medlite.engine.seg_train import SegTrainConfig, train_segmentation
+
+
+@pytest.fixture
+def seg_folder(tmp_path: Path) -> Path:
+    """12 cases of 48x72 images with a bright rectangle as the lesion."""
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        img = rng.integers(0, 60, (48, 72, 3), dtype=np.uint8)
+        m = np.zeros((48, 72), np.uint8)
+        r, c = rng.integers(4, 20), rng.integers(4, 40)
+        m[r:r + 20, c:c + 24] = 255
+        img[m > 0] += 150
+        (tmp_path / "images").mkdir(exist_ok=True)
+        (tmp_path / "masks").mkdir(exist_ok=True)
+        Image.fromarray(img).save(tmp_path / "images" / f"case{i}.png")
+        Image.fromarray(m).save(tmp_path / "masks" / f"case{i}_mask.png")
+    return tmp_path
+
+
+def _cfg(data: Path, out: Path, epochs: int = 2) -> SegTrainConfig:
+    return SegTrainConfig(model="medlitenet", data=str(data), layout="folder", size=64, epochs=epochs,
+                          batch_size=4, folds=4, fold=0, val_fraction=0.15, augment="strong", out=str(out),
+                          threads=1, progress=False, plots=True)
+
+
+def test_seg_loss_terms():
+    logits = torch.randn(2, 1, 8, 8)
+    target = (torch.rand(2, 1, 8, 8) > 0.5).float()
+    assert torch.isfinite(seg_loss(logits, target))
+    perfect = seg_loss(target * 40 - 20, target)  # confident and right: both terms near 0
+    assert perfect < 0.01
+
+
+def test_train_evaluate_and_outputs(seg_folder, tmp_path):
+    res = train_segmentation(_cfg(seg_folder, tmp_path / "run"))
+    run = tmp_path / "run"
+    for f in ("best.safetensors", "last.safetensors", "results.json", "per_case.csv", "report.md",
+              "curves.png", "cases.png"):
+        assert (run / f).is_file(), f
+    assert res["test"]["dice"]["n"] == 3 and 0.0 <= res["test"]["dice"]["mean"] <= 1.0
+    assert np.isfinite(res["test"]["hd95"]["mean"])
+    _, meta, _ = read_checkpoint(run / "best.safetensors")
+    assert meta["kind"] == "segmentation" and meta["preprocessing"]["size"] == 64
+
+
+def test_resume_matches_uninterrupted(seg_folder, tmp_path, monkeypatch):
+    import medlite.engine.seg_train as st
+
+    train_segmentation(_cfg(seg_folder, tmp_path / "full", epochs=2))
+    cfg = _cfg(seg_folder, tmp_path / "cut", epochs=2)
+    real, calls = st.frame_dice, []
+
+    def killed_in_epoch_2(*a):  # the process dies during epoch 2, before its checkpoint is written
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a)
+
+    monkeypatch.setattr(st, "frame_dice", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_segmentation(cfg)
+    monkeypatch.setattr(st, "frame_dice", real)
+    assert json.loads((tmp_path / "cut" / "last.json").read_text())["epoch"] == 0
+    train_segmentation(cfg, resume=True)
+    a, _, _ = read_checkpoint(tmp_path / "full" / "last.safetensors")
+    b, _, _ = read_checkpoint(tmp_path / "cut" / "last.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_cli_predict_and_export_write_original_size(seg_folder, tmp_path):
+    from typer.testing import CliRunner
+
+    from medlite.cli import app
+
+    train_segmentation(_cfg(seg_folder, tmp_path / "run", epochs=1))
+    runner = CliRunner()
+    img = seg_folder / "images" / "case3.png"
+    r = runner.invoke(app, ["seg", "predict", str(tmp_path / "run"), str(img), str(tmp_path / "missing.png"),
+                            "--out", str(tmp_path / "pred")])
+    assert r.exit_code == 1 and "missing.png" in r.output  # the bad file is named, the good one done
+    mask = np.asarray(Image.open(tmp_path / "pred" / "case3_mask.png"))
+    assert mask.shape == (48, 72) and set(np.unique(mask)) <= {0, 255}
+    assert (tmp_path / "pred" / "case3_overlay.png").is_file()
+    r = runner.invoke(app, ["seg", "export", str(tmp_path / "run"), "--out", str(tmp_path / "m.onnx")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["seg", "predict", str(tmp_path / "m.onnx"), str(img), "--out", str(tmp_path / "p2")])
+    assert r.exit_code == 0, r.output
+    onnx_mask = np.asarray(Image.open(tmp_path / "p2" / "case3_mask.png"))
+    assert (onnx_mask != mask).mean() < 0.001
+    r = runner.invoke(app, ["seg", "evaluate", str(tmp_path / "run"), "--out", str(tmp_path / "ev")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "ev" / "per_case.csv").is_file() and (tmp_path / "ev" / "cases.png").is_file()
+
+
+def test_wrong_model_kind(seg_folder, tmp_path):
+    cfg = SegTrainConfig.from_dict({**_cfg(seg_folder, tmp_path / "x").__dict__, "model": "resnet18"})
+    with pytest.raises(ValueError, match="classification model"):
+        train_segmentation(cfg)
