@@ -96,32 +96,34 @@ def report(args, lat: dict | None) -> str:
               "Best validation Dice selects the checkpoint; test metrics are computed at the original image size. "
               "HD95 in pixels of the original image; NSD at 2 px. Empty masks: none in BUSI or PH2.", ""]
     summary: dict[tuple[str, str], dict] = {}
-    for data, folds, title in (("busi", [0], "BUSI (195 test images, shipped split 1)"),
-                               ("ph2", list(args.folds), "PH2 dev half, 5-fold CV (pooled over test folds)")):
-        lines += [f"## {title}", "",
-                  "| model | params (M) | MACs (G) | Dice | IoU | HD95 (px) | NSD@2px | folds done | "
-                  "ONNX 1 thread (ms) | ONNX 2 threads (ms) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["BUSI: 195 test images (shipped split 1). PH2: the 100-image dev half, 5-fold CV, metrics pooled over "
+              "the test folds (each image scored once). Mean ± std over images.", "",
+              "| data | model | params (M) | MACs (G) | Dice | IoU | HD95 (px) | NSD@2px | runs done | "
+              "ONNX 1 thread (ms) | ONNX 2 threads (ms) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for data, folds in (("busi", [0]), ("ph2", list(args.folds))):
         for m in args.models:
             rows, res = _cases(m, data, folds)
             if not res:
-                lines.append(f"| {m} | – | – | not run | | | | 0/{len(folds)} | | |")
+                lines.append(f"| {data.upper()} | {m} | – | – | not run | | | | 0/{len(folds)} | | |")
                 continue
             d = [r["dice"] for r in rows]
             summary[(m, data)] = {"dice": float(np.mean(d)), "params": res[0]["params"], "n": len(rows)}
             l1 = lat.get((m, 1)) if lat else None
             l2 = lat.get((m, 2)) if lat else None
             lines.append(
-                f"| {m} | {res[0]['params'] / 1e6:.2f} | {res[0]['macs'] / 1e9:.2f} | {_ms(d)} | "
+                f"| {data.upper()} | {m} | {res[0]['params'] / 1e6:.2f} | {res[0]['macs'] / 1e9:.2f} | {_ms(d)} | "
                 f"{_ms([r['iou'] for r in rows])} | {_ms([r['hd95'] for r in rows], 1)} | "
                 f"{_ms([r['nsd'] for r in rows])} | {len(res)}/{len(folds)} | "
                 f"{'–' if l1 is None else f'{l1:.1f}'} | {'–' if l2 is None else f'{l2:.1f}'} |")
-        if data == "ph2":
-            lines += ["", "Per-fold test Dice (mean over the fold's 20 images):", ""]
-            for m in args.models:
-                _, res = _cases(m, data, folds)
-                per = ", ".join(f"f{r['fold']} {r['test']['dice']['mean']:.3f}" for r in res)
-                lines.append(f"- {m}: {per or 'none finished'}")
-        lines.append("")
+    lines += ["", "## Per-run details", ""]
+    for data, folds in (("busi", [0]), ("ph2", list(args.folds))):
+        for m in args.models:
+            _, res = _cases(m, data, folds)
+            per = ", ".join(f"{'fold ' + str(r['fold']) + ' ' if data == 'ph2' else ''}Dice "
+                            f"{r['test']['dice']['mean']:.3f} (best val {r['best_val_dice']:.3f} at epoch "
+                            f"{r['best_epoch']}/{r['epochs']})" for r in res)
+            lines.append(f"- {data.upper()} {m}: {per or 'not finished'}")
+    lines.append("")
     lines += targets(summary, lat, args)
     lines += ["", "Pictures: `segmentation_busi_cases.png` and `segmentation_ph2_cases.png` show MedLiteNet's four "
               "best and four worst test cases (green ground truth, red prediction); each run folder under "
