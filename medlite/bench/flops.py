@@ -48,3 +48,17 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
         seen.add(id(p))
         total += p.numel()
     return total
+
+
+@torch.no_grad()
+def count_macs_call(model: nn.Module, inputs: Sequence[torch.Tensor]) -> int:
+    """Multiply-accumulates of ``model(*inputs)`` in eval mode (for modules taking several tensors)."""
+    was_training = model.training
+    model.eval()
+    try:
+        counter = FlopCounterMode(display=False)
+        with sdpa_kernel(SDPBackend.MATH), counter:
+            model(*inputs)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops()) // 2

@@ -183,3 +183,52 @@ def summarise(values: Sequence[float]) -> str:
     v = np.asarray(values, dtype=np.float64)
     nd = 2 if abs(v.mean()) >= 10 else 3
     return f"{v.mean():.{nd}f} ± {v.std():.{nd}f}"
+
+
+# ------------------------------------------------------------------------ MedSAM-on-laptop challenge rule
+def challenge_metrics(pred, target, tolerance: float = 2.0, dsc_floor: float = 0.2,
+                      spacing: Sequence[float] | None = None) -> dict[str, float]:
+    """DSC and NSD of one target as the CVPR 2024 "Segment Anything in Medical Images on Laptop" challenge
+    scores them: NSD at ``tolerance`` px is computed only where DSC > ``dsc_floor`` and is 0 otherwise.
+
+    Args:
+        pred, target: (H, W) masks as in :func:`dice`, at the original image size.
+    Returns:
+        {"dsc": float, "nsd": float}.
+    """
+    d = dice(pred, target)
+    return {"dsc": d, "nsd": nsd(pred, target, tolerance, spacing) if d > dsc_floor else 0.0}
+
+
+def challenge_label_metrics(seg: np.ndarray, gt: np.ndarray, tolerance: float = 2.0) -> dict[int, dict[str, float]]:
+    """Per-label challenge DSC / NSD of a label map: seg, gt (H, W) integer maps, label i = target i.
+
+    Every label present in ``gt`` is scored (a label missing from ``seg`` scores DSC 0, NSD 0).
+    """
+    labels = [int(v) for v in np.unique(gt) if v != 0]
+    return {lab: challenge_metrics(seg == lab, gt == lab, tolerance) for lab in labels}
+
+
+class ChallengeMetrics:
+    """Accumulates challenge DSC / NSD per target; ``compute()`` -> {"dsc"|"nsd": {"mean", "std", "n"}}."""
+
+    def __init__(self, tolerance: float = 2.0, dsc_floor: float = 0.2) -> None:
+        self.tolerance, self.dsc_floor = tolerance, dsc_floor
+        self.reset()
+
+    def reset(self) -> None:
+        self.cases: list[dict] = []
+
+    def update(self, pred, target, name: str | None = None) -> dict[str, float]:
+        row = challenge_metrics(pred, target, self.tolerance, self.dsc_floor)
+        self.cases.append({"case": name if name is not None else str(len(self.cases)), **row})
+        return row
+
+    def compute(self) -> dict[str, dict[str, float]]:
+        if not self.cases:
+            raise ValueError("no cases were added")
+        out = {}
+        for m in ("dsc", "nsd"):
+            v = np.array([c[m] for c in self.cases], dtype=np.float64)
+            out[m] = {"mean": float(v.mean()), "std": float(v.std()), "n": len(v)}
+        return out

@@ -1,0 +1,97 @@
+"""Image encoders of LiteSAM: a tiny hierarchical Swin (LiteSAM) and a stride-4 TinyViT (LiteMedSAM-style).
+
+Both map a letterboxed image to :class:`ImageFeatures`: the prompt-independent part of the model, computed
+once per image and cached by the predictor (and exported as the encoder ONNX graph).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from timm.layers import LayerNorm2d
+from torch import nn
+
+
+class ImageFeatures(NamedTuple):
+    """What the mask decoder needs from one image.
+
+    embedding: (B, E, S/stride, S/stride) float32, the image embedding the prompts attend to.
+    skips: tuple of (B, C_i, H_i, W_i) float32, finer features fused while upsampling, coarse to fine
+        (empty for decoders without skip connections).
+    """
+
+    embedding: torch.Tensor
+    skips: tuple[torch.Tensor, ...]
+
+
+class SwinImageEncoder(nn.Module):
+    """Tiny Swin: 4x4 patch embedding, four timm ``SwinTransformerStage`` (strides 4/8/16/32) and a neck.
+
+    The neck fuses stage 3 (stride 16) with upsampled stage 4 (stride 32) into the ``embed_dim``-channel
+    embedding at stride 16; stage 2 (stride 8) and stage 1 (stride 4) are projected to the decoder's
+    upsampling widths (embed_dim/4, embed_dim/8) and returned as skips.
+    """
+
+    def __init__(self, img_size: int, in_chans: int, dims, depths, heads, window: int, embed_dim: int,
+                 drop_path: float = 0.0) -> None:
+        super().__init__()
+        from timm.models.swin_transformer import SwinTransformerStage
+
+        if img_size % 32:
+            raise ValueError(f"img_size must be a multiple of 32 for the Swin encoder; got {img_size}")
+        self.patch_embed = nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4)
+        self.patch_norm = nn.LayerNorm(dims[0])
+        dpr = torch.linspace(0, drop_path, sum(depths)).tolist()
+        stages, res, start = [], img_size // 4, 0
+        for i, (d, h) in enumerate(zip(depths, heads, strict=True)):
+            stages.append(SwinTransformerStage(
+                dim=dims[max(i - 1, 0)], out_dim=dims[i], input_resolution=(res, res), depth=d,
+                downsample=i > 0, num_heads=h, head_dim=dims[i] // h, window_size=window,
+                drop_path=dpr[start:start + d]))
+            start += d
+            if i > 0:
+                res //= 2
+        self.stages = nn.ModuleList(stages)
+        self.norms = nn.ModuleList(nn.LayerNorm(d) for d in dims)
+        self.lateral3 = nn.Conv2d(dims[2], embed_dim, 1, bias=False)
+        self.lateral4 = nn.Conv2d(dims[3], embed_dim, 1, bias=False)
+        self.neck = nn.Sequential(LayerNorm2d(embed_dim), nn.Conv2d(embed_dim, embed_dim, 3, padding=1, bias=False),
+                                  LayerNorm2d(embed_dim))
+        self.skip8 = nn.Conv2d(dims[1], embed_dim // 4, 1)
+        self.skip4 = nn.Conv2d(dims[0], embed_dim // 8, 1)
+
+    def forward(self, x: torch.Tensor) -> ImageFeatures:
+        """x: (B, C, S, S) float32 in [0, 1] -> ImageFeatures (embedding at S/16, skips at S/8 and S/4)."""
+        x = self.patch_norm(self.patch_embed(x).permute(0, 2, 3, 1))  # NHWC, as timm's stages expect
+        feats = []
+        for stage, norm in zip(self.stages, self.norms, strict=True):
+            x = stage(x)
+            feats.append(norm(x).permute(0, 3, 1, 2))
+        f4, f8, f16, f32 = feats
+        emb = self.lateral3(f16) + F.interpolate(self.lateral4(f32), scale_factor=2.0, mode="nearest")
+        return ImageFeatures(self.neck(emb), (self.skip8(f8), self.skip4(f4)))
+
+
+class TinyViTImageEncoder(nn.Module):
+    """LiteMedSAM's encoder as published: TinyViT-5M (timm ``tiny_vit_5m_224`` layout) whose patch-merging
+    layers keep the resolution, so every stage runs at stride 4 (64x64 tokens at 256 px), then SAM's neck
+    (1x1 conv, LayerNorm, 3x3 conv, LayerNorm) to an ``embed_dim``-channel stride-4 embedding. No skips."""
+
+    def __init__(self, img_size: int, in_chans: int, dims, depths, heads, windows, embed_dim: int,
+                 drop_path: float = 0.0) -> None:
+        super().__init__()
+        from timm.models.tiny_vit import TinyVit
+
+        vit = TinyVit(in_chans=in_chans, num_classes=0, embed_dims=tuple(dims), depths=tuple(depths),
+                      num_heads=tuple(heads), window_sizes=tuple(windows), drop_path_rate=drop_path)
+        for stage in vit.stages[1:]:
+            stage.downsample.conv2.conv.stride = (1, 1)  # LiteMedSAM: all stages at the stride-4 grid
+        self.patch_embed, self.stages = vit.patch_embed, vit.stages
+        self.neck = nn.Sequential(nn.Conv2d(dims[-1], embed_dim, 1, bias=False), LayerNorm2d(embed_dim),
+                                  nn.Conv2d(embed_dim, embed_dim, 3, padding=1, bias=False), LayerNorm2d(embed_dim))
+
+    def forward(self, x: torch.Tensor) -> ImageFeatures:
+        """x: (B, C, S, S) float32 in [0, 1] -> ImageFeatures (embedding at S/4, no skips)."""
+        return ImageFeatures(self.neck(self.stages(self.patch_embed(x))), ())

@@ -1,0 +1,161 @@
+"""LiteSAM: image encoder + prompt encoder + mask decoder, one config dataclass, registered variants.
+
+Variants (all 256 px, trained from scratch by medlite; no pretrained weights):
+
+- ``litesam_swin_t``: the published Swin-LiteMedSAM encoder (dims 64/128/160/320, depths 2/2/6/2, heads
+  2/4/5/10, window 8) with a 256-wide SAM decoder (depth 2, 8 heads) and skip connections. One documented
+  change: the embedding is at stride 16 (16x16 cells), not 64x64, and the stride-8 and stride-4 stages
+  enter through the skips, so a prompt is answered in a few milliseconds on a CPU.
+- ``litesam_swin_xs``: the cheaper variant the CPU benchmark trains: dims 32/64/96/192, depths 2/2/2/2,
+  heads 1/2/3/6, decoder width 128 (4 heads, MLP 512).
+- ``litemedsam``: the LiteMedSAM-style baseline from its published description: TinyViT-5M (timm) with
+  every stage on the stride-4 grid, SAM neck to a 256-channel 64x64 embedding, SAM prompt encoder and
+  SAM mask decoder (no skips).
+- ``litemedsam_xs``: the same layout at the ``litesam_swin_xs`` widths (for equal-budget comparisons).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medlite.models.litesam.image_encoder import ImageFeatures, SwinImageEncoder, TinyViTImageEncoder
+from medlite.models.litesam.mask_decoder import MaskDecoder
+from medlite.models.litesam.prompt_encoder import PromptEncoder
+from medlite.registry import ModelCard, register_model
+
+
+@dataclass
+class LiteSAMConfig:
+    img_size: int = 256  # model input side (px); images are letterboxed (longest side + pad) to it
+    in_chans: int = 3  # input channels after the predictor's channel handling
+    encoder: str = "swin"  # "swin" (LiteSAM) or "tinyvit" (LiteMedSAM-style baseline)
+    dims: tuple[int, ...] = (64, 128, 160, 320)  # channels of the four encoder stages
+    depths: tuple[int, ...] = (2, 2, 6, 2)  # blocks per stage
+    heads: tuple[int, ...] = (2, 4, 5, 10)  # attention heads per stage
+    windows: tuple[int, ...] = (8, 8, 8, 8)  # attention window per stage (tokens per side)
+    embed_dim: int = 256  # width of the image embedding, prompt tokens and decoder transformer
+    embed_stride: int = 16  # input pixels per embedding cell (16 -> 16x16 at 256 px; the baseline uses 4)
+    skips: bool = True  # fuse stride-8 / stride-4 encoder features in the decoder's upsampling
+    decoder_depth: int = 2  # two-way transformer blocks
+    decoder_heads: int = 8  # attention heads in the decoder
+    decoder_mlp_dim: int = 2048  # hidden width of the decoder token MLP
+    num_mask_tokens: int = 1  # masks predicted per prompt (each with an IoU estimate)
+    drop_path: float = 0.0  # stochastic depth in the encoder (max rate)
+
+    def __post_init__(self) -> None:
+        for f in ("dims", "depths", "heads", "windows"):
+            setattr(self, f, tuple(getattr(self, f)))
+        if self.encoder not in ("swin", "tinyvit"):
+            raise ValueError(f"encoder must be 'swin' or 'tinyvit'; got {self.encoder!r}")
+        if self.encoder == "swin" and self.embed_stride != 16:
+            raise ValueError("the Swin encoder's embedding is at stride 16")
+        if self.encoder == "tinyvit" and (self.embed_stride != 4 or self.skips):
+            raise ValueError("the TinyViT encoder gives a stride-4 embedding and no skips")
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @property
+    def grid(self) -> int:
+        """Embedding cells per side."""
+        return self.img_size // self.embed_stride
+
+
+class LiteSAM(nn.Module):
+    """Promptable binary segmentation split like SAM (see the package docstring)."""
+
+    def __init__(self, cfg: LiteSAMConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        if cfg.encoder == "swin":
+            self.image_encoder = SwinImageEncoder(cfg.img_size, cfg.in_chans, cfg.dims, cfg.depths, cfg.heads,
+                                                  cfg.windows[0], cfg.embed_dim, cfg.drop_path)
+        else:
+            self.image_encoder = TinyViTImageEncoder(cfg.img_size, cfg.in_chans, cfg.dims, cfg.depths, cfg.heads,
+                                                     cfg.windows, cfg.embed_dim, cfg.drop_path)
+        self.prompt_encoder = PromptEncoder(cfg.embed_dim, cfg.img_size, cfg.embed_stride)
+        skip_dims = (cfg.embed_dim // 4, cfg.embed_dim // 8) if cfg.skips else ()
+        self.mask_decoder = MaskDecoder(cfg.embed_dim, cfg.decoder_depth, cfg.decoder_heads, cfg.decoder_mlp_dim,
+                                        cfg.num_mask_tokens, skip_dims)
+
+    @property
+    def num_skips(self) -> int:
+        return 2 if self.cfg.skips else 0
+
+    def forward_features(self, images: torch.Tensor) -> ImageFeatures:
+        """images: (B, C, S, S) float32 in [0, 1] (min-max normalised, zero padded) -> ImageFeatures."""
+        return self.image_encoder(images)
+
+    def forward_head(self, features: ImageFeatures, point_coords: torch.Tensor, point_labels: torch.Tensor,
+                     dense: torch.Tensor, has_dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Answer prompts from (cached) image features.
+
+        Args:
+            features: from :meth:`forward_features`, batch 1 (broadcast over prompts) or B.
+            point_coords: (B, N, 2) float32 (x, y), model-frame pixels; point_labels: (B, N) in {-1,0,1,2,3}.
+            dense: (B, 1, S, S) float32 scribble map; has_dense: (B,) float32 in {0, 1}.
+        Returns:
+            mask logits (B, M, S, S) in the model frame, IoU logits (B, M).
+        """
+        sparse, dense_emb = self.prompt_encoder(point_coords, point_labels, dense, has_dense)
+        masks, iou = self.mask_decoder(features.embedding, features.skips, self.prompt_encoder.dense_pe(),
+                                       sparse, dense_emb)
+        masks = F.interpolate(masks, size=(self.cfg.img_size, self.cfg.img_size), mode="bilinear",
+                              align_corners=False)
+        return masks, iou
+
+    def forward(self, images, point_coords, point_labels, dense, has_dense):
+        """One prompt per image: images (B, C, S, S) -> mask logits (B, M, S, S), IoU logits (B, M)."""
+        return self.forward_head(self.forward_features(images), point_coords, point_labels, dense, has_dense)
+
+
+# -------------------------------------------------------------------------------------------- variants
+_XS = dict(dims=(32, 64, 96, 192), depths=(2, 2, 2, 2), heads=(1, 2, 3, 6), embed_dim=128, decoder_heads=4,
+           decoder_mlp_dim=512)
+_TINYVIT = dict(encoder="tinyvit", windows=(7, 7, 14, 7), embed_stride=4, skips=False)
+VARIANTS: dict[str, dict] = {
+    "litesam_swin_t": {},
+    "litesam_swin_xs": _XS,
+    "litemedsam": dict(_TINYVIT),
+    "litemedsam_xs": {**_XS, **_TINYVIT, "windows": (7, 7, 7, 7)},
+}
+_DESCRIPTIONS = {
+    "litesam_swin_t": "Swin-LiteMedSAM-style promptable segmenter (Swin 64/128/160/320, skip decoder)",
+    "litesam_swin_xs": "cheaper LiteSAM (Swin 32/64/96/192, depths 2/2/2/2, decoder width 128)",
+    "litemedsam": "LiteMedSAM-style baseline (TinyViT-5M at stride 4 + SAM decoder)",
+    "litemedsam_xs": "LiteMedSAM-style baseline at the litesam_swin_xs widths",
+}
+
+
+def config_for(name: str, img_size: int = 256, in_chans: int = 3, **overrides) -> LiteSAMConfig:
+    """The :class:`LiteSAMConfig` of a named variant, with field overrides."""
+    if name not in VARIANTS:
+        raise KeyError(f"unknown LiteSAM variant {name!r}; choose from {list(VARIANTS)}")
+    known = {f.name for f in fields(LiteSAMConfig)}
+    bad = set(overrides) - known
+    if bad:
+        raise TypeError(f"unknown LiteSAMConfig field(s) {sorted(bad)}")
+    return LiteSAMConfig(img_size=img_size, in_chans=in_chans, **{**VARIANTS[name], **overrides})
+
+
+def _register(name: str) -> None:
+    card = ModelCard(name=name, family="litesam", task="promptable-segmentation",
+                     description=_DESCRIPTIONS[name], default_size=256, mean=(0.0,), std=(1.0,),
+                     extra={"preprocessing": "longest side to img_size, per-image min-max to [0, 1], zero pad"})
+
+    @register_model(card)
+    def factory(num_classes: int = 1, in_chans: int = 3, img_size: int = 256, **kwargs) -> LiteSAM:
+        if num_classes not in (1, 2):  # binary masks; 2 is accepted for the registry's default
+            raise ValueError(f"LiteSAM predicts binary masks; num_classes must be 1, got {num_classes}")
+        return LiteSAM(config_for(name, img_size, in_chans, **kwargs))
+
+    factory.__name__ = name
+    globals()[name] = factory
+
+
+for _name in VARIANTS:
+    _register(_name)

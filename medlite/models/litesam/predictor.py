@@ -1,0 +1,148 @@
+"""SAM-like predictor: ``set_image`` encodes once, ``predict`` answers each prompt from the cache.
+
+Images of any size and channel count go in ((H, W), (H, W, 1), (H, W, 3), (H, W, 4) with alpha dropped,
+or (H, W, C) whose channel mean is used; any dtype, min-max scaled to uint8). They are letterboxed to the
+model input (longest side to S, zero padding, as LiteMedSAM does) and every mask comes back at the
+original size. Prompt coordinates are in original-image pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from medlite.data.prompts import (
+    LABEL_NEG,
+    LABEL_POS,
+    box_prompt,
+    scribble_to_model_frame,
+    to_model_frame,
+)
+from medlite.data.segmentation import Geometry, letterbox, restore
+from medlite.models.litesam.image_encoder import ImageFeatures
+
+
+def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """Any (H, W[, C]) array -> (H, W, 3) uint8 (see the module docstring for the channel rules)."""
+    a = np.asarray(image)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim == 3 and a.shape[2] == 4:
+        a = a[:, :, :3]
+    elif a.ndim == 3 and a.shape[2] != 3:
+        a = a.astype(np.float32).mean(axis=2)
+    if a.ndim not in (2, 3):
+        raise ValueError(f"image must be (H, W) or (H, W, C); got shape {a.shape}")
+    if a.dtype != np.uint8:
+        a = a.astype(np.float32)
+        lo, hi = float(a.min()), float(a.max())
+        a = np.round((a - lo) / max(hi - lo, 1e-8) * 255).astype(np.uint8)
+    return np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a
+
+
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, S, S) uint8 letterboxed images -> float32 in [0, 1], per-image min-max (LiteMedSAM)."""
+    x = images.float()
+    lo = x.amin(dim=(1, 2, 3), keepdim=True)
+    hi = x.amax(dim=(1, 2, 3), keepdim=True)
+    return (x - lo) / (hi - lo).clamp_min(1e-8)
+
+
+def preprocess(image: np.ndarray, size: int) -> tuple[torch.Tensor, Geometry]:
+    """(H, W[, C]) image -> ((1, 3, size, size) float32 model input, its Geometry)."""
+    boxed, g = letterbox(to_rgb_uint8(image), size, mode="pad")
+    return normalise(torch.from_numpy(boxed).permute(2, 0, 1)[None]), g
+
+
+class LiteSAMPredictor:
+    """Encode an image once, then segment it for many prompts.
+
+    Example:
+        >>> p = LiteSAMPredictor(model)
+        >>> p.set_image(image)                          # (H, W, 3) uint8, any size
+        >>> mask, iou = p.predict(box=[40, 30, 200, 180])  # (H, W) bool, predicted IoU
+        >>> mask, iou = p.predict(points=[[120, 100]], point_labels=[1])
+    """
+
+    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu") -> None:
+        self.model = model.eval().to(device)
+        self.device = torch.device(device)
+        self.size = int(model.cfg.img_size)
+        self.features: ImageFeatures | None = None
+        self.geometry: Geometry | None = None
+        self.encoder_calls = 0  # how often set_image ran the encoder (tests check the cache)
+
+    @torch.no_grad()
+    def set_image(self, image: np.ndarray) -> None:
+        """Compute and cache the image features. image: (H, W[, C]) array, any dtype."""
+        x, self.geometry = preprocess(image, self.size)
+        self.features = self.model.forward_features(x.to(self.device))
+        self.encoder_calls += 1
+
+    def reset_image(self) -> None:
+        self.features, self.geometry = None, None
+
+    def _sparse(self, box, points, point_labels) -> tuple[np.ndarray, np.ndarray]:
+        coords, labels = [np.zeros((0, 2), np.float32)], [np.zeros(0, np.float32)]
+        if box is not None:
+            c, lab = box_prompt(to_model_frame(np.asarray(box, np.float32).reshape(4), self.geometry))
+            coords.append(c)
+            labels.append(lab)
+        if points is not None:
+            pts = np.asarray(points, np.float32).reshape(-1, 2)
+            lab = (np.full(len(pts), LABEL_POS, np.float32) if point_labels is None
+                   else np.asarray(point_labels, np.float32).reshape(-1))
+            if len(lab) != len(pts) or not np.isin(lab, (LABEL_NEG, LABEL_POS)).all():
+                raise ValueError("point_labels must give 0 (negative) or 1 (positive) for every point")
+            coords.append(to_model_frame(pts, self.geometry))
+            labels.append(lab)
+        return np.concatenate(coords), np.concatenate(labels)
+
+    @torch.no_grad()
+    def predict(self, box=None, points=None, point_labels=None, scribble=None,
+                return_probs: bool = False) -> tuple[np.ndarray, float]:
+        """Segment the cached image for one prompt (any combination of box, points and scribble).
+
+        Args:
+            box: (4,) xyxy in original pixels.
+            points: (K, 2) (x, y) in original pixels; point_labels: (K,) 1 positive / 0 negative
+                (default all positive).
+            scribble: (H, W) map, +1 foreground strokes, -1 background strokes, 0 elsewhere.
+            return_probs: give the (H, W) float32 probability map instead of the thresholded mask.
+        Returns:
+            (H, W) bool mask (or probabilities) at the original size, predicted IoU in [0, 1].
+        """
+        if self.features is None:
+            raise RuntimeError("call set_image(image) before predict()")
+        if box is None and points is None and scribble is None:
+            raise ValueError("give at least one prompt: box, points or scribble")
+        coords, labels = self._sparse(box, points, point_labels)
+        if len(labels) == 0:  # scribble only: one padding slot keeps the token shapes valid
+            coords, labels = np.zeros((1, 2), np.float32), np.full(1, -1.0, np.float32)
+        g = self.geometry
+        dense = np.zeros((g.size, g.size), np.float32) if scribble is None else scribble_to_model_frame(scribble, g)
+        logits, iou = self.model.forward_head(
+            self.features, torch.from_numpy(coords)[None].to(self.device),
+            torch.from_numpy(labels)[None].to(self.device), torch.from_numpy(dense)[None, None].to(self.device),
+            torch.tensor([0.0 if scribble is None else 1.0], device=self.device))
+        prob = restore(torch.sigmoid(logits[0, 0]).cpu(), g)
+        return (prob if return_probs else prob > 0.5), float(torch.sigmoid(iou[0, 0]))
+
+    @torch.no_grad()
+    def predict_boxes(self, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Many box prompts in one decoder batch: boxes (N, 4) xyxy original pixels -> (N, H, W) bool, (N,)."""
+        if self.features is None:
+            raise RuntimeError("call set_image(image) before predict_boxes()")
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        g = self.geometry
+        if len(boxes) == 0:
+            return np.zeros((0, g.height, g.width), bool), np.zeros(0, np.float32)
+        mb = to_model_frame(boxes, g)
+        coords = torch.from_numpy(mb.reshape(-1, 2, 2)).to(self.device)
+        labels = torch.tensor([[2.0, 3.0]], device=self.device).expand(len(boxes), 2)
+        dense = torch.zeros(len(boxes), 1, g.size, g.size, device=self.device)
+        logits, iou = self.model.forward_head(self.features, coords, labels, dense,
+                                              torch.zeros(len(boxes), device=self.device))
+        probs = torch.sigmoid(logits[:, 0]).cpu()
+        masks = np.stack([restore(p, g) > 0.5 for p in probs])
+        return masks, torch.sigmoid(iou[:, 0]).cpu().numpy()

@@ -1,0 +1,84 @@
+"""SAM-style prompt encoder: sparse prompts (points, box corners) and a dense prompt (scribbles).
+
+Every sparse prompt is a labelled point, as in SAM's ONNX interface, so one fixed-signature graph answers
+any mix of prompts: label 1 = positive point, 0 = negative point, 2 / 3 = box top-left / bottom-right
+corner, -1 = padding (ignored). Scribbles are a dense map in the model frame: +1 on foreground strokes,
+-1 on background strokes, 0 elsewhere; ``has_dense`` = 0 replaces it by a learned "no dense prompt"
+embedding, without a data-dependent branch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from timm.layers import LayerNorm2d
+from torch import nn
+
+from medlite.data.prompts import LABEL_PAD
+
+
+class PositionEmbeddingRandom(nn.Module):
+    """Random Fourier features of normalised (x, y) coordinates (Tancik et al.; SAM's positional code)."""
+
+    def __init__(self, num_feats: int, scale: float = 1.0) -> None:
+        super().__init__()
+        self.register_buffer("gaussian", scale * torch.randn(2, num_feats))
+
+    def encode(self, coords: torch.Tensor) -> torch.Tensor:
+        """coords: (..., 2) in [0, 1] -> (..., 2 * num_feats)."""
+        c = (2 * coords - 1) @ self.gaussian * (2 * math.pi)
+        return torch.cat([c.sin(), c.cos()], dim=-1)
+
+    def grid(self, h: int, w: int) -> torch.Tensor:
+        """(1, 2 * num_feats, h, w): the code of every embedding cell's centre."""
+        ys = (torch.arange(h, dtype=torch.float32, device=self.gaussian.device) + 0.5) / h
+        xs = (torch.arange(w, dtype=torch.float32, device=self.gaussian.device) + 0.5) / w
+        xy = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)
+        return self.encode(xy).permute(2, 0, 1).unsqueeze(0)
+
+
+class PromptEncoder(nn.Module):
+    """Points/boxes -> sparse tokens; scribble map -> dense embedding at the image-embedding resolution."""
+
+    def __init__(self, embed_dim: int, img_size: int, embed_stride: int) -> None:
+        super().__init__()
+        if embed_stride < 2 or embed_stride & (embed_stride - 1):
+            raise ValueError(f"embed_stride must be a power of two >= 2; got {embed_stride}")
+        self.embed_dim, self.img_size, self.grid_size = embed_dim, img_size, img_size // embed_stride
+        self.pe = PositionEmbeddingRandom(embed_dim // 2)
+        self.label_embed = nn.Embedding(5, embed_dim)  # rows: pad ("not a point"), neg, pos, box TL, box BR
+        self.no_dense_embed = nn.Parameter(torch.zeros(1, embed_dim, 1, 1))
+        # stride-2 2x2 convs down to the embedding grid (SAM's mask_downscaling, extended to any stride)
+        layers, c = [], 1
+        for i in range(int(math.log2(embed_stride))):
+            nxt = max(4, embed_dim // 2 ** (int(math.log2(embed_stride)) - i + 1))
+            layers += [nn.Conv2d(c, nxt, 2, stride=2), LayerNorm2d(nxt), nn.GELU()]
+            c = nxt
+        self.dense_down = nn.Sequential(*layers, nn.Conv2d(c, embed_dim, 1))
+
+    def dense_pe(self) -> torch.Tensor:
+        """(1, E, g, g): positional code of the image-embedding grid."""
+        return self.pe.grid(self.grid_size, self.grid_size)
+
+    def forward(self, point_coords: torch.Tensor, point_labels: torch.Tensor, dense: torch.Tensor,
+                has_dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode prompts.
+
+        Args:
+            point_coords: (B, N, 2) float32, (x, y) in model-frame pixels (0..img_size).
+            point_labels: (B, N) float32 or int, in {-1, 0, 1, 2, 3} (see module docstring).
+            dense: (B, 1, S, S) float32 scribble map in {-1, 0, 1}, model frame.
+            has_dense: (B,) float32, 1 where ``dense`` is a prompt, 0 where it is to be ignored.
+        Returns:
+            sparse (B, N, E) and dense (B, E, g, g) embeddings.
+        """
+        labels = point_labels.to(torch.float32)
+        coords = (point_coords + 0.5) / self.img_size
+        pad = (labels == LABEL_PAD).to(coords.dtype).unsqueeze(-1)
+        sparse = self.pe.encode(coords) * (1 - pad)
+        onehot = torch.stack([(labels == k).to(coords.dtype) for k in range(-1, 4)], dim=-1)  # (B, N, 5)
+        sparse = sparse + onehot @ self.label_embed.weight
+        h = has_dense.to(coords.dtype).reshape(-1, 1, 1, 1)
+        dense_emb = self.dense_down(dense) * h + self.no_dense_embed * (1 - h)
+        return sparse, dense_emb
