@@ -379,6 +379,10 @@ from medlite.seg_cli import seg_app  # noqa: E402  (after `app`: the groups atta
 
 app.add_typer(seg_app, name="seg")
 
+from medlite.sam_cli import sam_app  # noqa: E402
+
+app.add_typer(sam_app, name="sam")
+
 from medlite.compress.commands import register as _register_compress  # noqa: E402  (distill, prune)
 
 _register_compress(app, console)
