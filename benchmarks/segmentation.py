@@ -161,8 +161,8 @@ def targets(summary, lat, args) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--epochs-busi", type=int, default=6)
-    ap.add_argument("--epochs-ph2", type=int, default=8)
+    ap.add_argument("--epochs-busi", type=int, default=8)
+    ap.add_argument("--epochs-ph2", type=int, default=10)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--folds", default="0,1,2,3,4")
     ap.add_argument("--report-only", action="store_true", help="skip training; rewrite the results file")
