@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class SamTrainConfig:
     model: str = "litesam_swin_xs"  # registered LiteSAM variant
+    model_kwargs: dict = field(default_factory=dict)  # LiteSAMConfig overrides (recorded in the checkpoint)
     datasets: tuple[str, ...] = ("busi", "ph2")  # built-in names, "<layout>:<root>" or "npz:<dir>"
     fold: int = 0  # fold of k-fold datasets (PH2)
     img_size: int = 256  # model input side (px)
@@ -116,7 +117,7 @@ def sam_loss(logits: torch.Tensor, iou_logits: torch.Tensor, target: torch.Tenso
         true_iou = i / ((hard + target).clamp(max=1).sum((2, 3))).clamp_min(1)
     mse = F.mse_loss(torch.sigmoid(iou_logits), true_iou)
     loss = dice.mean() + bce + iou_weight * mse
-    return loss, {"dice_loss": float(dice.mean()), "bce": float(bce), "iou_mse": float(mse)}
+    return loss, {"dice_loss": float(dice.mean().detach()), "bce": float(bce.detach()), "iou_mse": float(mse)}
 
 
 def _lr(step: int, total: int, cfg: SamTrainConfig) -> float:
@@ -130,7 +131,7 @@ def _lr(step: int, total: int, cfg: SamTrainConfig) -> float:
 def model_meta(model, cfg: SamTrainConfig | None = None, metrics: dict | None = None) -> dict:
     c = model.cfg
     return {"model": {"name": model.medlite_name, "num_classes": 1, "in_chans": c.in_chans, "img_size": c.img_size,
-                      "kwargs": {}, "config": c.to_dict()},
+                      "kwargs": {} if cfg is None else dict(cfg.model_kwargs), "config": c.to_dict()},
             "preprocessing": {"size": c.img_size, "channels": c.in_chans, "mode": "pad", "normalise": "min-max",
                               "mean": [0.0], "std": [1.0]},
             "task": "promptable-segmentation", "train": None if cfg is None else asdict(cfg),
@@ -234,7 +235,7 @@ def train_sam(cfg: SamTrainConfig, data: dict[str, SegmentationData] | None = No
     data = data or {d: load_dataset(d, cfg.img_size, cfg.fold, cfg.seed) for d in cfg.datasets}
     train_split = concat([data[d].train for d in cfg.datasets])
     val_split = concat([data[d].val for d in cfg.datasets])
-    model = create_model(cfg.model, num_classes=1, img_size=cfg.img_size)
+    model = create_model(cfg.model, num_classes=1, img_size=cfg.img_size, **cfg.model_kwargs)
     distiller = _Distiller(cfg.teacher, model.cfg.embed_dim) if cfg.teacher else None
     params = list(model.parameters()) + (list(distiller.proj.parameters()) if distiller else [])
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
