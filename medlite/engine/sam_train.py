@@ -117,7 +117,7 @@ def sam_loss(logits: torch.Tensor, iou_logits: torch.Tensor, target: torch.Tenso
         true_iou = i / ((hard + target).clamp(max=1).sum((2, 3))).clamp_min(1)
     mse = F.mse_loss(torch.sigmoid(iou_logits), true_iou)
     loss = dice.mean() + bce + iou_weight * mse
-    return loss, {"dice_loss": float(dice.mean().detach()), "bce": float(bce.detach()), "iou_mse": float(mse)}
+    return loss, {"dice_loss": float(dice.mean().detach()), "bce": float(bce.detach()), "iou_mse": float(mse.detach())}
 
 
 def _lr(step: int, total: int, cfg: SamTrainConfig) -> float:
@@ -283,7 +283,7 @@ def train_sam(cfg: SamTrainConfig, data: dict[str, SegmentationData] | None = No
             if distiller is not None:
                 d = distiller(x, feats.embedding)
                 loss = loss + cfg.distill_weight * d
-                parts["distill"] = float(d)
+                parts["distill"] = float(d.detach())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -63,3 +63,17 @@ def test_train_resume_evaluate(tmp_path, blob_folder):
         assert 0.0 <= out[k]["dsc"]["mean"] <= 1.0 and out[k]["dsc"]["n"] == len(data[spec].test)
         assert all(c["nsd"] == 0.0 for c in out[k]["cases"] if c["dsc"] <= 0.2)  # the challenge rule
     assert json.loads((cfg.run_dir() / "results.json").read_text())["epochs_run"] == 2
+
+
+def test_distillation_from_a_teacher_checkpoint(tmp_path, blob_folder):
+    spec = f"folder:{blob_folder}"
+    data = {spec: load_dataset(spec, 64)}
+    teacher_cfg = SamTrainConfig(model="litemedsam_xs", model_kwargs={**TINY, "windows": (4, 4, 4, 4)},
+                                 datasets=(spec,), img_size=64, epochs=1, batch_size=4, warmup_steps=1,
+                                 out_dir=str(tmp_path), name="teacher")
+    train_sam(teacher_cfg, data)
+    cfg = SamTrainConfig(model="litesam_swin_xs", model_kwargs=TINY, datasets=(spec,), img_size=64, epochs=1,
+                         batch_size=4, warmup_steps=1, out_dir=str(tmp_path), name="student",
+                         teacher=str(teacher_cfg.run_dir() / "best.safetensors"))
+    res = train_sam(cfg, data)
+    assert res["steps"] >= 1 and np.isfinite(res["history"][0]["loss"])
