@@ -288,7 +288,7 @@ def train_sam(cfg: SamTrainConfig, data: dict[str, SegmentationData] | None = No
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             step += 1
         vd = val_dice(model, val_split)
         elapsed += time.time() - t0
