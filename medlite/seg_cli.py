@@ -28,19 +28,6 @@ def _checked(fn, *args, **kwargs):
         raise typer.Exit(2) from e
 
 
-def _kv(items: list[str] | None) -> dict:
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
-    return out
-
-
 @seg_app.command("train")
 def train(
     model: Annotated[str, typer.Argument(help="medlitenet, medlitenet_nobaa, medlitenet_r18 or unet.")],
@@ -68,6 +55,7 @@ def train(
     """Train a segmentation model; the best validation-Dice checkpoint is then scored on the test split at
     the original image size. The run folder gets results.json, per_case.csv, report.md, curves.png and a
     grid of the best and worst test cases (cases.png)."""
+    from medlite.cli import _parse_kv  # imported here: medlite.cli imports this module at its end
     from medlite.engine.seg_train import SegTrainConfig, train_segmentation
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -75,7 +63,7 @@ def train(
         "model": model, "data": data, "layout": layout, "mask_suffix": mask_suffix or None, "size": size,
         "mode": mode, "epochs": epochs, "batch_size": batch_size, "lr": lr, "augment": augment, "fold": fold,
         "folds": folds, "train_list": train_list, "test_list": test_list, "seed": seed, "out": out,
-        "threads": threads, "data_root": data_root, **_kv(set_)})
+        "threads": threads, "data_root": data_root, **_parse_kv(set_)})
     res = _checked(train_segmentation, cfg, resume=resume)
     _print_summary(res["test"], f"{model} on {res['data']} (test)")
 

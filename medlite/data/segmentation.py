@@ -336,6 +336,14 @@ def _carve(idx: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
+def _list_indices(path, index: dict[str, int]) -> np.ndarray:
+    names = read_name_list(path)
+    missing = [n for n in names if n not in index]
+    if missing:
+        raise DataError(f"{path}: {len(missing)} names not in the dataset, e.g. '{missing[0]}'")
+    return np.array(sorted(index[n] for n in names), dtype=np.int64)
+
+
 def split_cases(pairs: list[SegPair], *, train_list=None, test_list=None, folds: int | None = None,
                 fold: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2,
                 seed: int = 0) -> tuple[dict[str, np.ndarray], dict]:
@@ -349,17 +357,9 @@ def split_cases(pairs: list[SegPair], *, train_list=None, test_list=None, folds:
     names = [p.name for p in pairs]
     index = {n: i for i, n in enumerate(names)}
     if test_list is not None:
-        test_names = read_name_list(test_list)
-        missing = [n for n in test_names if n not in index]
-        if missing:
-            raise DataError(f"{test_list}: {len(missing)} names not in the dataset, e.g. '{missing[0]}'")
-        test = np.array(sorted(index[n] for n in test_names), dtype=np.int64)
+        test = _list_indices(test_list, index)
         if train_list is not None:
-            train_names = read_name_list(train_list)
-            missing = [n for n in train_names if n not in index]
-            if missing:
-                raise DataError(f"{train_list}: {len(missing)} names not in the dataset, e.g. '{missing[0]}'")
-            train = np.array(sorted(index[n] for n in train_names), dtype=np.int64)
+            train = _list_indices(train_list, index)
         else:
             train = np.setdiff1d(np.arange(len(names)), test)
         overlap = np.intersect1d(train, test)

@@ -13,7 +13,7 @@ import csv
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +25,10 @@ from medlite.data.segmentation import LAYOUTS, SegmentationData, SegSplit, load_
 from medlite.engine.checkpoint import (
     load_optimizer_state,
     optimizer_state_tensors,
-    read_checkpoint,
     save_checkpoint,
 )
 from medlite.engine.seg_evaluate import evaluate_original, frame_dice, predict_probs, seg_loss
-from medlite.engine.train import _norm_stats, _optimizer, _progress, lr_factor
+from medlite.engine.train import _norm_stats, _optimizer, _progress, _resume_state, config_from_dict, lr_factor
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +73,7 @@ class SegTrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SegTrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown SegTrainConfig fields: {sorted(unknown)}")
-        d = dict(d)
-        if "milestones" in d:
-            d["milestones"] = tuple(d["milestones"])
-        return cls(**d)
+        return config_from_dict(cls, d)
 
     def run_dir(self) -> Path:
         if self.out:
@@ -123,7 +115,7 @@ def train_segmentation(cfg: SegTrainConfig, resume: bool = False) -> dict[str, A
         torch.set_num_threads(cfg.threads)
     run_dir = cfg.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
-    state = _resume(run_dir) if resume else None
+    state = _resume_state(run_dir) if resume else None
     if state is not None:  # the recipe is fixed by the run; only machine options may change
         saved = SegTrainConfig.from_dict(state[1]["train_config"])
         cfg = SegTrainConfig.from_dict({**asdict(saved), **{k: getattr(cfg, k) for k in
@@ -280,11 +272,3 @@ def seg_report_markdown(results: dict) -> str:
              f"| {ms('dice')} | {ms('iou')} | {ms('hd95')} | {ms('nsd')} |", "",
              "![curves](curves.png)", "", "![best and worst cases](cases.png)", ""]
     return "\n".join(lines)
-
-
-def _resume(run_dir: Path):
-    last = run_dir / "last.safetensors"
-    if not last.is_file():
-        log.warning("--resume: %s has no last.safetensors; starting a new run", run_dir)
-        return None
-    return read_checkpoint(last)

@@ -83,20 +83,26 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
-        d = dict(d)
-        if "milestones" in d:
-            d["milestones"] = tuple(d["milestones"])
-        return cls(**d)
+        return config_from_dict(cls, d)
 
     def run_dir(self) -> Path:
         if self.out:
             return Path(self.out)
         name = Path(self.data).stem if os.sep in self.data else self.data
         return Path("runs") / f"{self.model}-{name}-s{self.seed}"
+
+
+def config_from_dict(cls, d: dict[str, Any]):
+    """A config dataclass from a JSON dict (e.g. a checkpoint's): unknown keys are an error, lists that
+    were tuples become tuples again."""
+    known = {f.name for f in fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    d = dict(d)
+    if "milestones" in d:
+        d["milestones"] = tuple(d["milestones"])
+    return cls(**d)
 
 
 # Named recipes: TrainConfig overrides. "medmnist" is the MedMNIST v2 paper's baseline recipe (the
