@@ -93,7 +93,7 @@ class MaskDecoder(nn.Module):
     """
 
     def __init__(self, dim: int, depth: int, heads: int, mlp_dim: int, num_mask_tokens: int = 1,
-                 skip_dims: tuple[int, ...] = ()) -> None:
+                 skip_dims: tuple[int, ...] = (), prompt_map_pool: int = 0) -> None:
         super().__init__()
         self.num_mask_tokens = num_mask_tokens
         self.iou_token = nn.Parameter(torch.zeros(1, 1, dim))
@@ -110,11 +110,15 @@ class MaskDecoder(nn.Module):
         if self.use_skips:
             self.fuse1 = nn.Sequential(nn.Conv2d(c1, c1, 3, padding=1), LayerNorm2d(c1), nn.GELU())
             self.fuse2 = nn.Sequential(nn.Conv2d(c2, c2, 3, padding=1), nn.GELU())
+        # prompt maps (box interior, clicks) enter the finest stage, average-pooled to its resolution
+        self.prompt_map_pool = prompt_map_pool
+        self.prompt_fine = nn.Conv2d(2, c2, 1) if prompt_map_pool else None
         self.hyper = nn.ModuleList(_mlp([dim, dim, dim, c2]) for _ in range(num_mask_tokens))
         self.iou_head = _mlp([dim, dim // 2, dim // 2, num_mask_tokens])
 
     def forward(self, embedding: torch.Tensor, skips: tuple[torch.Tensor, ...], image_pe: torch.Tensor,
-                sparse: torch.Tensor, dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                sparse: torch.Tensor, dense: torch.Tensor,
+                prompt_maps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode.
 
         Args:
@@ -122,6 +126,7 @@ class MaskDecoder(nn.Module):
             skips: (1 or B, E/4, 2h, 2w) and (1 or B, E/8, 4h, 4w), or () without skip connections.
             image_pe: (1, E, h, w) positional code of the embedding grid.
             sparse: (B, N, E) prompt tokens; dense: (B, E, h, w) dense prompt embedding.
+            prompt_maps: (B, 2, S, S) rasterised prompts (decoders built with ``prompt_map_pool``).
         Returns:
             mask logits (B, M, 4h, 4w) and IoU logits (B, M), M = num_mask_tokens.
         """
@@ -135,6 +140,9 @@ class MaskDecoder(nn.Module):
         if self.use_skips:
             x = self.fuse1(x + skips[0])
         x = self.up2(x)
+        if self.prompt_fine is not None:
+            p = prompt_maps if self.prompt_map_pool == 1 else F.avg_pool2d(prompt_maps, self.prompt_map_pool)
+            x = x + self.prompt_fine(p)
         if self.use_skips:
             x = self.fuse2(x + skips[1])
         mask_out = hs[:, 1:1 + self.num_mask_tokens]

@@ -5,12 +5,13 @@ Variants (all 256 px, trained from scratch by medlite; no pretrained weights):
 - ``litesam_swin_t``: the published Swin-LiteMedSAM encoder (dims 64/128/160/320, depths 2/2/6/2, heads
   2/4/5/10, window 8) with a 256-wide SAM decoder (depth 2, 8 heads) and skip connections. One documented
   change: the embedding is at stride 16 (16x16 cells), not 64x64, and the stride-8 and stride-4 stages
-  enter through the skips, so a prompt is answered in a few milliseconds on a CPU.
+  enter through the skips, so a prompt is answered in a few milliseconds on a CPU. One addition: the box and
+  clicks are also rasterised into the dense prompt branch and the finest decoder stage (``prompt_maps``).
 - ``litesam_swin_xs``: the cheaper variant the CPU benchmark trains: dims 32/64/96/192, depths 2/2/2/2,
   heads 1/2/3/6, decoder width 128 (4 heads, MLP 512).
 - ``litemedsam``: the LiteMedSAM-style baseline from its published description: TinyViT-5M (timm) with
   every stage on the stride-4 grid, SAM neck to a 256-channel 64x64 embedding, SAM prompt encoder and
-  SAM mask decoder (no skips).
+  SAM mask decoder (no skips, no prompt maps).
 - ``litemedsam_xs``: the same layout at the ``litesam_swin_xs`` widths (for equal-budget comparisons).
 """
 
@@ -44,6 +45,7 @@ class LiteSAMConfig:
     decoder_heads: int = 8  # attention heads in the decoder
     decoder_mlp_dim: int = 2048  # hidden width of the decoder token MLP
     num_mask_tokens: int = 1  # masks predicted per prompt (each with an IoU estimate)
+    prompt_maps: bool = True  # also rasterise box / clicks into the dense branch and the finest decoder stage
     drop_path: float = 0.0  # stochastic depth in the encoder (max rate)
 
     def __post_init__(self) -> None:
@@ -77,10 +79,11 @@ class LiteSAM(nn.Module):
         else:
             self.image_encoder = TinyViTImageEncoder(cfg.img_size, cfg.in_chans, cfg.dims, cfg.depths, cfg.heads,
                                                      cfg.windows, cfg.embed_dim, cfg.drop_path)
-        self.prompt_encoder = PromptEncoder(cfg.embed_dim, cfg.img_size, cfg.embed_stride)
+        self.prompt_encoder = PromptEncoder(cfg.embed_dim, cfg.img_size, cfg.embed_stride, cfg.prompt_maps)
         skip_dims = (cfg.embed_dim // 4, cfg.embed_dim // 8) if cfg.skips else ()
+        pool = cfg.embed_stride // 4 if cfg.prompt_maps else 0  # decoder output is at stride embed_stride / 4
         self.mask_decoder = MaskDecoder(cfg.embed_dim, cfg.decoder_depth, cfg.decoder_heads, cfg.decoder_mlp_dim,
-                                        cfg.num_mask_tokens, skip_dims)
+                                        cfg.num_mask_tokens, skip_dims, pool)
 
     @property
     def num_skips(self) -> int:
@@ -101,9 +104,9 @@ class LiteSAM(nn.Module):
         Returns:
             mask logits (B, M, S, S) in the model frame, IoU logits (B, M).
         """
-        sparse, dense_emb = self.prompt_encoder(point_coords, point_labels, dense, has_dense)
+        sparse, dense_emb, maps = self.prompt_encoder(point_coords, point_labels, dense, has_dense)
         masks, iou = self.mask_decoder(features.embedding, features.skips, self.prompt_encoder.dense_pe(),
-                                       sparse, dense_emb)
+                                       sparse, dense_emb, maps)
         masks = F.interpolate(masks, size=(self.cfg.img_size, self.cfg.img_size), mode="bilinear",
                               align_corners=False)
         return masks, iou
@@ -116,7 +119,7 @@ class LiteSAM(nn.Module):
 # -------------------------------------------------------------------------------------------- variants
 _XS = dict(dims=(32, 64, 96, 192), depths=(2, 2, 2, 2), heads=(1, 2, 3, 6), embed_dim=128, decoder_heads=4,
            decoder_mlp_dim=512)
-_TINYVIT = dict(encoder="tinyvit", windows=(7, 7, 14, 7), embed_stride=4, skips=False)
+_TINYVIT = dict(encoder="tinyvit", windows=(7, 7, 14, 7), embed_stride=4, skips=False, prompt_maps=False)
 VARIANTS: dict[str, dict] = {
     "litesam_swin_t": {},
     "litesam_swin_xs": _XS,

@@ -75,26 +75,42 @@ def test_prompt_encoder_every_prompt_type(tiny_litesam):
     coords = torch.tensor([[[30.0, 30.0]] * 5])
     labels = torch.tensor([[LABEL_PAD, LABEL_NEG, LABEL_POS, LABEL_BOX_TL, LABEL_BOX_BR]], dtype=torch.float32)
     no_dense = torch.zeros(1, 1, 64, 64)
-    sparse, dense = pe(coords, labels, no_dense, torch.zeros(1))
-    assert sparse.shape == (1, 5, 32) and dense.shape == (1, 32, 4, 4)
+    sparse, dense, maps = pe(coords, labels, no_dense, torch.zeros(1))
+    assert sparse.shape == (1, 5, 32) and dense.shape == (1, 32, 4, 4) and maps.shape == (1, 2, 64, 64)
     # same place, different role: every label gives a different token
     for i in range(5):
         for j in range(i + 1, 5):
             assert not torch.allclose(sparse[0, i], sparse[0, j])
     # padding ignores its coordinates and is exactly the "not a point" embedding
-    moved, _ = pe(torch.tensor([[[1.0, 60.0]] * 5]), labels, no_dense, torch.zeros(1))
+    moved, _, _ = pe(torch.tensor([[[1.0, 60.0]] * 5]), labels, no_dense, torch.zeros(1))
     torch.testing.assert_close(moved[0, 0], pe.label_embed.weight[0])
     assert not torch.allclose(moved[0, 2], sparse[0, 2])  # a real point depends on where it is
 
 
-def test_dense_prompt_scribble_and_flag(tiny_litesam):
-    pe = tiny_litesam.prompt_encoder
+@pytest.mark.parametrize("fixture", ["tiny_litesam", "tiny_litemedsam"])
+def test_dense_prompt_scribble_and_flag(fixture, request):
+    pe = request.getfixturevalue(fixture).prompt_encoder
     coords, labels = torch.zeros(1, 1, 2), torch.full((1, 1), float(LABEL_PAD))
     scribble = torch.zeros(1, 1, 64, 64)
     scribble[0, 0, 10:14, 10:40] = 1.0
     scribble[0, 0, 50:52, 5:30] = -1.0
-    _, off = pe(coords, labels, scribble, torch.zeros(1))
-    torch.testing.assert_close(off, pe.no_dense_embed.expand(1, -1, 4, 4))  # flag 0: scribble ignored
-    _, on = pe(coords, labels, scribble, torch.ones(1))
-    _, empty = pe(coords, labels, torch.zeros(1, 1, 64, 64), torch.ones(1))
+    _, off, _ = pe(coords, labels, scribble, torch.zeros(1))
+    _, off2, _ = pe(coords, labels, torch.zeros(1, 1, 64, 64), torch.zeros(1))
+    torch.testing.assert_close(off, off2)  # flag 0: the scribble is ignored
+    if not pe.use_prompt_maps:  # SAM's rule: exactly the learned "no dense prompt" embedding
+        torch.testing.assert_close(off, pe.no_dense_embed.expand(1, -1, *off.shape[-2:]))
+    _, on, _ = pe(coords, labels, scribble, torch.ones(1))
+    _, empty, _ = pe(coords, labels, torch.zeros(1, 1, 64, 64), torch.ones(1))
     assert not torch.allclose(on, empty)  # the strokes change the dense embedding
+
+
+def test_prompt_maps_rasterise_box_and_clicks(tiny_litesam):
+    pe = tiny_litesam.prompt_encoder
+    coords = torch.tensor([[[10.0, 20.0], [30.0, 40.0], [15.0, 25.0], [50.0, 5.0], [0.0, 0.0]]])
+    labels = torch.tensor([[LABEL_BOX_TL, LABEL_BOX_BR, LABEL_POS, LABEL_NEG, LABEL_PAD]], dtype=torch.float32)
+    maps = pe.prompt_maps(coords, labels)
+    box, clicks = maps[0, 0], maps[0, 1]
+    assert box[20:41, 10:31].eq(1).all() and box.sum() == 21 * 21  # rows y0..y1, columns x0..x1 inclusive
+    assert clicks[25, 15] > 0.99 and clicks[5, 50] < -0.99 and abs(clicks[60, 0]) < 1e-3
+    no_box = pe.prompt_maps(coords[:, 2:], labels[:, 2:])
+    assert no_box[0, 0].sum() == 0  # clicks only: empty box map
