@@ -212,12 +212,23 @@ def notes(args, train: dict, eff: dict) -> list[str]:
         end = datetime.fromtimestamp(stamps[1], UTC).strftime("%H:%M UTC")
         when = f" The stages ran from about {start} to {end}; the date above is when this file was written."
     pub = eff.get("litemedsam", {}).get("macs", {}).get("encoder")
+    prev = Path(args.previous) / LITESAM / "results.json"
+    tried = ""
+    if prev.is_file():
+        p = json.loads(prev.read_text())
+        best = max(p["history"], key=lambda h: h["val_dice"])
+        tried = (f" Tried first: the same recipe without `prompt_maps` (SAM's prompt encoder only): best "
+                 f"validation Dice {best['val_dice']:.3f} (epoch {best['epoch']} of {p['epochs_run']}, "
+                 f"{p['steps']} steps), after which the prompt maps were added; that run was stopped before its "
+                 "test evaluation, so no test figures of it exist.")
     return [
         "## Notes", "",
         "- **Documented deviations from Swin-LiteMedSAM.** The encoder stages are the published ones "
         "(litesam_swin_t), but the image embedding is at stride 16 (16x16 cells at 256 px) instead of 64x64, "
         "and the stride-8 / stride-4 stages enter the decoder through the skip connections; this keeps the "
-        "per-prompt decoder small. One mask token (no multi-mask output). The variant trained here is "
+        "per-prompt decoder small. One addition: the box and clicks are also rasterised in-graph (box interior, "
+        "signed Gaussian clicks) into the dense prompt branch and the finest decoder stage (`prompt_maps`); "
+        "the baseline keeps SAM's prompt encoder. One mask token (no multi-mask output). The variant trained here is "
         "litesam_swin_xs (dims 32/64/96/192, depths 2/2/2/2, decoder width 128) so that both models' training "
         "fits the one-core budget; litesam_swin_t is timed, not trained.",
         "- **Baseline budget.** litemedsam_xs is LiteMedSAM's layout (TinyViT with every stage on the stride-4 "
@@ -235,7 +246,7 @@ def notes(args, train: dict, eff: dict) -> list[str]:
         "Both models start from random weights and see ~480 training images for minutes of one CPU core; the "
         "published Swin-LiteMedSAM / LiteMedSAM start from encoders distilled from MedSAM, which was trained on "
         "over a million image-mask pairs. Longer training (`--epochs`) and `--teacher` distillation are the "
-        "levers the code provides.",
+        "levers the code provides." + tried,
     ]
 
 
@@ -272,6 +283,8 @@ def main() -> None:
     ap.add_argument("--runs", default=str(ROOT / "runs" / "litesam"))
     ap.add_argument("--out", default=str(RESULTS / "litesam.md"))
     ap.add_argument("--smoke", action="store_true", help="tiny subsets, for checking the script")
+    ap.add_argument("--previous", default=str(ROOT / "runs" / "litesam_v1_no_prompt_maps"),
+                    help="run folder of an earlier attempt to cite in the notes (if present)")
     a = ap.parse_args()
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
