@@ -303,9 +303,11 @@ def main() -> None:
     ev = {m: _json(runs / f"eval_{m}.json", lambda m=m: evaluate(runs / m, data)) for m in (LITESAM, BASELINE)}
     wall = _json(runs / "walltime.json", lambda: {
         m: wall_time(runs / m, data["busi"].test, a.wall_images) for m in (LITESAM, BASELINE)})
-    models = {m: load_model(runs / m / "best.safetensors")[0] for m in (LITESAM, BASELINE)}
-    models.update({m: create_model(m, num_classes=1) for m in PUBLISHED})
-    eff = _json(runs / "efficiency.json", lambda: efficiency(models, runs / "onnx", [1, 2], a.repeats))
+    def _models() -> dict:
+        models = {m: load_model(runs / m / "best.safetensors")[0] for m in (LITESAM, BASELINE)}
+        return {**models, **{m: create_model(m, num_classes=1) for m in PUBLISHED}}
+
+    eff = _json(runs / "efficiency.json", lambda: efficiency(_models(), runs / "onnx", [1, 2], a.repeats))
     lines = write(a, train, ev, wall, eff, data)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text("\n".join(lines) + "\n")
