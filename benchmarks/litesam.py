@@ -242,7 +242,7 @@ def notes(args, train: dict, eff: dict) -> list[str]:
         "ran, so absolute milliseconds are inflated and 2-thread runs can be slower than 1-thread runs; the "
         "encoder ratios come from interleaved runs of all candidates and are the robust figure. The decoder "
         "graph includes the final bilinear upsampling of the mask logits to 256x256." + when,
-        "- **If a DSC target is missed:** only the recipe above was run (no tuning, nothing selected on test). "
+        "- **If a DSC target is missed:** one recipe, no hyper-parameter search, nothing selected on test. "
         "Both models start from random weights and see ~480 training images for minutes of one CPU core; the "
         "published Swin-LiteMedSAM / LiteMedSAM start from encoders distilled from MedSAM, which was trained on "
         "over a million image-mask pairs. Longer training (`--epochs`) and `--teacher` distillation are the "
