@@ -6,14 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from compress_tiny import SIZE, TINY, meta_for, tiny_medlit
 
 import medlite
 from medlite.engine.checkpoint import save_checkpoint
-
-SIZE = 16
-# 4x4 patches on 16 px (16 tokens); 4 heads in 2 key/value groups; 3 experts in the second stage.
-TINY = {"embed_dim": 32, "num_heads": 4, "num_kv_groups": 2, "depth": 2, "experts_per_stage": [2, 3],
-        "expert_hidden_start": 24, "expert_hidden_end": 12}
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -22,18 +18,6 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
-
-
-def tiny_medlit(seed: int = 0, **kw):
-    torch.manual_seed(seed)
-    return medlite.create_model("medlit_nano_28", num_classes=3, in_chans=1, img_size=SIZE, **{**TINY, **kw})
-
-
-def meta_for(name: str, kwargs: dict, data: str = "synthetic", mean=(0.5,), std=(0.5,)) -> dict:
-    return {"medlite_version": medlite.__version__, "kind": "classifier",
-            "model": {"name": name, "num_classes": 3, "in_chans": 1, "img_size": SIZE, "kwargs": kwargs},
-            "preprocessing": {"size": SIZE, "channels": 1, "mean": list(mean), "std": list(std)},
-            "data": {"name": data, "task": "multi-class", "label_names": ["a", "b", "c"]}}
 
 
 @pytest.fixture

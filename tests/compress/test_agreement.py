@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import torch
-from conftest import SIZE, tiny_medlit
+from compress_tiny import SIZE, tiny_medlit
 from typer.testing import CliRunner
 
 from medlite.compress.agreement import plot_attention_pairs, rollout_maps, topk_iou

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import SIZE, tiny_medlit
+from compress_tiny import SIZE, meta_for, tiny_medlit
 
 import medlite
 from medlite.compress.distill import (
@@ -140,8 +140,6 @@ def test_pruned_student_fine_tunes_without_teacher(medlit_run, tiny_npz, tmp_pat
 
 
 def test_cnn_teacher_distils_with_logits_only(tiny_npz, tmp_path):
-    from conftest import meta_for
-
     from medlite.engine.checkpoint import save_checkpoint
 
     torch.manual_seed(0)

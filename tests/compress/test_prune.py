@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY, meta_for, tiny_medlit
+from compress_tiny import TINY, meta_for, tiny_medlit
 
 from medlite.compress.prune import (
     gate_importance,
