@@ -44,8 +44,10 @@ def jobs(args) -> list[SegTrainConfig]:
     rest = [m for m in args.models if m == "medlitenet_nobaa"]
     out = []
     for group in (first, rest):
-        out += [_cfg(m, "busi", 0, args) for m in group]
-        out += [_cfg(m, "ph2", f, args) for m in group for f in args.folds]
+        if "busi" in args.datasets:
+            out += [_cfg(m, "busi", 0, args) for m in group]
+        if "ph2" in args.datasets:
+            out += [_cfg(m, "ph2", f, args) for m in group for f in args.folds]
     return out
 
 
@@ -165,6 +167,7 @@ def main() -> None:
     ap.add_argument("--epochs-ph2", type=int, default=10)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--folds", default="0,1,2,3,4")
+    ap.add_argument("--datasets", default="busi,ph2", help="which datasets to train (the report shows both)")
     ap.add_argument("--report-only", action="store_true", help="skip training; rewrite the results file")
     ap.add_argument("--no-latency", action="store_true", help="do not time the models")
     ap.add_argument("--no-progress", dest="progress", action="store_false")
