@@ -74,6 +74,27 @@ def evaluate(run: Path, data: dict) -> dict:
     return out
 
 
+def box_references(data: dict) -> dict:
+    """Prompt-only predictors at the original size: the ground-truth box filled, and the ellipse inscribed in
+    it. They show how much of a box-prompted DSC the box alone already gives."""
+    from medlite.metrics.segmentation import ChallengeMetrics
+
+    out = {}
+    for d in DATASETS:
+        meters = {"box fill": ChallengeMetrics(), "box ellipse": ChallengeMetrics()}
+        for gt, name in zip(data[d].test.originals, data[d].test.names, strict=True):
+            x0, y0, x1, y1 = box_from_mask(gt)
+            fill = np.zeros(gt.shape, bool)
+            fill[int(y0):int(y1) + 1, int(x0):int(x1) + 1] = True
+            yy, xx = np.mgrid[:gt.shape[0], :gt.shape[1]]
+            cx, cy, rx, ry = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0 + 1) / 2, (y1 - y0 + 1) / 2
+            ellipse = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1
+            meters["box fill"].update(fill, gt, name)
+            meters["box ellipse"].update(ellipse, gt, name)
+        out[d] = {k: m.compute() for k, m in meters.items()}
+    return out
+
+
 def wall_time(run: Path, split: SegSplit, n: int) -> dict:
     """Per image: load the checkpoint, read the image file, encode, decode the GT box, map back (challenge
     style: model loading counted in every case)."""
@@ -141,7 +162,7 @@ def _ms(v: dict) -> str:
     return f"{v['mean']:.3f} ± {v['std']:.3f}"
 
 
-def write(args, train: dict, ev: dict, wall: dict, eff: dict, data: dict) -> list[str]:
+def write(args, train: dict, ev: dict, wall: dict, eff: dict, data: dict, refs: dict) -> list[str]:
     lines = header("LiteSAM vs LiteMedSAM-style baseline: promptable segmentation on a CPU")
     tl, tb = train[LITESAM], train[BASELINE]
     c = tl["config"]
@@ -179,7 +200,14 @@ def write(args, train: dict, ev: dict, wall: dict, eff: dict, data: dict) -> lis
             for k in ("box", "point"):
                 row += [_ms(ev[m][d][k]["dsc"]), _ms(ev[m][d][k]["nsd"])]
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "## Efficiency (ONNX Runtime, batch 1, one prompt of 2 points; median ms of interleaved runs)", "",
+    for ref in ("box fill", "box ellipse"):
+        row = [f"reference: {ref} (no model)"]
+        for d in DATASETS:
+            row += [_ms(refs[d][ref]["dsc"]), _ms(refs[d][ref]["nsd"]), "–", "–"]
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "The reference rows segment the ground-truth box itself (filled, or the inscribed ellipse): the part "
+              "of a box-prompted DSC that the prompt alone gives.", "",
+              "## Efficiency (ONNX Runtime, batch 1, one prompt of 2 points; median ms of interleaved runs)", "",
               "| model | part | params (M) | GMACs | 1 thread ms | 2 threads ms | ONNX max abs diff |",
               "|---|---|---|---|---|---|---|"]
     for m, e in eff.items():
@@ -195,7 +223,7 @@ def write(args, train: dict, ev: dict, wall: dict, eff: dict, data: dict) -> lis
     lines += ["", "PyTorch timings inside evaluation (mean per image, BUSI test): "
               + "; ".join(f"{m} encoder {ev[m]['busi']['encoder_ms']:.1f} ms, box decoder "
                           f"{ev[m]['busi']['box']['decoder_ms']:.1f} ms" for m in (LITESAM, BASELINE)) + "."]
-    lines += ["", *targets(ev, eff), "", *notes(args, train, eff)]
+    lines += ["", *targets(ev, eff, refs), "", *notes(args, train, eff)]
     return lines
 
 
@@ -247,6 +275,11 @@ def notes(args, train: dict, eff: dict) -> list[str]:
         "3x and BUSI images 1-4x the model frame, so the 2 px band is well under one model-frame pixel there and "
         "NSD stays low even where DSC is high; the published NSD figures are over mostly lower-resolution CT / "
         "MR slices.",
+        "- **What the DSC targets do and do not show.** Lesions in BUSI and PH2 are compact blobs, so the box "
+        "alone already gives most of the DSC (reference rows). Meeting 0.85 / 0.90 with a box prompt is therefore "
+        "a weak test of the model; the margin over the inscribed ellipse and the point-prompt columns (where no "
+        "box prior exists) are the informative figures. A longer schedule or a distilled encoder is what should "
+        "widen that margin; neither fitted this CPU budget.",
         "- **If a DSC target is missed:** one recipe, no hyper-parameter search, nothing selected on test. "
         "Both models start from random weights and see ~480 training images for minutes of one CPU core; the "
         "published Swin-LiteMedSAM / LiteMedSAM start from encoders distilled from MedSAM, which was trained on "
@@ -255,12 +288,15 @@ def notes(args, train: dict, eff: dict) -> list[str]:
     ]
 
 
-def targets(ev: dict, eff: dict) -> list[str]:
+def targets(ev: dict, eff: dict, refs: dict) -> list[str]:
     out = ["## Targets", ""]
     for d, goal in (("ph2", 0.90), ("busi", 0.85)):
         v = ev[LITESAM][d]["box"]["dsc"]["mean"]
+        e = refs[d]["box ellipse"]["dsc"]["mean"]
         out.append(f"- Box-prompted DSC on {d.upper()} >= {goal:.2f}: {v:.3f} "
-                   f"({'met' if v >= goal else f'missed by {goal - v:.3f}'}).")
+                   f"({'met' if v >= goal else f'missed by {goal - v:.3f}'}). For scale: the ellipse inscribed in "
+                   f"the box, with no model, scores {e:.3f}, so the trained model adds {v - e:+.3f} DSC over the "
+                   "box prior" + (" (it does not beat it)." if v < e else "."))
     for a, b in ((LITESAM, BASELINE), PUBLISHED):
         for t in ("1", "2"):
             ea, eb = eff[a]["latency_ms"]["encoder"][t]["median"], eff[b]["latency_ms"]["encoder"][t]["median"]
@@ -313,7 +349,8 @@ def main() -> None:
         return {**models, **{m: create_model(m, num_classes=1) for m in PUBLISHED}}
 
     eff = _json(runs / "efficiency.json", lambda: efficiency(_models(), runs / "onnx", [1, 2], a.repeats))
-    lines = write(a, train, ev, wall, eff, data)
+    refs = _json(runs / "box_references.json", lambda: box_references(data))
+    lines = write(a, train, ev, wall, eff, data, refs)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
