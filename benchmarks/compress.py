@@ -164,12 +164,25 @@ def measure(subset: str, stages: dict, args) -> dict:
                 out["rows"][st][f"ms_{r['threads']}t"] = r["latency_ms_median"]
                 out["rows"][st].setdefault("file_mb", r["file_mb"])
     out["latency_rows"] = rows
+    out["train_seconds"] = train_seconds(stages)
     png = RESULTS / f"compress_{subset}_attention.png"
     order = ["teacher", "distilled", "logit-only", "head-pruned", "ffn-pruned"]
     plot_attention_pairs(test.images[:n_show].numpy(), {LABELS[k].split(":")[0] if k == "teacher" else k:
                                                          maps[k] for k in order}, png,
                          title=f"{subset}: attention rollout, test images 0-{n_show - 1}")
     out["png"] = png.name
+    return out
+
+
+def train_seconds(stages: dict) -> dict[str, float]:
+    """Training wall time of each stage, as its own run recorded it (epochs summed; cache and eval excluded)."""
+    out = {}
+    for st in STAGES[:-1]:
+        res = json.loads((Path(stages[st]) / "results.json").read_text())
+        if "history" in res:
+            out[st] = sum(h["epoch_seconds"] for h in res["history"])
+        else:
+            out[st] = res["epoch_seconds"] * res["epochs"]
     return out
 
 
@@ -250,6 +263,12 @@ def report(results: dict, args, seconds: dict) -> list[str]:
             f"trained for only {args.teacher_epochs} epochs (this benchmark's CPU budget), so it is the weaker "
             "model here; retention above 100 % says the student matches it, not that an 8x compression of a "
             "strong teacher keeps 97 %." if above else f"Every stage is below the teacher's test AUC ({t:.3f})."))
+    for subset, res in results.items():
+        lines.append(f"- {subset}: training time per stage as recorded by its run (s, epochs only): "
+                     + ", ".join(f"{k} {v:.0f}" for k, v in res["train_seconds"].items())
+                     + " (one thread per process, on the shared machine).")
+    lines.append("- 2-thread latencies above 1-thread ones mean the second core was busy with other jobs during "
+                 "timing (see the load averages), not that the models scale badly.")
     lines.append("- Wall time of this run's stages (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
                  + " (stages finished by an earlier run are skipped and not counted).")
     return lines
