@@ -14,7 +14,7 @@ safetensors files under --runs):
 7. with ``--long-epochs N``: LiteSAM alone on an N-epoch schedule, as an extra row.
 
     python benchmarks/litesam.py --epochs 12 --lr 8e-4 --long-epochs 24   # the committed results/litesam.md
-    python benchmarks/litesam.py --epochs 1 --smoke  # minutes, for checking the script
+    python benchmarks/litesam.py --epochs 1 --smoke  # minutes, for checking the script (runs/litesam_smoke/)
 """
 
 from __future__ import annotations
@@ -349,6 +349,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(a.threads)
     runs = Path(a.runs)
+    if a.smoke:  # never mix smoke runs with the real ones, nor overwrite the committed results
+        runs = runs.with_name(runs.name + "_smoke")
+        a.out = str(runs / "litesam.md")
     data = load_data(a.smoke)
     train = {}
     base = dict(datasets=DATASETS, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, threads=a.threads,
