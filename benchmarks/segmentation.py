@@ -127,6 +127,20 @@ def report(args, lat: dict | None) -> str:
             lines.append(f"- {data.upper()} {m}: {per or 'not finished'}")
     lines.append("")
     lines += targets(summary, lat, args)
+    lines += ["", "## What was tried", "",
+              "- The runs were trained by this script split into parallel single-thread processes "
+              "(`--models M --datasets D --folds ...`), sharing the 2 cores with other training jobs, so the "
+              "images/s in each run's results.json are lower bounds (MedLiteNet alone trains at about 4.3 "
+              "images/s on one core, channels-last).",
+              "- The shortfall against the Dice targets is a training-budget effect, not a ceiling of the "
+              "architectures as far as these runs can tell: validation Dice was still climbing over the last "
+              "epochs of the BUSI runs (per-run curves.png), the models start from random weights (no "
+              "pretrained weights can be downloaded here), and the paper trains 300 epochs on a GPU. "
+              "Rerunning the script with larger `--epochs-busi` / `--epochs-ph2` values retrains from scratch "
+              "under the longer schedule (the cosine schedule depends on the epoch count).",
+              "- An earlier attempt at 2 threads per process on the shared machine ran at 1.7 images/s "
+              "(oversubscribed cores); it was stopped after one epoch and its run deleted before any test "
+              "evaluation."]
     lines += ["", "Pictures: `segmentation_busi_cases.png` and `segmentation_ph2_cases.png` show MedLiteNet's four "
               "best and four worst test cases (green ground truth, red prediction); each run folder under "
               "`benchmarks/runs/seg/` also has curves.png and report.md.", ""]
