@@ -64,12 +64,53 @@ def run_job(cfg: TrainConfig) -> dict | None:
     return res
 
 
-def load_results(run_dirs: list[Path]) -> list[dict]:
+# Compact records of finished MedMNIST runs (test AUC/ACC, validation AUC per epoch), committed with the
+# results so that a report can be rewritten on a machine that does not hold the (git-ignored) run folders.
+STORE = RESULTS / "medmnist_runs.json"
+
+
+def _store() -> dict[str, dict]:
+    return json.loads(STORE.read_text()) if STORE.is_file() else {}
+
+
+def remember(run_dir: Path, res: dict) -> dict:
+    """Add a finished run's compact record to the store (keyed by run folder name); returns the record."""
+    import csv
+
+    hist = run_dir / "metrics.csv"
+    val_auc = [float(r["val_auc"]) for r in csv.DictReader(hist.open())] if hist.is_file() else []
+    seed = run_dir.name.rsplit("-s", 1)[-1]
+    rec = {"model": res["model"], "data": res["data"], "seed": int(seed) if seed.isdigit() else None,
+           "best_epoch": res.get("best_epoch"), "epochs": res.get("epochs"),
+           "test": {"auc": res["test"]["auc"], "acc": res["test"]["acc"]},
+           "val": {"auc": res["val"]["auc"], "acc": res["val"]["acc"]} if "val" in res else None,
+           "val_auc_per_epoch": val_auc, "source": f"run folder {run_dir.name}, "
+           f"recorded {datetime.now(UTC).strftime('%Y-%m-%d')}"}
+    store = _store()
+    store[run_dir.name] = rec
+    STORE.parent.mkdir(parents=True, exist_ok=True)
+    STORE.write_text(json.dumps(dict(sorted(store.items())), indent=1) + "\n")
+    return rec
+
+
+def stored(run_dir: Path) -> dict | None:
+    """The store's record of a run, or None."""
+    return _store().get(Path(run_dir).name)
+
+
+def load_results(run_dirs: list[Path], use_store: bool = False) -> list[dict]:
+    """results.json of each finished run; with ``use_store``, runs whose folder is gone come from the store
+    and finished runs are recorded in it."""
     out = []
     for r in run_dirs:
         f = r / "results.json"
         if f.is_file():
-            out.append(json.loads(f.read_text()))
+            res = json.loads(f.read_text())
+            if use_store:
+                remember(Path(r), res)
+            out.append(res)
+        elif use_store and (rec := stored(r)) is not None:
+            out.append(rec)
     return out
 
 

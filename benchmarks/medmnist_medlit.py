@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import PUBLISHED, RESULTS, ROOT, header, load_results, mean_std, parse_map, run_job
+from common import PUBLISHED, RESULTS, ROOT, header, load_results, mean_std, parse_map, run_job, stored
 from medmnist_baselines import SUBSETS
 from medmnist_baselines import jobs as baseline_jobs
 
@@ -139,33 +139,39 @@ def report(groups: dict[str, list[TrainConfig]], ablation: dict[str, TrainConfig
     ours: dict[str, list[dict]] = {}
     for label, cfgs in groups.items():
         model = cfgs[0].model
-        ours[label] = load_results([c.run_dir() for c in cfgs])
+        ours[label] = load_results([c.run_dir() for c in cfgs], use_store=True)
         lines.append(_row(label, f"{params(model) / 1e6:.2f} M", f"{macs(model) / 1e6:.0f} M", ours[label]))
     for name, pub in PUBLISHED.items():
         cells = " | ".join(f"{pub[s][0]:.3f} / {pub[s][1]:.3f}" for s in SUBSETS)
         lines.append(f"| {name} (published, MedMNIST v2) | | | {cells} |")
     lines += ["", "Parameters and MACs for a 1-channel 28 px input and 2 classes (MACs with FlopCounterMode, "
               "attention under the MATH backend).", ""]
-    vit = {label: load_results([c.run_dir() for c in cfgs]) for label, cfgs in (vit_groups or {}).items()}
+    vit = {label: load_results([c.run_dir() for c in cfgs], use_store=True)
+           for label, cfgs in (vit_groups or {}).items()}
     lines += _targets(ours, vit)
     lines += ["", "## What was tried beyond the shared recipe", "",
               "MedLiT trained with the ResNet recipe takes few optimiser steps (BreastMNIST: 5 per epoch) with "
               "no warmup, which suits a CNN better than a transformer. A small-ViT recipe was therefore tried "
-              "for medlit_nano, with the same epochs and the same validation-AUC checkpoint selection: "
+              "for both MedLiT models, with the same epochs and the same validation-AUC checkpoint selection: "
               f"{RECIPES['vit']} (`medlite.engine.train.RECIPES`). These rows use a different recipe from the "
-              "ResNet-18 row (ResNet-18 was not re-run with it: it trains ~8x slower here).", "",
+              "ResNet-18 row (ResNet-18 was not re-run with it: it trains ~7x slower here).", "",
               "| model | params | MACs | BreastMNIST | PneumoniaMNIST | DermaMNIST |", "|---|---|---|---|---|---|"]
     for label, rs in vit.items():
-        lines.append(_row(label, f"{params('medlit_nano_28') / 1e6:.2f} M", f"{macs('medlit_nano_28') / 1e6:.0f} M",
-                          rs))
-    lines += ["", "## MAE pretraining: convergence", "",
-              "Validation AUC per epoch with and without MAE initialisation (seed 0): "
-              "`medmnist_medlit_mae_convergence.png`.", ""]
-    _convergence_plot(groups, out.with_name("medmnist_medlit_mae_convergence.png"))
+        model = vit_groups[label][0].model
+        lines.append(_row(label, f"{params(model) / 1e6:.2f} M", f"{macs(model) / 1e6:.0f} M", rs))
+    lines += ["", "## MAE pretraining: convergence", ""]
+    for family in ("nano", "seed"):
+        png = out.with_name(f"medmnist_medlit_mae_convergence{'' if family == 'nano' else '_seed'}.png")
+        if _convergence_plot(groups, png, family) or png.is_file():
+            lines.append(f"- medlit_{family}: validation AUC per epoch with and without MAE initialisation "
+                         f"(same recipe, seed 0): `{png.name}`.")
+    lines += ["", "Rows whose run folders are not on the machine that wrote this file come from "
+              "`medmnist_runs.json` (compact records of finished runs, each with its source); a plot is "
+              "redrawn only when every curve in it has its per-epoch history.", ""]
     lines += ["## Ablation: wider embedding vs more experts at equal parameters (DermaMNIST)", "",
               "| variant | params | test AUC | test ACC |", "|---|---|---|---|"]
     for label, cfg in ablation.items():
-        r = load_results([cfg.run_dir()])
+        r = load_results([cfg.run_dir()], use_store=True)
         n = params("medlit_nano_28", **cfg.model_kwargs)
         cell = f"{r[0]['test']['auc']:.3f} | {r[0]['test']['acc']:.3f}" if r else "– | –"
         lines.append(f"| {label} | {n / 1e6:.3f} M | {cell} |")
@@ -196,7 +202,7 @@ def _targets(ours: dict[str, list[dict]], vit: dict[str, list[dict]]) -> list[st
                  + "; ".join(f"{s} {a:.3f} vs {b:.3f} ({a - b:+.3f})" for s, a, b in wins))
     own = []
     for s in SUBSETS:
-        vs = [x for x in (auc(k, s) for k in vit) if x is not None]
+        vs = [x for x in (auc(k, s) for k in vit if "nano" in k) if x is not None]
         b = auc("ResNet-18 (ours)", s)
         if vs and b is not None:
             own.append((s, max(vs), b))
@@ -206,7 +212,7 @@ def _targets(ours: dict[str, list[dict]], vit: dict[str, list[dict]]) -> list[st
                      + "; ".join(f"{s} {a:.3f} vs {b:.3f} ({a - b:+.3f})" for s, a, b in own))
     beats = []
     for s in SUBSETS:
-        seeds = [x for x in (auc("medlit_seed (MAE)", s), auc("medlit_seed (scratch)", s)) if x]
+        seeds = [x for x in (auc(k, s) for k in [*ours, *vit] if k.startswith("medlit_seed")) if x]
         if seeds:
             best_pub = max(p[s][0] for p in PUBLISHED.values())
             beats.append(f"{s} {max(seeds):.3f} vs best published {best_pub:.3f} ({max(seeds) - best_pub:+.3f})")
@@ -215,23 +221,28 @@ def _targets(ours: dict[str, list[dict]], vit: dict[str, list[dict]]) -> list[st
     return lines
 
 
-def _convergence_plot(groups, path: Path) -> None:
-    import csv
-
+def _convergence_plot(groups, path: Path, family: str) -> bool:
+    """Validation AUC per epoch, scratch vs MAE, of one model family; drawn only when every seed-0 run of
+    the family has its history (a run folder or a store record with ``val_auc_per_epoch``)."""
     from medlite.report.plots import plot_values_per_epoch
 
     panels: dict[str, dict[str, list[float]]] = {s: {} for s in SUBSETS}
     for label, cfgs in groups.items():
-        if "medlit" not in label:
+        if not label.startswith(f"medlit_{family}"):
             continue
         for c in cfgs:
-            f = c.run_dir() / "metrics.csv"
-            if c.seed == 0 and f.is_file():
-                rows = list(csv.DictReader(f.open()))
-                panels[c.data][label] = [float(r["val_auc"]) for r in rows]
-    if any(panels.values()):
-        plot_values_per_epoch(panels, path, ylabel="validation AUC",
-                              title="MAE initialisation vs scratch (same recipe, seed 0)")
+            if c.seed != 0:
+                continue
+            res = load_results([c.run_dir()], use_store=True)
+            rec = stored(c.run_dir())
+            if not res or rec is None or not rec["val_auc_per_epoch"]:
+                return False
+            panels[c.data][label] = rec["val_auc_per_epoch"]
+    if not any(panels.values()):
+        return False
+    plot_values_per_epoch(panels, path, ylabel="validation AUC",
+                          title=f"medlit_{family}: MAE initialisation vs scratch (same recipe, seed 0)")
+    return True
 
 
 def main() -> None:
@@ -245,8 +256,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default=str(RESULTS / "medmnist_medlit.md"))
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--vit-recipe", action=argparse.BooleanOptionalAction, default=True,
+                    help="also train the ViT-recipe rows of each model (scratch and MAE)")
     ap.add_argument("--vit-recipe-only", action="store_true",
-                    help="only run medlit_nano with the ViT recipe (scratch and MAE)")
+                    help="only the ViT-recipe rows (scratch and MAE) of --models")
     ap.add_argument("--throughput-only", action="store_true",
                     help="only measure nano vs ResNet-18 training throughput (on a quiet machine)")
     a = ap.parse_args()
@@ -263,13 +276,15 @@ def main() -> None:
                                         for seed in seeds for s in SUBSETS]
         groups[f"{short} (MAE)"] = [cfg_for(m, s, seed, epochs[s], runs, init=encoders[m], tag="-mae",
                                             threads=a.threads) for seed in seeds for s in SUBSETS]
-    vit_groups = {
-        "medlit_nano (scratch, ViT recipe)": [cfg_for("medlit_nano_28", s, seed, epochs[s], runs, tag="-vit",
-                                                      threads=a.threads, recipe="vit")
-                                              for seed in seeds for s in SUBSETS],
-        "medlit_nano (MAE, ViT recipe)": [cfg_for("medlit_nano_28", s, seed, epochs[s], runs, tag="-mae-vit",
-                                                  init=encoders["medlit_nano_28"], threads=a.threads,
-                                                  recipe="vit") for seed in seeds for s in SUBSETS]}
+    vit_groups = {}
+    for m in MODELS:
+        short = m.replace("_28", "")
+        vit_groups[f"{short} (scratch, ViT recipe)"] = [
+            cfg_for(m, s, seed, epochs[s], runs, tag="-vit", threads=a.threads, recipe="vit")
+            for seed in seeds for s in SUBSETS]
+        vit_groups[f"{short} (MAE, ViT recipe)"] = [
+            cfg_for(m, s, seed, epochs[s], runs, tag="-mae-vit", init=encoders[m], threads=a.threads, recipe="vit")
+            for seed in seeds for s in SUBSETS]
     ablation = {label: cfg_for("medlit_nano_28", "dermamnist", 0, epochs["dermamnist"], runs,
                                tag=f"-abl{i}", threads=a.threads, model_kwargs=ablation_kwargs(kw))
                 for i, (label, kw) in enumerate(ABLATION.items()) if kw}
@@ -283,23 +298,27 @@ def main() -> None:
     if a.throughput_only:
         speed = {str(t): throughput(t) for t in (1, 2)}
         speed_file.write_text(json.dumps(speed, indent=2) + "\n")
-    elif a.vit_recipe_only:
-        for cfg in [c for g in vit_groups.values() for c in g]:
-            run_job(cfg)
-            report(groups, ablation, epochs, mae_epochs, speed, Path(a.out), vit_groups)
     elif not a.report_only:
+        def step(cfg: TrainConfig) -> None:  # skip runs that finished here or are recorded in the store
+            if stored(cfg.run_dir()) is None or (cfg.run_dir() / "last.safetensors").is_file():
+                run_job(cfg)
+                report(groups, ablation, epochs, mae_epochs, speed, Path(a.out), vit_groups)
+
         for m in a.models.split(","):
             short = m.replace("_28", "")
-            for cfg in groups[f"{short} (scratch)"]:
-                run_job(cfg)
-                report(groups, ablation, epochs, mae_epochs, speed, Path(a.out), vit_groups)
-            run_mae(mae_cfg(m, mae_epochs[m], runs, a.threads))
-            for cfg in groups[f"{short} (MAE)"]:
-                run_job(cfg)
-                report(groups, ablation, epochs, mae_epochs, speed, Path(a.out), vit_groups)
-            if m == "medlit_nano_28":
+            todo = [] if a.vit_recipe_only else groups[f"{short} (scratch)"]
+            todo = todo + vit_groups[f"{short} (scratch, ViT recipe)"] if a.vit_recipe else todo
+            for cfg in todo:
+                step(cfg)
+            mae_rows = [] if a.vit_recipe_only else groups[f"{short} (MAE)"]
+            mae_rows = mae_rows + vit_groups[f"{short} (MAE, ViT recipe)"] if a.vit_recipe else mae_rows
+            if any(stored(c.run_dir()) is None for c in mae_rows):
+                run_mae(mae_cfg(m, mae_epochs[m], runs, a.threads))
+            for cfg in mae_rows:
+                step(cfg)
+            if m == "medlit_nano_28" and not a.vit_recipe_only:
                 for cfg in ablation.values():
-                    run_job(cfg)
+                    step(cfg)
     report(groups, ablation, epochs, mae_epochs, speed, Path(a.out), vit_groups)
     print(Path(a.out).read_text())
 

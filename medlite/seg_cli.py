@@ -48,6 +48,8 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed for init, split, order and augmentation.")] = 0,
     out: Annotated[str, typer.Option(help="Run folder (default runs/seg/<model>-<data>-f<fold>-s<seed>).")] = "",
     threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
+    amp: Annotated[str, typer.Option(help="Training precision: auto (bf16 where the CPU has native bf16), "
+                                          "bf16 or none (fp32).")] = "auto",
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last.safetensors.")] = False,
     data_root: Annotated[str, typer.Option(help="Folder of built-in datasets (default $MEDLITE_DATA).")] = "",
     set_: Annotated[list[str] | None, typer.Option("--set", help="Other SegTrainConfig fields, KEY=VALUE.")] = None,
@@ -63,7 +65,7 @@ def train(
         "model": model, "data": data, "layout": layout, "mask_suffix": mask_suffix or None, "size": size,
         "mode": mode, "epochs": epochs, "batch_size": batch_size, "lr": lr, "augment": augment, "fold": fold,
         "folds": folds, "train_list": train_list, "test_list": test_list, "seed": seed, "out": out,
-        "threads": threads, "data_root": data_root, **_parse_kv(set_)})
+        "threads": threads, "amp": amp, "data_root": data_root, **_parse_kv(set_)})
     res = _checked(train_segmentation, cfg, resume=resume)
     _print_summary(res["test"], f"{model} on {res['data']} (test)")
 
