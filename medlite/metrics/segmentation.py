@@ -169,13 +169,18 @@ class SegmentationMetrics:
 
     def compute(self) -> dict[str, dict[str, float]]:
         """{metric: {"mean", "std", "median", "n"}} over the cases seen so far (std with ddof 0)."""
-        if not self.cases:
-            raise ValueError("no cases were added")
-        out = {}
-        for m in self.metrics:
-            v = np.array([c[m] for c in self.cases], dtype=np.float64)
-            out[m] = {"mean": float(v.mean()), "std": float(v.std()), "median": float(np.median(v)), "n": len(v)}
-        return out
+        return reduce_cases(self.cases, self.metrics)
+
+
+def reduce_cases(cases: list[dict], metrics: Sequence[str]) -> dict[str, dict[str, float]]:
+    """{metric: {"mean", "std", "median", "n"}} of per-case rows (std with ddof 0)."""
+    if not cases:
+        raise ValueError("no cases were added")
+    out = {}
+    for m in metrics:
+        v = np.array([c[m] for c in cases], dtype=np.float64)
+        out[m] = {"mean": float(v.mean()), "std": float(v.std()), "median": float(np.median(v)), "n": len(v)}
+    return out
 
 
 def summarise(values: Sequence[float]) -> str:
@@ -210,7 +215,7 @@ def challenge_label_metrics(seg: np.ndarray, gt: np.ndarray, tolerance: float = 
 
 
 class ChallengeMetrics:
-    """Accumulates challenge DSC / NSD per target; ``compute()`` -> {"dsc"|"nsd": {"mean", "std", "n"}}."""
+    """Accumulates challenge DSC / NSD per target; ``compute()`` -> {"dsc"|"nsd": {"mean", "std", "median", "n"}}."""
 
     def __init__(self, tolerance: float = 2.0, dsc_floor: float = 0.2) -> None:
         self.tolerance, self.dsc_floor = tolerance, dsc_floor
@@ -225,10 +230,5 @@ class ChallengeMetrics:
         return row
 
     def compute(self) -> dict[str, dict[str, float]]:
-        if not self.cases:
-            raise ValueError("no cases were added")
-        out = {}
-        for m in ("dsc", "nsd"):
-            v = np.array([c[m] for c in self.cases], dtype=np.float64)
-            out[m] = {"mean": float(v.mean()), "std": float(v.std()), "n": len(v)}
-        return out
+        """{"dsc"|"nsd": {"mean", "std", "median", "n"}} over the targets seen so far."""
+        return reduce_cases(self.cases, ("dsc", "nsd"))
