@@ -32,17 +32,19 @@ def native_bf16() -> bool:
     return False
 
 
-def resolve_amp(amp: str) -> str:
-    """ "auto" -> "bf16" or "none" for this machine; other values are checked and returned."""
+def resolve_amp(amp: str, device: str = "cpu") -> str:
+    """ "auto" -> "bf16" or "none" for this machine and device; other values are checked and returned."""
     if amp not in AMP_CHOICES:
         raise ValueError(f"amp must be one of {AMP_CHOICES}; got {amp!r}")
     if amp == "auto":
+        if torch.device(device).type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "none"
         return "bf16" if native_bf16() else "none"
     return amp
 
 
 def autocast(amp: str, device: str = "cpu") -> contextlib.AbstractContextManager:
-    """The autocast context for a resolved ``amp`` value ("bf16" or "none")."""
+    """The autocast context for a resolved ``amp`` value ("bf16" or "none") on ``device`` ("cpu", "cuda:0")."""
     if amp == "bf16":
-        return torch.autocast(device, dtype=torch.bfloat16)
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

@@ -35,6 +35,7 @@ import medlite
 from medlite.data.base import ClassificationData
 from medlite.data.transforms import to_float
 from medlite.engine import distributed as D
+from medlite.engine.amp import autocast, resolve_amp
 from medlite.engine.checkpoint import (
     load_optimizer_state,
     optimizer_state_tensors,
@@ -76,6 +77,7 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 = torch default
     device: str = "auto"  # "auto", "cpu", "cuda"
     compile: bool = False  # torch.compile the model (pays off on long runs)
+    amp: str = "none"  # training precision: "none" (fp32, the recipes' default), "bf16" autocast, "auto"
     tensorboard: bool = False  # also log to TensorBoard (needs the `log` extra)
     progress: bool = True  # Rich progress bars
     plots: bool = True  # write PNG plots at the end
@@ -307,6 +309,7 @@ def _train_epoch(train_model, model, opt, data, cfg, dist, epoch, steps, total_s
     perm = torch.randperm(len(data.train), generator=g)
     total_loss = total_aux = 0.0
     seen = 0
+    amp = resolve_amp(cfg.amp, dist.device)
     task = progress.add_task(f"epoch {epoch + 1}", total=steps, info="")
     t0 = time.perf_counter()
     for step in range(steps):
@@ -320,9 +323,11 @@ def _train_epoch(train_model, model, opt, data, cfg, dist, epoch, steps, total_s
         gstep = epoch * steps + step
         for group in opt.param_groups:
             group["lr"] = cfg.lr * lr_factor(gstep, total_steps, steps, cfg)
-        logits = train_model(x)
-        loss = loss_fn(logits, y, data.task, cfg.label_smoothing)
+        with autocast(amp, dist.device):
+            logits = train_model(x)
+        loss = loss_fn(logits.float(), y, data.task, cfg.label_smoothing)
         aux = model.aux_loss() if hasattr(model, "aux_loss") else None
+        aux = aux.float() if aux is not None else None
         total = loss + aux if aux is not None else loss
         if not torch.isfinite(total):
             raise FloatingPointError(f"loss is {total.item()} at epoch {epoch + 1} step {step + 1}; "

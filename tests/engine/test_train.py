@@ -169,3 +169,14 @@ def test_vit_recipe_overrides_the_paper_recipe():
     assert with_recipe(TrainConfig(), "medmnist") == TrainConfig()
     with pytest.raises(ValueError, match="recipe"):
         with_recipe(TrainConfig(), "fast")
+
+
+def test_bf16_autocast_training_learns_and_keeps_fp32_weights(tiny_npz, tmp_path):
+    tiny = {"embed_dim": 48, "depth": 2, "num_heads": 2, "num_kv_groups": 1, "experts_per_stage": [2, 3],
+            "expert_hidden_start": 32, "expert_hidden_end": 16}
+    out = tmp_path / "bf16"
+    res = train(_cfg(tiny_npz, out, model="medlit_nano_28", model_kwargs=tiny, epochs=6, amp="bf16"))
+    assert res["test"]["auc"] > 0.8
+    weights, meta, _ = read_checkpoint(out / "best.safetensors")
+    assert all(w.dtype == torch.float32 for w in weights.values())
+    assert meta["train_config"]["amp"] == "bf16"
