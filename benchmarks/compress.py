@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 from common import RESULTS, ROOT, header, parse_map, run_job
 
+from medlite.engine.amp import resolve_amp
 from medlite.engine.train import TrainConfig, with_recipe
 
 SUBSETS = ("dermamnist", "pneumoniamnist")
@@ -48,8 +49,8 @@ LABELS = {"teacher": "teacher: ViT-Tiny (timm, 28 px, patch 4)",
           "int8": "int8 (static QDQ) of FFN-pruned"}
 
 
-def teacher_cfg(subset: str, epochs: int, runs: Path, threads: int) -> TrainConfig:
-    cfg = TrainConfig(model="vit_tiny_patch16_224", data=subset, size=28, epochs=epochs, seed=0,
+def teacher_cfg(subset: str, epochs: int, runs: Path, threads: int, amp: str = "none") -> TrainConfig:
+    cfg = TrainConfig(model="vit_tiny_patch16_224", data=subset, size=28, epochs=epochs, seed=0, amp=amp,
                       out=str(runs / f"teacher-vit_tiny-{subset}"), progress=False, threads=threads, plots=False)
     return with_recipe(cfg, "vit")
 
@@ -75,7 +76,7 @@ def run_prune(out: Path, src: Path, threads: int, **targets) -> Path:
 
 def pipeline(subset: str, args, runs: Path) -> dict[str, Path]:
     """Train / distil / prune everything not yet done; returns stage -> checkpoint run folder."""
-    run_job(teacher_cfg(subset, args.teacher_epochs, runs, args.threads))
+    run_job(teacher_cfg(subset, args.teacher_epochs, runs, args.threads, args.teacher_amp))
     teacher = runs / f"teacher-vit_tiny-{subset}"
     ep = parse_map(args.distill_epochs) if "=" in args.distill_epochs else {}
     epochs = ep.get(subset, int(args.distill_epochs) if not ep else 6)
@@ -194,7 +195,8 @@ def report(results: dict, args, seconds: dict) -> list[str]:
     lines = header("Compression: distillation, head pruning, FFN pruning, int8 (28 px MedMNIST)")
     lines += [
         f"Teacher: timm ViT-Tiny at 28 px (patch 4, 7x7 tokens), \"vit\" recipe (AdamW lr 1e-3, weight decay "
-        f"0.05, batch 64, 10 % warmup + cosine, light augmentation), {args.teacher_epochs} epochs, best "
+        f"0.05, batch 64, 10 % warmup + cosine, light augmentation), {args.teacher_epochs} epochs, "
+        f"precision {resolve_amp(args.teacher_amp)} (bf16 = autocast, fp32 weights), best "
         "validation AUC. Student: medlit_nano_28 from scratch, distilled for "
         f"{args.distill_epochs} epochs (loss = CE + 4^2 KL(T=4) on logits + attention KL over the layer map "
         "teacher blocks 2/5/8/11 -> student blocks 0-3, AdamW lr 1e-3, batch 64, no augmentation: teacher "
@@ -277,7 +279,8 @@ def report(results: dict, args, seconds: dict) -> list[str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--subsets", default=",".join(SUBSETS))
-    p.add_argument("--teacher-epochs", type=int, default=4)
+    p.add_argument("--teacher-epochs", type=int, default=15)
+    p.add_argument("--teacher-amp", default="auto", help="teacher training precision: auto, bf16 or none")
     p.add_argument("--distill-epochs", default="6", help="epochs, or per subset: dermamnist=6,pneumoniamnist=8")
     p.add_argument("--recover-epochs", type=int, default=2)
     p.add_argument("--head-ratio", type=float, default=0.33)
