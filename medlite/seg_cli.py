@@ -115,7 +115,8 @@ def _evaluate(run, data, layout, tolerance, out, data_root) -> dict:
     else:
         split = load_seg_data(cfg).test
     probs = predict_probs(model, split.images, pre["mean"], pre["std"])
-    summary, cases = evaluate_original(probs, split, tolerance)
+    post = pre.get("postprocess", "none")  # the run's validation-chosen mask clean-up
+    summary, cases = evaluate_original(probs, split, tolerance, post)
     out_dir = Path(out) if out else resolve_checkpoint(run).parent / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "per_case.csv", "w", newline="") as f:
@@ -123,7 +124,8 @@ def _evaluate(run, data, layout, tolerance, out, data_root) -> dict:
         w.writeheader()
         w.writerows(cases)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    case_grid(out_dir / "cases.png", split, probs, cases, title=f"{meta['model']['name']} ({len(cases)} cases)")
+    case_grid(out_dir / "cases.png", split, probs, cases, title=f"{meta['model']['name']} ({len(cases)} cases)",
+              postprocess=post)
     console.print(f"per-case metrics and cases.png in {out_dir}")
     return summary
 

@@ -56,15 +56,37 @@ def frame_dice(probs: torch.Tensor, masks: torch.Tensor) -> np.ndarray:
     return torch.where(denom > 0, 2 * inter / denom.clamp(min=1), torch.ones_like(denom)).numpy()
 
 
-def evaluate_original(probs: torch.Tensor, split: SegSplit, tolerance: float = 2.0) -> tuple[dict, list[dict]]:
-    """Map each prediction back to its original size and score it there (Dice, IoU, HD95, NSD).
+def evaluate_original(probs: torch.Tensor, split: SegSplit, tolerance: float = 2.0,
+                      postprocess: str = "none") -> tuple[dict, list[dict]]:
+    """Map each prediction back to its original size, post-process it, and score it there (Dice, IoU,
+    HD95, NSD).
 
     Returns:
         (summary {metric: {mean, std, median, n}}, per-case rows)
     """
+    from medlite.data.seg_postprocess import postprocess_mask
     from medlite.metrics.segmentation import SegmentationMetrics
 
     m = SegmentationMetrics(tolerance=tolerance)
     for prob, geom, gt, name in zip(probs, split.geometry, split.originals, split.names, strict=True):
-        m.update(restore(prob, geom) > 0.5, gt, name)
+        m.update(postprocess_mask(restore(prob, geom) > 0.5, postprocess), gt, name)
     return m.compute(), m.cases
+
+
+def choose_postprocess(probs: torch.Tensor, masks: torch.Tensor) -> tuple[str, dict[str, float]]:
+    """The post-processing with the best mean Dice on a (validation) split, in the model frame.
+
+    Args:
+        probs: (N, S, S) float32 foreground probabilities; masks: (N, 1, S, S) uint8 ground truth.
+    Returns:
+        (mode, {mode: mean Dice}); "none" wins ties, so post-processing is used only where it helps.
+    """
+    from medlite.data.seg_postprocess import POSTPROCESS, postprocess_mask
+
+    scores = {}
+    for mode in POSTPROCESS:
+        pred = torch.from_numpy(np.stack([postprocess_mask(p.numpy() > 0.5, mode) for p in probs])) \
+            if len(probs) else probs > 0.5
+        scores[mode] = float(frame_dice(pred.float(), masks).mean()) if len(probs) else 0.0
+    best = max(POSTPROCESS, key=lambda k: (scores[k], k == "none"))
+    return best, scores

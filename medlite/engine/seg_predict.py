@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from medlite.data.seg_postprocess import postprocess_mask
 from medlite.data.segmentation import letterbox, read_rgb, restore
 
 
@@ -23,6 +24,7 @@ class SegPredictor:
         self.mean = np.asarray(pre["mean"], np.float32)[:, None, None]
         self.std = np.asarray(pre["std"], np.float32)[:, None, None]
         self.threshold = float(pre.get("threshold", 0.5))
+        self.postprocess = pre.get("postprocess", "none")  # chosen on validation at training time
 
     @classmethod
     def load(cls, path: str | os.PathLike, threads: int | None = None) -> SegPredictor:
@@ -74,7 +76,7 @@ class SegPredictor:
         from medlite.report.seg_plots import save_overlay
 
         image = read_rgb(path)
-        mask = (self.predict_image(image) > self.threshold).astype(np.uint8)
+        mask = postprocess_mask(self.predict_image(image) > self.threshold, self.postprocess).astype(np.uint8)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         stem = Path(str(path).split("::")[0]).name.split(".")[0]

@@ -26,9 +26,10 @@ from medlite.engine.amp import autocast, resolve_amp
 from medlite.engine.checkpoint import (
     load_optimizer_state,
     optimizer_state_tensors,
+    read_checkpoint,
     save_checkpoint,
 )
-from medlite.engine.seg_evaluate import evaluate_original, frame_dice, predict_probs, seg_loss
+from medlite.engine.seg_evaluate import choose_postprocess, evaluate_original, frame_dice, predict_probs, seg_loss
 from medlite.engine.train import _norm_stats, _optimizer, _progress, _resume_state, config_from_dict, lr_factor
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,8 @@ class SegTrainConfig:
     augment: str = "strong"  # albumentations level: none, light, strong
     bce_weight: float = 0.5  # loss = w * BCE + (1 - w) * Dice
     tolerance: float = 2.0  # NSD tolerance in pixels (original resolution)
+    postprocess: str = "auto"  # mask clean-up: "none", "largest" (largest component, holes filled), "auto"
+    # (whichever scores the better validation Dice; recorded in the checkpoint and used by `seg predict`)
     seed: int = 0  # model init, split, batch order, augmentation
     out: str = ""  # run folder; empty = runs/seg/<model>-<data>-f<fold>-s<seed>
     data_root: str = ""  # folder holding the built-in datasets; empty = $MEDLITE_DATA
@@ -220,13 +223,20 @@ def finalize_segmentation(run_dir: Path, data: SegmentationData, meta: dict, cfg
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     mean, std = meta["preprocessing"]["mean"], meta["preprocessing"]["std"]
+    val_probs = predict_probs(model, data.val.images, mean, std, channels_last=cfg.channels_last)
+    post, val_by_post = choose_postprocess(val_probs, data.val.masks)
+    if cfg.postprocess != "auto":
+        post = cfg.postprocess
+    best_meta["preprocessing"] = {**best_meta["preprocessing"], "postprocess": post}
+    save_checkpoint(run_dir / "best.safetensors", model, best_meta)  # the choice travels with the weights
     probs = predict_probs(model, data.test.images, mean, std, channels_last=cfg.channels_last)
-    summary, cases = evaluate_original(probs, data.test, cfg.tolerance)
+    summary, cases = evaluate_original(probs, data.test, cfg.tolerance, post)
     results = {
         "model": cfg.model, "data": data.name, "split": data.split, "fold": cfg.fold,
         "params": sum(p.numel() for p in model.parameters()),
         "macs": count_macs(model, (1, 3, cfg.size, cfg.size)),
         "best_epoch": best_epoch + 1, "epochs": cfg.epochs, "best_val_dice": best_meta["metrics"]["val"]["dice"],
+        "postprocess": post, "val_dice_by_postprocess": val_by_post,
         "test": summary, "tolerance_px": cfg.tolerance, "amp": resolve_amp(cfg.amp),
         "history": history, "train_config": asdict(cfg),
     }
@@ -240,14 +250,29 @@ def finalize_segmentation(run_dir: Path, data: SegmentationData, meta: dict, cfg
         from medlite.report.seg_plots import plot_seg_curves
 
         plot_seg_curves(history, run_dir / "curves.png")
-        case_grid(run_dir / "cases.png", data.test, probs, cases, title=f"{cfg.model} on {data.name} (test)")
+        case_grid(run_dir / "cases.png", data.test, probs, cases, title=f"{cfg.model} on {data.name} (test)",
+                  postprocess=post)
     log.info("test Dice %.4f ± %.4f -> %s", summary["dice"]["mean"], summary["dice"]["std"], run_dir)
     return results
 
 
+def rescore_segmentation(run_dir: str | Path, data_root: str = "") -> dict[str, Any]:
+    """Score a finished run's best checkpoint again with the current evaluation code (post-processing
+    chosen on validation, test at original size); rewrites results.json and the run's report files."""
+    run_dir = Path(run_dir)
+    _, last, _ = read_checkpoint(run_dir / "last.safetensors")
+    cfg = SegTrainConfig.from_dict({**last["train_config"], "data_root": data_root or last["train_config"].get(
+        "data_root", "")})
+    data = load_seg_data(cfg)
+    _, best_meta, _ = read_checkpoint(run_dir / "best.safetensors")
+    return finalize_segmentation(run_dir, data, best_meta, cfg, last["history"],
+                                 int(best_meta["epoch"]))
+
+
 def case_grid(path: Path, split: SegSplit, probs: torch.Tensor, cases: list[dict], title: str,
-              n: int = 4) -> Path:
+              n: int = 4, postprocess: str = "none") -> Path:
     """PNG of the ``n`` best and ``n`` worst test cases by Dice, at original size."""
+    from medlite.data.seg_postprocess import postprocess_mask
     from medlite.data.segmentation import read_rgb, restore
     from medlite.report.seg_plots import plot_case_grid
 
@@ -255,7 +280,7 @@ def case_grid(path: Path, split: SegSplit, probs: torch.Tensor, cases: list[dict
     picks = [("best", i) for i in order[::-1][:n]] + [("worst", i) for i in order[:n]]
     panels = []
     for group, i in picks:
-        pred = restore(probs[i], split.geometry[i]) > 0.5
+        pred = postprocess_mask(restore(probs[i], split.geometry[i]) > 0.5, postprocess)
         panels.append({"image": read_rgb(split.pairs[i].image), "pred": pred, "gt": split.originals[i],
                        "name": split.names[i], "dice": cases[i]["dice"], "group": group})
     return plot_case_grid(panels, path, title)

@@ -56,6 +56,25 @@ def test_train_evaluate_and_outputs(seg_folder, tmp_path):
     assert np.isfinite(res["test"]["hd95"]["mean"])
     _, meta, _ = read_checkpoint(run / "best.safetensors")
     assert meta["kind"] == "segmentation" and meta["preprocessing"]["size"] == 64
+    # the mask clean-up was chosen on validation, recorded with the weights and used for test
+    assert meta["preprocessing"]["postprocess"] == res["postprocess"] in ("none", "largest")
+    v = res["val_dice_by_postprocess"]
+    assert set(v) == {"none", "largest"} and v[res["postprocess"]] == max(v.values())
+
+
+def test_rescore_reproduces_results_and_honours_a_fixed_choice(seg_folder, tmp_path):
+    from medlite.engine.seg_train import rescore_segmentation
+
+    run = tmp_path / "run"
+    res = train_segmentation(_cfg(seg_folder, run, epochs=1))
+    again = rescore_segmentation(run)
+    assert again["test"]["dice"]["mean"] == pytest.approx(res["test"]["dice"]["mean"])
+    assert again["postprocess"] == res["postprocess"]
+    fixed = train_segmentation(SegTrainConfig.from_dict({**_cfg(seg_folder, tmp_path / "fixed", epochs=1).__dict__,
+                                                         "postprocess": "largest"}))
+    assert fixed["postprocess"] == "largest"
+    _, meta, _ = read_checkpoint(tmp_path / "fixed" / "best.safetensors")
+    assert meta["preprocessing"]["postprocess"] == "largest"
 
 
 def test_resume_matches_uninterrupted(seg_folder, tmp_path, monkeypatch):
