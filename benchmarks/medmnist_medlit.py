@@ -157,6 +157,8 @@ def report(groups: dict[str, list[TrainConfig]], ablation: dict[str, TrainConfig
               "ResNet-18 row (ResNet-18 was not re-run with it: it trains ~7x slower here).", "",
               "| model | params | MACs | BreastMNIST | PneumoniaMNIST | DermaMNIST |", "|---|---|---|---|---|---|"]
     for label, rs in vit.items():
+        if not rs:  # not run (e.g. medlit_seed with the ViT recipe when the session ran out)
+            continue
         model = vit_groups[label][0].model
         lines.append(_row(label, f"{params(model) / 1e6:.2f} M", f"{macs(model) / 1e6:.0f} M", rs))
     lines += ["", "## MAE pretraining: convergence", ""]
