@@ -152,7 +152,8 @@ def report(groups: dict[str, list[TrainConfig]], ablation: dict[str, TrainConfig
     lines += ["", "## What was tried beyond the shared recipe", "",
               "MedLiT trained with the ResNet recipe takes few optimiser steps (BreastMNIST: 5 per epoch) with "
               "no warmup, which suits a CNN better than a transformer. A small-ViT recipe was therefore tried "
-              "for both MedLiT models, with the same epochs and the same validation-AUC checkpoint selection: "
+              f"for {' and '.join(sorted({vit_groups[k][0].model for k, rs in vit.items() if rs})) or 'MedLiT'}, "
+              "with the same epochs and the same validation-AUC checkpoint selection: "
               f"{RECIPES['vit']} (`medlite.engine.train.RECIPES`). These rows use a different recipe from the "
               "ResNet-18 row (ResNet-18 was not re-run with it: it trains ~7x slower here).", "",
               "| model | params | MACs | BreastMNIST | PneumoniaMNIST | DermaMNIST |", "|---|---|---|---|---|---|"]
@@ -161,6 +162,10 @@ def report(groups: dict[str, list[TrainConfig]], ablation: dict[str, TrainConfig
             continue
         model = vit_groups[label][0].model
         lines.append(_row(label, f"{params(model) / 1e6:.2f} M", f"{macs(model) / 1e6:.0f} M", rs))
+    lines += ["", "medlit_seed (MAE) starts from only 3 MAE epochs (its pretraining costs ~3x nano's per epoch); "
+              "at that length MAE did not help medlit_seed (compare its scratch row), while nano's 10 MAE epochs "
+              "did. medlit_seed with the ViT recipe was not run within the session's CPU budget "
+              "(`python benchmarks/medmnist_medlit.py --models medlit_seed_28 --vit-recipe-only` runs it)."]
     lines += ["", "## MAE pretraining: convergence", ""]
     for family in ("nano", "seed"):
         png = out.with_name(f"medmnist_medlit_mae_convergence{'' if family == 'nano' else '_seed'}.png")
