@@ -89,7 +89,9 @@ def remember(run_dir: Path, res: dict) -> dict:
     store = _store()
     store[run_dir.name] = rec
     STORE.parent.mkdir(parents=True, exist_ok=True)
-    STORE.write_text(json.dumps(dict(sorted(store.items())), indent=1) + "\n")
+    tmp = STORE.with_suffix(f".{os.getpid()}.tmp")  # atomic: parallel benchmark processes share the store
+    tmp.write_text(json.dumps(dict(sorted(store.items())), indent=1) + "\n")
+    os.replace(tmp, STORE)
     return rec
 
 
