@@ -162,10 +162,14 @@ def report(groups: dict[str, list[TrainConfig]], ablation: dict[str, TrainConfig
             continue
         model = vit_groups[label][0].model
         lines.append(_row(label, f"{params(model) / 1e6:.2f} M", f"{macs(model) / 1e6:.0f} M", rs))
+    seed_vit = any(rs for k, rs in vit.items() if k.startswith("medlit_seed"))
     lines += ["", "medlit_seed (MAE) starts from only 3 MAE epochs (its pretraining costs ~3x nano's per epoch); "
-              "at that length MAE did not help medlit_seed (compare its scratch row), while nano's 10 MAE epochs "
-              "did. medlit_seed with the ViT recipe was not run within the session's CPU budget "
-              "(`python benchmarks/medmnist_medlit.py --models medlit_seed_28 --vit-recipe-only` runs it)."]
+              "at that length MAE did not help medlit_seed, with either recipe, while nano's 10 MAE epochs did. "
+              + ("" if seed_vit else "medlit_seed with the ViT recipe was not run within the session's CPU budget "
+                 "(`python benchmarks/medmnist_medlit.py --models medlit_seed_28 --vit-recipe-only` runs it). ")
+              + "Seeds 1 and 2 of the nano MAE rows (2026-12-01) start from an encoder pretrained again with the "
+              "same configuration as seed 0's (2026-11-22, run folder not kept); n counts the seeds in each cell, "
+              "and the ResNet-18 row has one seed, so the target lines compare a mean over n seeds with it."]
     lines += ["", "## MAE pretraining: convergence", ""]
     for family in ("nano", "seed"):
         png = out.with_name(f"medmnist_medlit_mae_convergence{'' if family == 'nano' else '_seed'}.png")
