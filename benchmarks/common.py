@@ -87,6 +87,9 @@ def remember(run_dir: Path, res: dict) -> dict:
            "val_auc_per_epoch": val_auc, "source": f"run folder {run_dir.name}, "
            f"recorded {datetime.now(UTC).strftime('%Y-%m-%d')}"}
     store = _store()
+    old = store.get(run_dir.name)
+    if old is not None and {**old, "source": ""} == {**rec, "source": ""}:
+        return old  # already recorded: no rewrite on every report
     store[run_dir.name] = rec
     STORE.parent.mkdir(parents=True, exist_ok=True)
     tmp = STORE.with_suffix(f".{os.getpid()}.tmp")  # atomic: parallel benchmark processes share the store

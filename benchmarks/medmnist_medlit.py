@@ -244,9 +244,8 @@ def _convergence_plot(groups, path: Path, family: str) -> bool:
         for c in cfgs:
             if c.seed != 0:
                 continue
-            res = load_results([c.run_dir()], use_store=True)
-            rec = stored(c.run_dir())
-            if not res or rec is None or not rec["val_auc_per_epoch"]:
+            rec = stored(c.run_dir())  # report() recorded every finished run before plotting
+            if rec is None or not rec["val_auc_per_epoch"]:
                 return False
             panels[c.data][label] = rec["val_auc_per_epoch"]
     if not any(panels.values()):
