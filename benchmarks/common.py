@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from medlite.engine.train import TrainConfig, train
+from medlite.engine.tasks.classify import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"

@@ -36,7 +36,7 @@ import torch
 from common import RESULTS, ROOT, header, parse_map, run_job
 
 from medlite.engine.amp import resolve_amp
-from medlite.engine.train import TrainConfig, with_recipe
+from medlite.engine.tasks.classify import TrainConfig, with_recipe
 
 SUBSETS = ("dermamnist", "pneumoniamnist")
 MAX_STEPS = 0  # steps per distillation epoch; 0 = full epochs (--max-steps, for smoke runs only)
@@ -56,7 +56,7 @@ def teacher_cfg(subset: str, epochs: int, runs: Path, threads: int, amp: str = "
 
 
 def run_distill(out: Path, student: str, teacher: Path, epochs: int, threads: int, **kw) -> Path:
-    from medlite.compress.distill import DistillConfig, distill
+    from medlite.engine.tasks.distill import DistillConfig, distill
 
     if not (out / "results.json").is_file():
         t0 = time.time()

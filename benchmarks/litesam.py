@@ -35,7 +35,8 @@ from medlite.bench.flops import count_macs_call, count_params
 from medlite.data.prompts import box_from_mask
 from medlite.data.segmentation import SegSplit, load_builtin, read_pair
 from medlite.engine.checkpoint import load_model
-from medlite.engine.sam_train import SamTrainConfig, evaluate_sam, model_meta, train_sam
+from medlite.engine.tasks.promptable import SamTrainConfig, evaluate_sam, train_sam
+from medlite.engine.tasks.promptable.train import model_meta
 from medlite.export.sam_onnx import DecoderGraph, EncoderGraph, example_inputs, export_litesam, feature_names, session
 from medlite.models.litesam import LiteSAMPredictor
 from medlite.registry import create_model

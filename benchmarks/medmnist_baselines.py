@@ -18,7 +18,7 @@ from pathlib import Path
 
 from common import PUBLISHED, RESULTS, ROOT, header, load_results, mean_std, parse_map, run_job
 
-from medlite.engine.train import TrainConfig
+from medlite.engine.tasks.classify import TrainConfig
 
 SUBSETS = ("breastmnist", "pneumoniamnist", "dermamnist")
 

@@ -26,8 +26,8 @@ from medmnist_baselines import SUBSETS
 from medmnist_baselines import jobs as baseline_jobs
 
 import medlite
-from medlite.engine.pretrain import PretrainConfig, pretrain
-from medlite.engine.train import RECIPES, TrainConfig, with_recipe
+from medlite.engine.tasks.classify import RECIPES, TrainConfig, with_recipe
+from medlite.engine.tasks.mae import PretrainConfig, pretrain
 
 MODELS = ("medlit_nano_28", "medlit_seed_28")
 # Ablation at the nano budget (~0.75 M): the registered nano keeps seed's width (216) with few experts;
@@ -154,7 +154,7 @@ def report(groups: dict[str, list[TrainConfig]], ablation: dict[str, TrainConfig
               "no warmup, which suits a CNN better than a transformer. A small-ViT recipe was therefore tried "
               f"for {' and '.join(sorted({vit_groups[k][0].model for k, rs in vit.items() if rs})) or 'MedLiT'}, "
               "with the same epochs and the same validation-AUC checkpoint selection: "
-              f"{RECIPES['vit']} (`medlite.engine.train.RECIPES`). These rows use a different recipe from the "
+              f"{RECIPES['vit']} (`medlite.engine.tasks.classify.RECIPES`). These rows use a different recipe from the "
               "ResNet-18 row (ResNet-18 was not re-run with it: it trains ~7x slower here).", "",
               "| model | params | MACs | BreastMNIST | PneumoniaMNIST | DermaMNIST |", "|---|---|---|---|---|---|"]
     for label, rs in vit.items():

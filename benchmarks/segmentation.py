@@ -24,7 +24,7 @@ import time
 import numpy as np
 from common import RESULTS, ROOT, header
 
-from medlite.engine.seg_train import SegTrainConfig, rescore_segmentation, train_segmentation
+from medlite.engine.tasks.segment.train import SegTrainConfig, rescore_segmentation, train_segmentation
 
 RUNS = ROOT / "runs" / "seg"
 MODELS = ("medlitenet", "medlitenet_nobaa", "unet")

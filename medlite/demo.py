@@ -22,7 +22,7 @@ def run_demo(out: str | Path = "demo_run", model: str = "medlit_nano_28", data: 
     from medlite.data import load_classification
     from medlite.data.transforms import to_float
     from medlite.engine.checkpoint import load_model
-    from medlite.engine.train import TrainConfig, train, with_recipe
+    from medlite.engine.tasks.classify import TrainConfig, train, with_recipe
     from medlite.export.onnx import export_onnx
     from medlite.export.quantize import compare_on, quantize_dynamic_int8
 

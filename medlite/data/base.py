@@ -13,10 +13,12 @@ from pathlib import Path
 
 import torch
 
+from medlite.errors import MedliteError
+
 TASKS = ("binary", "multi-class", "ordinal", "multi-label")
 
 
-class DataError(ValueError):
+class DataError(MedliteError, ValueError):
     """Bad input data. The message names the file and what is wrong with it."""
 
 

@@ -3,7 +3,7 @@
 Lesion datasets such as BUSI, PH2 and ISIC have one connected lesion per image, so a model trained from
 few images often leaves stray blobs and holes that a clinician would never draw. ``"largest"`` keeps the
 largest 8-connected component and fills its holes. Whether it helps is a property of the data and the model,
-so training chooses it on the validation split (:func:`medlite.engine.seg_evaluate.choose_postprocess`),
+so training chooses it on the validation split (:func:`medlite.engine.tasks.segment.evaluate.choose_postprocess`),
 records the choice in the checkpoint, and prediction applies the recorded choice.
 """
 

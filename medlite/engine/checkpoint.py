@@ -22,11 +22,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from medlite.errors import MedliteError
+
 META_KEY = "medlite"
 STATE_PREFIX = "state."
 
 
-class CheckpointError(ValueError):
+class CheckpointError(MedliteError, ValueError):
     """A checkpoint that cannot be read; the message names the file."""
 
 

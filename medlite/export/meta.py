@@ -15,15 +15,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from medlite.errors import MedliteError
+
 META_KEY = "medlite"  # key of the JSON in ONNX metadata_props
 TASKS = ("binary", "multi-class", "ordinal", "multi-label")
 
 
-class ExportError(RuntimeError):
+class ExportError(MedliteError, RuntimeError):
     """An export that failed or does not reproduce the PyTorch model; the message says which and why."""
 
 
-class ModelFileError(ValueError):
+class ModelFileError(MedliteError, ValueError):
     """An exported model file that cannot be used; the message names the file."""
 
 

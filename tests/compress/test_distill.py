@@ -9,10 +9,8 @@ from compress_tiny import SIZE, meta_for, tiny_medlit
 
 import medlite
 from medlite.compress.distill import (
-    DistillConfig,
     LossWeights,
     attention_rows,
-    distill,
     distill_loss,
     forward_with_attention,
     has_attention,
@@ -21,6 +19,7 @@ from medlite.compress.distill import (
     token_layout,
 )
 from medlite.engine.checkpoint import load_model
+from medlite.engine.tasks.distill import DistillConfig, distill
 
 
 def tiny_vit():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from medlite.data.seg_postprocess import postprocess_mask
-from medlite.engine.seg_evaluate import choose_postprocess
+from medlite.engine.tasks.segment.evaluate import choose_postprocess
 
 
 def _blob_with_hole_and_speck() -> np.ndarray:

@@ -7,7 +7,7 @@ import torch
 
 import medlite
 from medlite.engine.amp import autocast, native_bf16, resolve_amp
-from medlite.engine.seg_evaluate import seg_loss
+from medlite.engine.tasks.segment.evaluate import seg_loss
 
 
 def test_resolve_amp():

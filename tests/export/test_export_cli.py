@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 cli = pytest.importorskip("medlite.cli")
 if not all(hasattr(cli, name) for name in ("export", "predict", "bench")):
-    pytest.fail("medlite.cli lacks the export / predict / bench commands (medlite.export.commands)")
+    pytest.fail("medlite.cli lacks the export / predict / bench commands (medlite.cli.deploy)")
 
 runner = CliRunner()
 

@@ -76,6 +76,7 @@ with tempfile.TemporaryDirectory() as tmp:
     keep(tmp / "dis", "distilled")
 
     from medlite.engine.pretrain import PretrainConfig, pretrain
+
     from medlite.models import medlit
 
     base = medlit.NANO_28  # the MAE builds the registered encoder; make it tiny for the fixture

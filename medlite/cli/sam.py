@@ -63,7 +63,7 @@ def train(
     seed: int = 0,
 ) -> None:
     """Train LiteSAM on prompts sampled from ground-truth masks (resumes an interrupted run)."""
-    from medlite.engine.sam_train import SamTrainConfig, train_sam
+    from medlite.engine.tasks.promptable.train import SamTrainConfig, train_sam
 
     _logging()
     cfg = SamTrainConfig(model=model, datasets=tuple(data), fold=fold, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -90,7 +90,7 @@ def evaluate(
     import torch
 
     from medlite.engine.checkpoint import load_model
-    from medlite.engine.sam_train import evaluate_sam, load_dataset
+    from medlite.engine.tasks.promptable import evaluate_sam, load_dataset
 
     torch.set_num_threads(threads)
     t0 = time.perf_counter()

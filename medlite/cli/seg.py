@@ -58,7 +58,7 @@ def train(
     the original image size. The run folder gets results.json, per_case.csv, report.md, curves.png and a
     grid of the best and worst test cases (cases.png)."""
     from medlite.cli import _parse_kv  # imported here: medlite.cli imports this module at its end
-    from medlite.engine.seg_train import SegTrainConfig, train_segmentation
+    from medlite.engine.tasks.segment.train import SegTrainConfig, train_segmentation
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = SegTrainConfig.from_dict({
@@ -101,8 +101,8 @@ def _evaluate(run, data, layout, tolerance, out, data_root) -> dict:
 
     from medlite.data.segmentation import build_split, find_pairs
     from medlite.engine.checkpoint import load_model, resolve_checkpoint
-    from medlite.engine.seg_evaluate import evaluate_original, predict_probs
-    from medlite.engine.seg_train import SegTrainConfig, case_grid, load_seg_data
+    from medlite.engine.tasks.segment.evaluate import evaluate_original, predict_probs
+    from medlite.engine.tasks.segment.train import SegTrainConfig, case_grid, load_seg_data
 
     model, meta = load_model(run)
     model = model.to(memory_format=torch.channels_last)
@@ -139,7 +139,7 @@ def predict(
 ) -> None:
     """Segment images; write each mask (0/255 PNG) and an overlay with the lesion contour, both at the image's
     original size. Unreadable files are reported and skipped; the exit code is 1 if any file failed."""
-    from medlite.engine.seg_predict import SegPredictor
+    from medlite.engine.tasks.segment.predict import SegPredictor
 
     predictor = _checked(SegPredictor.load, model, threads or None)
     failed = 0

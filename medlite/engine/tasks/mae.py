@@ -30,7 +30,7 @@ from medlite.engine.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from medlite.engine.train import _append_csv, _progress
+from medlite.engine.tasks.classify import _append_csv, _progress
 
 log = logging.getLogger(__name__)
 

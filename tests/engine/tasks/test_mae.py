@@ -6,8 +6,8 @@ import torch
 
 import medlite
 from medlite.engine.checkpoint import read_checkpoint
-from medlite.engine.pretrain import PretrainConfig, pretrain
-from medlite.engine.train import TrainConfig, train
+from medlite.engine.tasks.classify import TrainConfig, train
+from medlite.engine.tasks.mae import PretrainConfig, pretrain
 
 TINY = {"embed_dim": 48, "depth": 2, "num_heads": 2, "num_kv_groups": 1, "experts_per_stage": [2, 2],
         "expert_hidden_start": 32, "expert_hidden_end": 16}
@@ -64,7 +64,7 @@ def test_pretrain_then_finetune_from_encoder(tiny_npz, tmp_path, monkeypatch):
     assert run["test"]["n"] == 48
     # before any step the 1-channel patch embedding is the sum of the 3 pretrained channel weights
     model = medlite.create_model("medlit_nano_28", num_classes=3, in_chans=1, img_size=16)
-    from medlite.engine.train import _init_from
+    from medlite.engine.tasks.classify import _init_from
 
     _init_from(model, res["encoder"])
     torch.testing.assert_close(model.patch_embed.proj.weight,

@@ -71,8 +71,8 @@ def register(app: typer.Typer, console: Console) -> None:
         head-averaged attention maps of mapped layers (resampled to the student's token grid). Keeps the
         best-validation-AUC epoch, then writes a compression report (size, MACs, latency, AUC retention,
         attention agreement with a PNG) into the run folder."""
-        from medlite.compress.distill import DistillConfig
-        from medlite.compress.distill import distill as run
+        from medlite.engine.tasks.distill import DistillConfig
+        from medlite.engine.tasks.distill import distill as run
 
         cfg = DistillConfig(student=student, teacher=teacher, data=data, out=out, epochs=epochs,
                             batch_size=batch_size, lr=lr, temperature=temperature, task_weight=task_weight,
@@ -111,8 +111,8 @@ def register(app: typer.Typer, console: Console) -> None:
         exactly on load."""
         import torch
 
-        from medlite.compress.distill import DistillConfig, distill
         from medlite.compress.prune import prune_checkpoint
+        from medlite.engine.tasks.distill import DistillConfig, distill
 
         if threads:
             torch.set_num_threads(threads)

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from medlite.cli import app
 from medlite.engine.checkpoint import save_checkpoint
-from medlite.engine.sam_train import SamTrainConfig, model_meta
+from medlite.engine.tasks.promptable.train import SamTrainConfig, model_meta
 
 runner = CliRunner()
 

@@ -29,8 +29,14 @@ from medlite.engine.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from medlite.engine.seg_evaluate import choose_postprocess, evaluate_original, frame_dice, predict_probs, seg_loss
-from medlite.engine.train import _norm_stats, _optimizer, _progress, _resume_state, config_from_dict, lr_factor
+from medlite.engine.tasks.classify import _norm_stats, _optimizer, _progress, _resume_state, config_from_dict, lr_factor
+from medlite.engine.tasks.segment.evaluate import (
+    choose_postprocess,
+    evaluate_original,
+    frame_dice,
+    predict_probs,
+    seg_loss,
+)
 
 log = logging.getLogger(__name__)
 

@@ -123,8 +123,8 @@ def train(
 
     Runs on one process; for several, launch with `torchrun --nproc_per_node N -m medlite train ...`.
     """
-    from medlite.engine.train import TrainConfig
-    from medlite.engine.train import train as run_train
+    from medlite.engine.tasks.classify import TrainConfig
+    from medlite.engine.tasks.classify import train as run_train
 
     _setup_logging(verbose)
     cfg = TrainConfig(model=model, data=data, size=size, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -216,8 +216,8 @@ def pretrain(
 ) -> None:
     """Masked-autoencoder pretraining of a MedLiT encoder (mask 75 %, light decoder, normalised-pixel
     loss). Fine-tune the result with `medlite train MODEL --init RUN/encoder.safetensors`."""
-    from medlite.engine.pretrain import PretrainConfig
-    from medlite.engine.pretrain import pretrain as run_pretrain
+    from medlite.engine.tasks.mae import PretrainConfig
+    from medlite.engine.tasks.mae import pretrain as run_pretrain
 
     _setup_logging(False)
     cfg = PretrainConfig(model=model, data=data, size=size, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -296,7 +296,7 @@ def demo(
     console.print(Markdown(Path(out, "demo_report.md").read_text()))
 
 
-# ------------------------------------------------- deployment: medlite.export.commands, medlite.bench.latency
+# ------------------------------------------------- deployment: medlite.cli.deploy, medlite.bench.latency
 @app.command()
 def export(
     run: Annotated[str, typer.Argument(help="Run folder or .safetensors checkpoint to export.")],
@@ -316,7 +316,7 @@ def export(
 ) -> None:
     """Export a trained classifier to run without PyTorch: ONNX (fp32 or int8) or ExecuTorch. The file
     carries its preprocessing, task and label names, so `medlite predict FILE IMAGE...` needs nothing else."""
-    from medlite.export.commands import export_cmd
+    from medlite.cli.deploy import export_cmd
 
     code = export_cmd(run, fmt, out or None, calib_samples, opset, data or None, data_root or None, compare,
                       console=console)
@@ -339,7 +339,7 @@ def predict(
 ) -> None:
     """Classify images and print each one's class probabilities. Unreadable or unsupported files are
     reported one per line and skipped; the exit code is 1 if any file failed."""
-    from medlite.export.commands import predict_cmd
+    from medlite.cli.deploy import predict_cmd
 
     code = predict_cmd(model, images, json_out, explain, out, threads or None, console=console)
     if code:
@@ -363,7 +363,7 @@ def bench(
 ) -> None:
     """Time models on this CPU: batch-1 latency (median, p90), throughput, parameters, MACs, peak memory and
     file size per runtime and thread count, candidates interleaved so that ratios hold on a busy machine."""
-    from medlite.export.commands import bench_cmd
+    from medlite.cli.deploy import bench_cmd
 
     try:
         thread_counts = [int(t) for t in threads.split(",") if t.strip()]
@@ -377,14 +377,14 @@ def bench(
 
 
 # ------------------------------------------------------------------------ sub-commands in their own modules
-from medlite.seg_cli import seg_app  # noqa: E402  (after `app`: the groups attach to it)
+from medlite.cli.seg import seg_app  # noqa: E402  (after `app`: the groups attach to it)
 
 app.add_typer(seg_app, name="seg")
 
-from medlite.sam_cli import sam_app  # noqa: E402
+from medlite.cli.sam import sam_app  # noqa: E402
 
 app.add_typer(sam_app, name="sam")
 
-from medlite.compress.commands import register as _register_compress  # noqa: E402  (distill, prune)
+from medlite.cli.compress import register as _register_compress  # noqa: E402  (distill, prune)
 
 _register_compress(app, console)

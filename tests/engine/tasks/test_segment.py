@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from medlite.engine.checkpoint import read_checkpoint
-from medlite.engine.seg_evaluate import seg_loss
-from medlite.engine.seg_train import SegTrainConfig, train_segmentation
+from medlite.engine.tasks.segment.evaluate import seg_loss
+from medlite.engine.tasks.segment.train import SegTrainConfig, train_segmentation
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def test_train_evaluate_and_outputs(seg_folder, tmp_path):
 
 
 def test_rescore_reproduces_results_and_honours_a_fixed_choice(seg_folder, tmp_path):
-    from medlite.engine.seg_train import rescore_segmentation
+    from medlite.engine.tasks.segment.train import rescore_segmentation
 
     run = tmp_path / "run"
     res = train_segmentation(_cfg(seg_folder, run, epochs=1))
@@ -78,7 +78,7 @@ def test_rescore_reproduces_results_and_honours_a_fixed_choice(seg_folder, tmp_p
 
 
 def test_resume_matches_uninterrupted(seg_folder, tmp_path, monkeypatch):
-    import medlite.engine.seg_train as st
+    import medlite.engine.tasks.segment.train as st
 
     train_segmentation(_cfg(seg_folder, tmp_path / "full", epochs=2))
     cfg = _cfg(seg_folder, tmp_path / "cut", epochs=2)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from medlite.engine.checkpoint import read_checkpoint
-from medlite.engine.train import TrainConfig, lr_factor, train
+from medlite.engine.tasks.classify import TrainConfig, lr_factor, train
 
 # A ViT small enough to train in a second; no BatchNorm or dropout, so DDP matches one process exactly.
 TINY_VIT = {"depth": 1, "embed_dim": 32, "num_heads": 2}
@@ -161,7 +161,7 @@ def test_moe_model_trains_and_plots_expert_load(tiny_npz, tmp_path):
 
 
 def test_vit_recipe_overrides_the_paper_recipe():
-    from medlite.engine.train import with_recipe
+    from medlite.engine.tasks.classify import with_recipe
 
     cfg = with_recipe(TrainConfig(epochs=20), "vit")
     assert (cfg.optimizer, cfg.schedule, cfg.batch_size, cfg.augment) == ("adamw", "cosine", 64, "light")

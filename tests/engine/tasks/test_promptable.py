@@ -10,7 +10,7 @@ from litesam_tiny import TINY
 from PIL import Image
 
 from medlite.engine.checkpoint import load_model
-from medlite.engine.sam_train import (
+from medlite.engine.tasks.promptable import (
     SamTrainConfig,
     evaluate_sam,
     load_dataset,

@@ -1,0 +1,12 @@
+"""The one base class of every error a user can cause (bad data, bad checkpoint, bad image, failed export).
+
+Each typed error derives from :class:`MedliteError` and from the built-in exception it refines, so code
+that catches ``ValueError`` keeps working; the CLI catches ``MedliteError`` alone and prints its message,
+which always names the file or option at fault.
+"""
+
+from __future__ import annotations
+
+
+class MedliteError(Exception):
+    """A problem with the user's input, files or environment; the message says which and how to fix it."""
