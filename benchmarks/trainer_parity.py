@@ -75,7 +75,8 @@ def run_all(root: Path) -> dict:
     mae_dir = root / "mae"
     res = pretrain(PretrainConfig(model="medlit_nano_28", data="breastmnist", epochs=2, batch_size=64,
                                   max_steps_per_epoch=4, out=str(mae_dir), threads=1, progress=False))
-    out["mae"] = {"history": _strip(_csv(mae_dir / "pretrain.csv")), "final_loss": res["final_loss"],
+    mae_csv = mae_dir / "metrics.csv" if (mae_dir / "metrics.csv").is_file() else mae_dir / "pretrain.csv"
+    out["mae"] = {"history": _strip(_csv(mae_csv)), "final_loss": res["final_loss"],
                   "checksum": checksum(mae_dir / "encoder.safetensors")}
 
     DistillConfig = entry("medlite.engine.tasks.distill:DistillConfig", "medlite.compress.distill:DistillConfig")
@@ -119,10 +120,11 @@ def _flatten(x, prefix=""):
         yield prefix, x
 
 
-def compare(a: dict, b: dict, tol: float = 1e-6) -> list[str]:
-    """Lines naming every number that differs by more than ``tol`` (relative to max(1, |a|))."""
+def compare(a: dict, b: dict, tol: float = 1e-6) -> tuple[list[str], list[str]]:
+    """(numbers in both files that differ by more than ``tol``, entries present in one file only)."""
     fa, fb = dict(_flatten(a)), dict(_flatten(b))
-    bad = [f"{k}: only in one file" for k in sorted(set(fa) ^ set(fb))]
+    only = [f"{k}: only in {'A' if k in fa else 'B'}" for k in sorted(set(fa) ^ set(fb))]
+    bad = []
     for k in sorted(set(fa) & set(fb)):
         x, y = fa[k], fb[k]
         if isinstance(x, float) or isinstance(y, float):
@@ -130,7 +132,7 @@ def compare(a: dict, b: dict, tol: float = 1e-6) -> list[str]:
                 bad.append(f"{k}: {x!r} != {y!r}")
         elif x != y:
             bad.append(f"{k}: {x!r} != {y!r}")
-    return bad
+    return bad, only
 
 
 def main() -> None:
@@ -140,10 +142,13 @@ def main() -> None:
     args = p.parse_args()
     if args.compare:
         a, b = (json.loads(Path(f).read_text()) for f in args.compare)
-        bad = compare(a["results"], b["results"])
-        n = sum(1 for _ in _flatten(a["results"]))
-        print(f"{n - len(bad)} of {n} numbers agree to 1e-6")
+        bad, only = compare(a["results"], b["results"])
+        n = sum(1 for _ in _flatten(a["results"])) - sum(1 for o in only if o.endswith("only in A"))
+        print(f"{n - len(bad)} of the {n} numbers in both files agree to 1e-6")
         print("\n".join(bad))
+        if only:
+            print("logged by one version only (new or dropped columns, not compared):")
+            print("\n".join(only))
         sys.exit(1 if bad else 0)
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:

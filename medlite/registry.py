@@ -1,21 +1,17 @@
-"""One registry for every model medlite can build.
+"""One registry for every model medlite can build (the timm way).
 
-A model is registered with :func:`register_model` on a factory function
-``fn(num_classes: int, in_chans: int, img_size: int, **kwargs) -> nn.Module``.  The factory's module is
-imported lazily by :func:`create_model`, so ``import medlite`` stays cheap and side-effect free.
+A variant is a module-level factory ``fn(num_classes: int, in_chans: int, img_size: int, **kwargs) ->
+nn.Module`` decorated with :func:`register_model`; the function's name is the model name, so grepping a
+model name finds its ``def``.  ``medlite.models`` imports every model module; the registry imports
+``medlite.models`` on first use, so ``import medlite`` stays cheap and side-effect free.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from torch import nn
-
-# Modules that register models when imported. Imported on first use of the registry, never at import.
-_MODEL_MODULES = ("medlite.models.baselines", "medlite.models.medlit", "medlite.models.medlitenet",
-                  "medlite.models.litesam")
 
 
 @dataclass(frozen=True)
@@ -43,9 +39,16 @@ _loaded = False
 
 
 def register_model(card: ModelCard) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator: register ``fn`` under ``card.name``."""
+    """Decorator: register ``fn`` under its own name, which must be ``card.name``.
+
+    Raises:
+        ValueError: the function's name differs from the card's, or another function has that name.
+    """
 
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if fn.__name__ != card.name:
+            raise ValueError(f"a model is registered under its function's name; the card says '{card.name}' "
+                             f"but the function is '{fn.__name__}'")
         if card.name in _REGISTRY and _REGISTRY[card.name][0] is not fn:
             raise ValueError(f"model '{card.name}' is registered twice")
         _REGISTRY[card.name] = (fn, card)
@@ -55,16 +58,12 @@ def register_model(card: ModelCard) -> Callable[[Callable[..., nn.Module]], Call
 
 
 def _load_all() -> None:
+    """Import the model modules (they register their variants) on first use of the registry."""
     global _loaded
-    if _loaded:
-        return
-    for mod in _MODEL_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:  # a model family not written yet must not break the others
-            if e.name != mod:
-                raise
-    _loaded = True
+    if not _loaded:
+        import medlite.models  # noqa: F401  (registers every model; imports torch, timm)
+
+        _loaded = True
 
 
 def list_models(family: str | None = None) -> list[str]:
@@ -74,10 +73,17 @@ def list_models(family: str | None = None) -> list[str]:
 
 
 def model_card(name: str) -> ModelCard:
+    """The card of a registered model; KeyError naming the known models for an unknown name."""
     _load_all()
     if name not in _REGISTRY:
         raise KeyError(f"unknown model '{name}'; known models: {', '.join(list_models())}")
     return _REGISTRY[name][1]
+
+
+def model_entrypoint(name: str) -> Callable[..., nn.Module]:
+    """The registered factory function of ``name`` (its ``__name__`` is ``name``); KeyError if unknown."""
+    model_card(name)
+    return _REGISTRY[name][0]
 
 
 def create_model(

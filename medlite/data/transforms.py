@@ -110,3 +110,11 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, mode: str = "ligh
     if x.dtype == torch.uint8:
         return y.round_().clamp_(0, 255).to(torch.uint8)
     return y.to(x.dtype)
+
+
+def norm_stats(card, channels: int) -> tuple[list[float], list[float]]:
+    """A model card's per-channel mean and std for ``channels`` input channels (one value is repeated)."""
+    mean, std = list(card.mean), list(card.std)
+    if len(mean) == 1:
+        mean, std = mean * channels, std * channels
+    return mean[:channels], std[:channels]

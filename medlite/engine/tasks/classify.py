@@ -17,14 +17,12 @@ to look at lands in the run folder:
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
 import os
 import platform
-import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +31,12 @@ from torch import nn
 
 import medlite
 from medlite.data.base import ClassificationData
-from medlite.data.transforms import to_float
-from medlite.engine import distributed as D
-from medlite.engine.amp import autocast, resolve_amp
-from medlite.engine.checkpoint import (
-    load_optimizer_state,
-    optimizer_state_tensors,
-    read_checkpoint,
-    save_checkpoint,
-)
+from medlite.data.transforms import norm_stats, to_float
+from medlite.engine import schedule
+from medlite.engine.amp import autocast
+from medlite.engine.checkpoint import read_checkpoint, save_checkpoint
 from medlite.engine.evaluate import evaluate_split, loss_fn, predict
+from medlite.engine.loop import Task, config_from_dict, fit
 
 log = logging.getLogger(__name__)
 
@@ -94,19 +88,6 @@ class TrainConfig:
         return Path("runs") / f"{self.model}-{name}-s{self.seed}"
 
 
-def config_from_dict(cls, d: dict[str, Any]):
-    """A config dataclass from a JSON dict (e.g. a checkpoint's): unknown keys are an error, lists that
-    were tuples become tuples again."""
-    known = {f.name for f in fields(cls)}
-    unknown = set(d) - known
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
-    d = dict(d)
-    if "milestones" in d:
-        d["milestones"] = tuple(d["milestones"])
-    return cls(**d)
-
-
 # Named recipes: TrainConfig overrides. "medmnist" is the MedMNIST v2 paper's baseline recipe (the
 # TrainConfig defaults). "vit" suits small vision transformers such as MedLiT, which under-train with the
 # CNN recipe (few steps, no warmup): AdamW + weight decay, batch 64, warmup over 10 % of the epochs then
@@ -131,35 +112,7 @@ def with_recipe(cfg: TrainConfig, name: str) -> TrainConfig:
     return out
 
 
-def lr_factor(step: int, total_steps: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
-    """Learning-rate multiplier at optimizer step ``step`` (0-based)."""
-    warm = int(cfg.warmup_epochs * steps_per_epoch)
-    if warm and step < warm:
-        return (step + 1) / warm
-    if cfg.schedule == "cosine":
-        t = (step - warm) / max(total_steps - warm, 1)
-        return 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
-    if cfg.schedule == "step":
-        epoch = step // steps_per_epoch
-        n = sum(epoch >= int(round(m * cfg.epochs)) for m in cfg.milestones)
-        return cfg.gamma**n
-    raise ValueError(f"unknown schedule '{cfg.schedule}' (use 'step' or 'cosine')")
-
-
-def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    skip = set(getattr(model, "no_weight_decay", lambda: set())())
-    decay, no_decay = [], []
-    for n, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 or n in skip else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = {"fused": True}  # one kernel per step instead of ~10 per tensor; supported on CPU and CUDA
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, **fused)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, **fused)
-    raise ValueError(f"unknown optimizer '{cfg.optimizer}' (use 'adam' or 'adamw')")
+lr_factor = schedule.epoch_lr_factor  # multiplier at a step for a TrainConfig (warmup and milestones in epochs)
 
 
 def load_data(cfg: TrainConfig, run_dir: Path | None = None) -> ClassificationData:
@@ -186,167 +139,85 @@ def build_meta(cfg: TrainConfig, data: ClassificationData, mean, std, model_kwar
     }
 
 
-def _norm_stats(card, channels: int) -> tuple[list[float], list[float]]:
-    mean, std = list(card.mean), list(card.std)
-    if len(mean) == 1:
-        mean, std = mean * channels, std * channels
-    return mean[:channels], std[:channels]
+class ClassifyTask(Task):
+    """Image classification (MedMNIST tasks: binary, multi-class, ordinal, multi-label)."""
+
+    kind = "classifier"
+    metric = "val_auc"
+
+    def setup(self, run_dir: Path) -> None:
+        cfg, dist = self.cfg, self.dist
+        self.data = load_data(cfg, run_dir if dist.is_main else None)
+        card = medlite.model_card(cfg.model)
+        self.mean, self.std = norm_stats(card, self.data.channels)
+        model = medlite.create_model(cfg.model, num_classes=self.data.num_classes, in_chans=self.data.channels,
+                                     img_size=cfg.size, **cfg.model_kwargs)
+        if cfg.init and not self.resuming:
+            _init_from(model, cfg.init)
+        self.model = model.to(dist.device)
+        self.trainable = _ClassifyStep(self.model, self.data.task, cfg.label_smoothing, self.amp, dist.device)
+        steps = max(1, math.ceil(len(self.data.train) / cfg.batch_size))
+        self.steps_per_epoch = min(steps, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else steps
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        return schedule.build_optimizer(self.model, self.cfg.optimizer, self.cfg.lr, self.cfg.weight_decay)
+
+    def lr(self, step: int, total_steps: int) -> float:
+        return self.cfg.lr * lr_factor(step, total_steps, self.steps_per_epoch, self.cfg)
+
+    def batches(self, epoch: int):
+        from medlite.data.transforms import augment_batch
+
+        cfg, dist, train = self.cfg, self.dist, self.data.train
+        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # batch order + augmentation
+        perm = torch.randperm(len(train), generator=g)
+        for step in range(self.steps_per_epoch):
+            idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            if len(idx) < 2 * dist.world_size:  # a 1-sample batch breaks BatchNorm; skip the remainder
+                return
+            idx = idx[dist.rank :: dist.world_size]  # this rank's slice of the global batch
+            x = augment_batch(to_float(train.images[idx], self.mean, self.std), g, cfg.augment)
+            yield x.to(dist.device, non_blocking=True), train.labels[idx].to(dist.device), dist.world_size
+
+    def validate(self) -> dict[str, float]:
+        from medlite.metrics.classification import medmnist_acc
+
+        probs, labels, val_loss = predict(self.model, self.data.val, self.mean, self.std, self.data.task,
+                                          self.cfg.eval_batch_size, self.dist.device)
+        return {"val_loss": val_loss, "val_auc": _safe_auc(labels, probs, self.data.task),
+                "val_acc": medmnist_acc(labels, probs, self.data.task)}
+
+    def record(self) -> dict[str, Any]:
+        return build_meta(self.cfg, self.data, self.mean, self.std, self.cfg.model_kwargs)
+
+    def finalize(self, run_dir: Path, history: list[dict], best_epoch: int) -> dict[str, Any]:
+        return finalize(run_dir, self.data, self.model, self.record(), self.cfg, self.dist, best_epoch, history)
+
+
+class _ClassifyStep(nn.Module):
+    """One batch -> task loss (+ the MoE load-balancing loss of MedLiT models)."""
+
+    def __init__(self, model: nn.Module, task: str, label_smoothing: float, amp: str, device: str) -> None:
+        super().__init__()
+        self.model, self.task, self.label_smoothing, self.amp, self.device = model, task, label_smoothing, amp, device
+
+    def forward(self, batch):
+        x, y, world = batch
+        with autocast(self.amp, self.device):
+            logits = self.model(x)
+        loss = loss_fn(logits.float(), y, self.task, self.label_smoothing)
+        aux = self.model.aux_loss().float() if hasattr(self.model, "aux_loss") else None
+        total = loss + aux if aux is not None else loss
+        terms = {"train_loss": loss.detach(), "aux_loss": aux.detach() if aux is not None else 0.0}
+        return total, terms, len(y) * world
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
-    """Train, select the best validation-AUC checkpoint, evaluate it on test. Returns results.json."""
-    dist = D.setup(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    run_dir = cfg.run_dir()
-    if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    D.barrier(dist)
+    """Train, select the best validation-AUC checkpoint, evaluate it on test. Returns results.json.
 
-    resume_state = _resume_state(run_dir) if resume else None
-    if resume_state is not None:
-        saved = TrainConfig.from_dict(resume_state[1]["train_config"])
-        # The run's recipe is fixed; only cosmetic / machine options may change on resume.
-        cfg = TrainConfig.from_dict({**asdict(saved), **{k: getattr(cfg, k) for k in
-                                     ("progress", "threads", "device", "plots", "tensorboard", "n_boot")}})
-    torch.manual_seed(cfg.seed)
-
-    data = load_data(cfg, run_dir if dist.is_main else None)
-    card = medlite.model_card(cfg.model)
-    mean, std = _norm_stats(card, data.channels)
-    model = medlite.create_model(cfg.model, num_classes=data.num_classes, in_chans=data.channels,
-                                 img_size=cfg.size, **cfg.model_kwargs)
-    if cfg.init and resume_state is None:
-        _init_from(model, cfg.init)
-    model.to(dist.device)
-    meta = build_meta(cfg, data, mean, std, cfg.model_kwargs)
-    if dist.is_main:
-        (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-
-    opt = _optimizer(model, cfg)
-    train_model: nn.Module = model
-    if dist.enabled:
-        train_model = nn.parallel.DistributedDataParallel(
-            model, find_unused_parameters=hasattr(model, "aux_loss"))
-    if cfg.compile:
-        train_model = torch.compile(train_model)
-
-    n_train = len(data.train)
-    steps_per_epoch = max(1, math.ceil(n_train / cfg.batch_size))
-    if cfg.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
-    total_steps = steps_per_epoch * cfg.epochs
-
-    start_epoch, best_auc, best_epoch, history = 0, -1.0, -1, []
-    if resume_state is not None:
-        weights, rmeta, state = resume_state
-        model.load_state_dict(weights)
-        load_optimizer_state(opt, state, rmeta["optimizer"])
-        if "rng.torch" in state:
-            torch.set_rng_state(state["rng.torch"])
-        start_epoch = rmeta["epoch"] + 1
-        best_auc, best_epoch, history = rmeta["best_val_auc"], rmeta["best_epoch"], rmeta["history"]
-        if dist.is_main:
-            log.info("resuming %s at epoch %d (best val AUC %.4f at epoch %d)",
-                     run_dir, start_epoch + 1, best_auc, best_epoch + 1)
-            # metrics.csv is written after last.safetensors: rebuild it from the checkpoint's history.
-            (run_dir / "metrics.csv").unlink(missing_ok=True)
-            for row in history:
-                _append_csv(run_dir / "metrics.csv", row)
-
-    writer = _tensorboard(run_dir) if cfg.tensorboard and dist.is_main else None
-    progress = _progress(cfg.progress and dist.is_main)
-    with progress:
-        epoch_task = progress.add_task("epochs", total=cfg.epochs, completed=start_epoch, info="")
-        for epoch in range(start_epoch, cfg.epochs):
-            t0 = time.perf_counter()
-            stats = _train_epoch(train_model, model, opt, data, cfg, dist, epoch, steps_per_epoch,
-                                 total_steps, mean, std, progress)
-            seconds = time.perf_counter() - t0
-            probs, labels, val_loss = predict(model, data.val, mean, std, data.task,
-                                              cfg.eval_batch_size, dist.device)
-            from medlite.metrics.classification import medmnist_acc
-
-            val_auc, val_acc = _safe_auc(labels, probs, data.task), medmnist_acc(labels, probs, data.task)
-            row = {"epoch": epoch + 1, "train_loss": stats["loss"], "aux_loss": stats["aux"],
-                   "val_loss": val_loss, "val_auc": val_auc, "val_acc": val_acc,
-                   "lr": stats["lr"], "images_per_s": stats["images"] / seconds, "epoch_seconds": seconds}
-            history.append(row)
-            improved = val_auc > best_auc
-            if improved:
-                best_auc, best_epoch = val_auc, epoch
-            if dist.is_main:
-                if improved:
-                    save_checkpoint(run_dir / "best.safetensors", model,
-                                    {**meta, "epoch": epoch, "metrics": {"val": {"auc": val_auc, "acc": val_acc}}})
-                tensors, opt_info = optimizer_state_tensors(opt)
-                tensors["rng.torch"] = torch.get_rng_state()  # dropout / noise draws continue exactly
-                save_checkpoint(run_dir / "last.safetensors", model,
-                                {**meta, "epoch": epoch, "best_val_auc": best_auc, "best_epoch": best_epoch,
-                                 "optimizer": opt_info, "history": history}, state=tensors)
-                _append_csv(run_dir / "metrics.csv", row)
-                if writer is not None:
-                    for k, v in row.items():
-                        if k != "epoch":
-                            writer.add_scalar(k, v, epoch + 1)
-            progress.update(epoch_task, advance=1,
-                            info=f"val AUC {val_auc:.3f} (best {best_auc:.3f} @ {best_epoch + 1})")
-            D.barrier(dist)
-    if writer is not None:
-        writer.close()
-
-    results = finalize(run_dir, data, model, meta, cfg, dist, best_epoch, history) if dist.is_main else {}
-    D.barrier(dist)
-    D.cleanup()
-    return results
-
-
-def _train_epoch(train_model, model, opt, data, cfg, dist, epoch, steps, total_steps, mean, std, progress):
-    from medlite.data.transforms import augment_batch
-
-    train_model.train()
-    g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # batch order + augmentation
-    perm = torch.randperm(len(data.train), generator=g)
-    total_loss = total_aux = 0.0
-    seen = 0
-    amp = resolve_amp(cfg.amp, dist.device)
-    task = progress.add_task(f"epoch {epoch + 1}", total=steps, info="")
-    t0 = time.perf_counter()
-    for step in range(steps):
-        idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-        if len(idx) < 2 * dist.world_size:  # a 1-sample batch breaks BatchNorm; skip the remainder
-            break
-        idx = idx[dist.rank :: dist.world_size]  # this rank's slice of the global batch
-        x = to_float(data.train.images[idx], mean, std)
-        x = augment_batch(x, g, cfg.augment).to(dist.device, non_blocking=True)
-        y = data.train.labels[idx].to(dist.device)
-        gstep = epoch * steps + step
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr * lr_factor(gstep, total_steps, steps, cfg)
-        with autocast(amp, dist.device):
-            logits = train_model(x)
-        loss = loss_fn(logits.float(), y, data.task, cfg.label_smoothing)
-        aux = model.aux_loss() if hasattr(model, "aux_loss") else None
-        aux = aux.float() if aux is not None else None
-        total = loss + aux if aux is not None else loss
-        if not torch.isfinite(total):
-            raise FloatingPointError(f"loss is {total.item()} at epoch {epoch + 1} step {step + 1}; "
-                                     "lower --lr or check the data for NaN")
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        if cfg.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        n = len(idx) * dist.world_size
-        total_loss += loss.item() * n
-        total_aux += (aux.item() if aux is not None else 0.0) * n
-        seen += n
-        progress.update(task, advance=1,
-                        info=f"loss {total_loss / seen:.4f}  {seen / (time.perf_counter() - t0):.0f} img/s")
-    progress.remove_task(task)
-    loss_t = D.all_reduce_mean(torch.tensor(total_loss / max(seen, 1)), dist)
-    return {"loss": float(loss_t), "aux": total_aux / max(seen, 1), "images": seen,
-            "lr": opt.param_groups[0]["lr"]}
+    Launch under ``torchrun --nproc_per_node N`` for DDP; see :mod:`medlite.engine.loop`.
+    """
+    return fit(ClassifyTask(cfg), resume=resume)
 
 
 def _safe_auc(labels, probs, task) -> float:
@@ -449,52 +320,3 @@ def _init_from(model: nn.Module, path: str) -> None:
     log.info("initialised %d/%d tensors from %s", len(keep), len(own), path)
 
 
-def _resume_state(run_dir: Path):
-    last = run_dir / "last.safetensors"
-    if not last.is_file():
-        log.warning("--resume: %s has no last.safetensors; starting a new run", run_dir)
-        return None
-    return read_checkpoint(last)
-
-
-def _append_csv(path: Path, row: dict) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            w.writeheader()
-        w.writerow(row)
-
-
-def _tensorboard(run_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as e:
-        raise ImportError("TensorBoard logging needs the log extra: pip install 'medlite[log]'") from e
-    return SummaryWriter(str(run_dir / "tb"))
-
-
-class _NoProgress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
-
-    def add_task(self, *a, **k):
-        return 0
-
-    def update(self, *a, **k):
-        pass
-
-    def remove_task(self, *a, **k):
-        pass
-
-
-def _progress(enabled: bool):
-    if not enabled:
-        return _NoProgress()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=False)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +30,8 @@ from medlite.compress.distill import (
     layer_map,
     token_layout,
 )
+from medlite.engine import schedule
+from medlite.engine.loop import Task, fit
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class DistillConfig:
     eval_batch_size: int = 512  # batch size of validation / test inference
     n_boot: int = 1000  # bootstrap resamples for the test confidence intervals
     max_steps_per_epoch: int = 0  # cap (smoke tests); 0 = full epochs
+    progress: bool = True  # progress bars
     student_kwargs: dict[str, Any] = field(default_factory=dict)  # create_model options for a new student
 
     def weights(self) -> LossWeights:
@@ -154,22 +156,124 @@ class TeacherTargets:
         return self.compute(x01)
 
 
-def _optimizer(model: nn.Module, cfg: DistillConfig) -> torch.optim.Optimizer:
-    skip = set(getattr(model, "no_weight_decay", lambda: set())())
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim > 1 and n not in skip]
-    rest = [p for n, p in model.named_parameters() if p.requires_grad and (p.ndim <= 1 or n in skip)]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                              {"params": rest, "weight_decay": 0.0}], lr=cfg.lr)
+class DistillTask(Task):
+    """Distil a teacher into a student (or fine-tune the student on labels alone); select on val AUC."""
+
+    kind = "classifier"
+    metric = "val_auc"
+
+    def setup(self, run_dir: Path) -> None:
+        from medlite.data import load_classification
+        from medlite.engine.checkpoint import load_model
+
+        cfg = self.cfg
+        teacher, tmeta = load_model(cfg.teacher) if cfg.teacher else (None, None)
+        ref_meta = tmeta or (load_model(cfg.student)[1] if Path(cfg.student).exists() else {})
+        data_name = cfg.data or ref_meta.get("data", {}).get("name", "")
+        if not data_name:
+            raise ValueError("no data: pass --data (the student is new and there is no teacher to take it from)")
+        size = int(ref_meta["preprocessing"]["size"]) if ref_meta else 28
+        self.data = data = load_classification(data_name, size=size, root=cfg.data_root or None, seed=cfg.seed)
+        self.model, self.meta = _student(cfg, data, size)
+        self.mean, self.std = _norm(self.meta)
+        self.weights = cfg.weights()
+        self.targets = None
+        if teacher is not None:
+            self.targets = TeacherTargets(teacher, tmeta, self.model, cfg, need_attn=self.weights.attn > 0)
+            if not self.targets.need_attn:
+                self.weights = LossWeights(self.weights.task, self.weights.kd, 0.0, self.weights.temperature)
+            if cfg.cache_teacher and cfg.augment == "none":
+                t0 = time.perf_counter()
+                self.targets.build_cache(data.train.images, cfg.eval_batch_size)
+                log.info("teacher outputs cached for %d images in %.0f s", len(data.train),
+                         time.perf_counter() - t0)
+        self.trainable = _DistillStep(self.model, self.targets, self.weights, data.task, self.mean, self.std)
+        steps = max(1, len(data.train) // cfg.batch_size)
+        self.steps_per_epoch = min(steps, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else steps
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        return schedule.build_optimizer(self.model, "adamw", self.cfg.lr, self.cfg.weight_decay, fused=False)
+
+    def lr(self, step: int, total_steps: int) -> float:
+        warm = int(self.cfg.warmup_fraction * total_steps)
+        return self.cfg.lr * schedule.lr_factor(step, total_steps, warm, "cosine")
+
+    def batches(self, epoch: int):
+        from medlite.data.transforms import augment_batch, to_float
+
+        cfg, dist, train = self.cfg, self.dist, self.data.train
+        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        perm = torch.randperm(len(train), generator=g)
+        for step in range(self.steps_per_epoch):
+            idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size][dist.rank :: dist.world_size]
+            x01 = augment_batch(to_float(train.images[idx], [0.0], [1.0]), g, cfg.augment)
+            yield idx, x01, train.labels[idx], len(idx) * dist.world_size
+
+    def validate(self) -> dict[str, float]:
+        from medlite.engine.evaluate import predict
+        from medlite.engine.tasks.classify import _safe_auc
+
+        probs, labels, val_loss = predict(self.model, self.data.val, self.mean, self.std, self.data.task,
+                                          self.cfg.eval_batch_size)
+        return {"val_loss": val_loss, "val_auc": _safe_auc(labels, probs, self.data.task)}
+
+    def record(self) -> dict[str, Any]:
+        return self.meta  # the student's record; finalize appends this run to its "compress" list
+
+    def finalize(self, run_dir: Path, history: list[dict], best_epoch: int) -> dict[str, Any]:
+        from medlite.engine.checkpoint import read_checkpoint, save_checkpoint
+        from medlite.engine.evaluate import evaluate_split
+
+        cfg, data, model, targets = self.cfg, self.data, self.model, self.targets
+        model.load_state_dict(read_checkpoint(run_dir / self.best_file)[0])
+        model.eval()
+        meta = json.loads(json.dumps(self.record()))
+        record = {"step": "distill" if targets is not None else "fine-tune", "teacher": cfg.teacher or None,
+                  "config": asdict(cfg), "weights": asdict(self.weights),
+                  "layer_map": targets.map if targets is not None and targets.need_attn else None,
+                  "best_epoch": best_epoch + 1}
+        meta["compress"] = [*meta.get("compress", []), record]
+        results: dict[str, Any] = {"run_dir": str(run_dir), "student": meta["model"]["name"], "data": data.name,
+                                   "task": data.task, "params": sum(p.numel() for p in model.parameters()),
+                                   "best_epoch": record["best_epoch"], "history": history}
+        for name in ("val", "test"):
+            rep, _, _ = evaluate_split(model, data.splits()[name], self.mean, self.std, data.task, cfg.n_boot,
+                                       cfg.seed, label_names=data.label_names)
+            results[name] = rep
+        meta["metrics"] = {k: {m: results[k][m] for m in ("auc", "acc")} for k in ("val", "test")}
+        save_checkpoint(run_dir / self.best_file, model, meta)
+        (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
+        return results
 
 
-def _lr(step: int, total: int, cfg: DistillConfig) -> float:
-    warm = int(cfg.warmup_fraction * total)
-    if warm and step < warm:
-        return cfg.lr * (step + 1) / warm
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+class _DistillStep(nn.Module):
+    """One batch -> the distillation loss of :func:`medlite.compress.distill.distill_loss`."""
+
+    def __init__(self, model: nn.Module, targets: TeacherTargets | None, w: LossWeights, task: str,
+                 mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.model, self.w, self.task, self.mean, self.std = model, w, task, mean, std
+        self._targets = (targets,)  # not a submodule: the teacher is neither trained nor saved
+
+    def forward(self, batch):
+        from medlite.data.transforms import to_float
+
+        idx, x01, y, n = batch
+        targets, w, model = self._targets[0], self.w, self.model
+        s_logits, s_maps = forward_with_attention(model, to_float(x01, self.mean, self.std), w.attn > 0)
+        t_logits = t_rows = s_rows = None
+        if targets is not None:
+            t_logits, rows = targets.get(idx, x01)
+            if rows is not None and s_maps is not None:
+                t_rows = list(rows.unbind(1))
+                prefix, grid = token_layout(model)
+                s_rows = [attention_rows(m, prefix, grid, grid) for m in s_maps]
+        aux = model.aux_loss() if hasattr(model, "aux_loss") else None
+        loss, terms = distill_loss(s_logits, y, self.task, w, t_logits, s_rows, t_rows, aux)
+        return loss, {f"loss_{k}": v for k, v in terms.items()}, n
 
 
-def distill(cfg: DistillConfig) -> dict[str, Any]:
+def distill(cfg: DistillConfig, resume: bool = False) -> dict[str, Any]:
     """Distil ``cfg.teacher`` into ``cfg.student`` (or fine-tune it without a teacher); select the epoch
     with the best validation AUC; evaluate it on test.
 
@@ -177,107 +281,4 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     far), ``metrics.csv`` and ``results.json`` (val / test metrics, parameters, loss terms per epoch) to
     the run folder, and returns the results.
     """
-    from medlite.data import load_classification
-    from medlite.data.transforms import augment_batch, to_float
-    from medlite.engine.checkpoint import load_model, save_checkpoint
-    from medlite.engine.evaluate import evaluate_split, predict
-    from medlite.engine.tasks.classify import _safe_auc
-
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    run_dir = cfg.run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    teacher, tmeta = load_model(cfg.teacher) if cfg.teacher else (None, None)
-    ref_meta = tmeta or (load_model(cfg.student)[1] if Path(cfg.student).exists() else {})
-    data_name = cfg.data or ref_meta.get("data", {}).get("name", "")
-    if not data_name:
-        raise ValueError("no data: pass --data (the student is new and there is no teacher to take it from)")
-    size = int(ref_meta["preprocessing"]["size"]) if ref_meta else 28
-    data = load_classification(data_name, size=size, root=cfg.data_root or None, seed=cfg.seed)
-    model, meta = _student(cfg, data, size)
-    s_mean, s_std = _norm(meta)
-    w = cfg.weights()
-    targets = None
-    if teacher is not None:
-        targets = TeacherTargets(teacher, tmeta, model, cfg, need_attn=w.attn > 0)
-        if not targets.need_attn:
-            w = LossWeights(w.task, w.kd, 0.0, w.temperature)
-        if cfg.cache_teacher and cfg.augment == "none":
-            t0 = time.perf_counter()
-            targets.build_cache(data.train.images, cfg.eval_batch_size)
-            log.info("teacher outputs cached for %d images in %.0f s", len(data.train),
-                     time.perf_counter() - t0)
-    opt = _optimizer(model, cfg)
-    steps = max(1, len(data.train) // cfg.batch_size)
-    if cfg.max_steps_per_epoch:
-        steps = min(steps, cfg.max_steps_per_epoch)
-    total = steps * cfg.epochs
-    best_auc, best_state, history = -1.0, None, []
-    for epoch in range(cfg.epochs):
-        model.train()
-        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        perm = torch.randperm(len(data.train), generator=g)
-        sums: dict[str, float] = {}
-        t0 = time.perf_counter()
-        for step in range(steps):
-            idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            x01 = augment_batch(to_float(data.train.images[idx], [0.0], [1.0]), g, cfg.augment)
-            y = data.train.labels[idx]
-            for group in opt.param_groups:
-                group["lr"] = _lr(epoch * steps + step, total, cfg)
-            s_logits, s_maps = forward_with_attention(model, to_float(x01, s_mean, s_std), w.attn > 0)
-            t_logits = t_rows = s_rows = None
-            if targets is not None:
-                t_logits, rows = targets.get(idx, x01)
-                if rows is not None and s_maps is not None:
-                    t_rows = list(rows.unbind(1))
-                    prefix, grid = token_layout(model)
-                    s_rows = [attention_rows(m, prefix, grid, grid) for m in s_maps]
-            aux = model.aux_loss() if hasattr(model, "aux_loss") else None
-            loss, terms = distill_loss(s_logits, y, data.task, w, t_logits, s_rows, t_rows, aux)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"distillation loss is {loss.item()} at epoch {epoch + 1}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v / steps
-        seconds = time.perf_counter() - t0
-        probs, labels, val_loss = predict(model, data.val, s_mean, s_std, data.task, cfg.eval_batch_size)
-        val_auc = _safe_auc(labels, probs, data.task)
-        history.append({"epoch": epoch + 1, **{f"loss_{k}": v for k, v in sums.items()},
-                        "val_loss": val_loss, "val_auc": val_auc, "epoch_seconds": seconds})
-        log.info("epoch %d/%d: %s val AUC %.4f (%.0f s)", epoch + 1, cfg.epochs,
-                 " ".join(f"{k} {v:.4f}" for k, v in sums.items()), val_auc, seconds)
-        if val_auc > best_auc:
-            best_auc, best_state = val_auc, {k: v.detach().clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(best_state)
-    model.eval()
-    record = {"step": "distill" if teacher is not None else "fine-tune", "teacher": cfg.teacher or None,
-              "config": asdict(cfg), "weights": asdict(w),
-              "layer_map": targets.map if targets is not None and targets.need_attn else None,
-              "best_epoch": max(range(len(history)), key=lambda i: history[i]["val_auc"]) + 1}
-    meta["compress"] = [*meta.get("compress", []), record]
-    results: dict[str, Any] = {"run_dir": str(run_dir), "student": meta["model"]["name"], "data": data.name,
-                               "task": data.task, "params": sum(p.numel() for p in model.parameters()),
-                               "best_epoch": record["best_epoch"], "history": history}
-    for name in ("val", "test"):
-        rep, _, _ = evaluate_split(model, data.splits()[name], s_mean, s_std, data.task, cfg.n_boot, cfg.seed,
-                                   label_names=data.label_names)
-        results[name] = rep
-    meta["metrics"] = {k: {m: results[k][m] for m in ("auc", "acc")} for k in ("val", "test")}
-    save_checkpoint(run_dir / "best.safetensors", model, meta)
-    _write_csv(run_dir / "metrics.csv", history)
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
-    return results
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    import csv
-
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
+    return fit(DistillTask(cfg), resume=resume)

@@ -6,15 +6,13 @@ the encoder always has a 3-channel patch embedding; fine-tuning on grey data lat
 channel weights into one (exactly equivalent for a grey image repeated 3 times).
 
 The run folder holds ``encoder.safetensors`` (kind ``mae-encoder``: give it to ``medlite train
---init``), ``last.safetensors`` (for ``--resume``), ``pretrain.csv`` and ``plots/mae_loss.png``.
+--init``), ``last.safetensors`` (for ``--resume``), ``metrics.csv`` and ``plots/mae_loss.png``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,13 +22,8 @@ import torch
 import medlite
 from medlite.data.base import ArraySplit
 from medlite.data.transforms import to_float
-from medlite.engine.checkpoint import (
-    load_optimizer_state,
-    optimizer_state_tensors,
-    read_checkpoint,
-    save_checkpoint,
-)
-from medlite.engine.tasks.classify import _append_csv, _progress
+from medlite.engine import schedule
+from medlite.engine.loop import Task, fit
 
 log = logging.getLogger(__name__)
 
@@ -76,80 +69,79 @@ def pooled_train_images(cfg: PretrainConfig) -> ArraySplit:
     return ArraySplit(images=images, labels=torch.zeros(len(images), dtype=torch.long))
 
 
+class MAETask(Task):
+    """Masked-autoencoder pretraining: reconstruct hidden patches; no validation (every epoch is kept)."""
+
+    kind = "mae-encoder"
+    best_file = "encoder.safetensors"
+
+    def setup(self, run_dir: Path) -> None:
+        from medlite.models.mae import MAEPretrainer
+
+        cfg = self.cfg
+        self.data = pooled_train_images(cfg)
+        encoder = medlite.create_model(cfg.model, num_classes=2, in_chans=3, img_size=cfg.size)
+        if not hasattr(encoder, "patch_embed"):
+            raise ValueError(f"MAE pretraining needs a MedLiT encoder; '{cfg.model}' is not one")
+        self.model = MAEPretrainer(encoder, mask_ratio=cfg.mask_ratio, decoder_dim=cfg.decoder_dim,
+                                   decoder_depth=cfg.decoder_depth)
+        self.trainable = _MAEStep(self.model)
+        steps = math.ceil(len(self.data) / cfg.batch_size)
+        self.steps_per_epoch = min(steps, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else steps
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        return schedule.build_optimizer(self.model, "adamw", self.cfg.lr, self.cfg.weight_decay,
+                                        decay_groups=False, betas=(0.9, 0.95))
+
+    def lr(self, step: int, total_steps: int) -> float:
+        warm = int(self.cfg.warmup_epochs * self.steps_per_epoch)
+        return self.cfg.lr * schedule.lr_factor(step, total_steps, warm, "cosine")
+
+    def batches(self, epoch: int):
+        from medlite.data.transforms import augment_batch
+
+        cfg, dist = self.cfg, self.dist
+        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # order, augmentation and masks
+        perm = torch.randperm(len(self.data), generator=g)
+        for step in range(self.steps_per_epoch):
+            idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            x = augment_batch(to_float(self.data.images[idx], [0.5] * 3, [0.5] * 3), g, cfg.augment)
+            yield x[dist.rank :: dist.world_size], g, len(idx)
+
+    def record(self) -> dict[str, Any]:
+        cfg = self.cfg
+        return {"medlite_version": medlite.__version__, "kind": self.kind,
+                "model": {"name": cfg.model, "num_classes": 2, "in_chans": 3, "img_size": cfg.size, "kwargs": {}},
+                "preprocessing": {"size": cfg.size, "channels": 3, "mean": [0.5] * 3, "std": [0.5] * 3},
+                "data": {"name": cfg.data, "n_images": len(self.data)}, "train_config": asdict(cfg)}
+
+    def best_state(self) -> dict[str, torch.Tensor]:
+        return self.model.encoder_state_dict()
+
+    def best_meta(self, record: dict, epoch: int, val: dict[str, float]) -> dict[str, Any]:
+        return {**record, "epoch": epoch}
+
+    def finalize(self, run_dir: Path, history: list[dict], best_epoch: int) -> dict[str, Any]:
+        _plot_loss(run_dir, history)
+        return {"run_dir": str(run_dir), "encoder": str(run_dir / self.best_file), "epochs": len(history),
+                "final_loss": history[-1]["mae_loss"] if history else None,
+                "images_per_s": sum(h["images_per_s"] for h in history) / max(len(history), 1)}
+
+
+class _MAEStep(torch.nn.Module):
+    def __init__(self, mae: torch.nn.Module) -> None:
+        super().__init__()
+        self.mae = mae
+
+    def forward(self, batch):
+        x, g, n = batch
+        loss, _, _ = self.mae(x, generator=g)
+        return loss, {"mae_loss": loss.detach()}, n
+
+
 def pretrain(cfg: PretrainConfig, resume: bool = False) -> dict[str, Any]:
     """Run MAE pretraining; returns a summary (final loss, images/s, encoder path)."""
-    from medlite.data.transforms import augment_batch
-    from medlite.models.mae import MAEPretrainer
-
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    run = cfg.run_dir()
-    run.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    data = pooled_train_images(cfg)
-    encoder = medlite.create_model(cfg.model, num_classes=2, in_chans=3, img_size=cfg.size)
-    if not hasattr(encoder, "patch_embed"):
-        raise ValueError(f"MAE pretraining needs a MedLiT encoder; '{cfg.model}' is not one")
-    mae = MAEPretrainer(encoder, mask_ratio=cfg.mask_ratio, decoder_dim=cfg.decoder_dim,
-                        decoder_depth=cfg.decoder_depth)
-    opt = torch.optim.AdamW(mae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95),
-                            fused=True)
-    steps = math.ceil(len(data) / cfg.batch_size)
-    if cfg.max_steps_per_epoch:
-        steps = min(steps, cfg.max_steps_per_epoch)
-    total, warm = steps * cfg.epochs, int(cfg.warmup_epochs * steps)
-    start, history = 0, []
-    if resume and (run / "last.safetensors").is_file():
-        weights, meta, state = read_checkpoint(run / "last.safetensors")
-        mae.load_state_dict(weights)
-        load_optimizer_state(opt, state, meta["optimizer"])
-        torch.set_rng_state(state["rng.torch"])
-        start, history = meta["epoch"] + 1, meta["history"]
-    (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-    meta_base = {"medlite_version": medlite.__version__, "kind": "mae-encoder",
-                 "model": {"name": cfg.model, "num_classes": 2, "in_chans": 3, "img_size": cfg.size,
-                           "kwargs": {}},
-                 "preprocessing": {"size": cfg.size, "channels": 3, "mean": [0.5] * 3, "std": [0.5] * 3},
-                 "pretrain_config": asdict(cfg), "n_images": len(data)}
-
-    with _progress(cfg.progress) as progress:
-        bar = progress.add_task("MAE epochs", total=cfg.epochs, completed=start, info="")
-        for epoch in range(start, cfg.epochs):
-            mae.train()
-            g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-            perm = torch.randperm(len(data), generator=g)
-            t0, seen, loss_sum = time.perf_counter(), 0, 0.0
-            for step in range(steps):
-                idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-                x = augment_batch(to_float(data.images[idx], [0.5] * 3, [0.5] * 3), g, cfg.augment)
-                s = epoch * steps + step
-                f = (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(total - warm, 1)))
-                for group in opt.param_groups:
-                    group["lr"] = cfg.lr * f
-                loss, _, _ = mae(x, generator=g)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"MAE loss is {loss.item()} at epoch {epoch + 1}; lower --lr")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                seen += len(idx)
-                loss_sum += loss.item() * len(idx)
-            secs = time.perf_counter() - t0
-            row = {"epoch": epoch + 1, "mae_loss": loss_sum / seen, "lr": opt.param_groups[0]["lr"],
-                   "images_per_s": seen / secs, "epoch_seconds": secs}
-            history.append(row)
-            _append_csv(run / "pretrain.csv", row)
-            save_checkpoint(run / "encoder.safetensors", mae.encoder_state_dict(),
-                            {**meta_base, "epoch": epoch, "mae_loss": row["mae_loss"]})
-            tensors, info = optimizer_state_tensors(opt)
-            tensors["rng.torch"] = torch.get_rng_state()
-            save_checkpoint(run / "last.safetensors", mae, {**meta_base, "epoch": epoch, "optimizer": info,
-                                                             "history": history}, state=tensors)
-            progress.update(bar, advance=1, info=f"loss {row['mae_loss']:.4f}  {row['images_per_s']:.0f} img/s")
-    _plot_loss(run, history)
-    return {"run_dir": str(run), "encoder": str(run / "encoder.safetensors"), "epochs": len(history),
-            "final_loss": history[-1]["mae_loss"] if history else None,
-            "images_per_s": sum(h["images_per_s"] for h in history) / max(len(history), 1)}
+    return fit(MAETask(cfg), resume=resume)
 
 
 def _plot_loss(run: Path, history: list[dict]) -> None:

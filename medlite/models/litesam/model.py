@@ -126,12 +126,6 @@ VARIANTS: dict[str, dict] = {
     "litemedsam": dict(_TINYVIT),
     "litemedsam_xs": {**_XS, **_TINYVIT, "windows": (7, 7, 7, 7)},
 }
-_DESCRIPTIONS = {
-    "litesam_swin_t": "Swin-LiteMedSAM-style promptable segmenter (Swin 64/128/160/320, skip decoder)",
-    "litesam_swin_xs": "cheaper LiteSAM (Swin 32/64/96/192, depths 2/2/2/2, decoder width 128)",
-    "litemedsam": "LiteMedSAM-style baseline (TinyViT-5M at stride 4 + SAM decoder)",
-    "litemedsam_xs": "LiteMedSAM-style baseline at the litesam_swin_xs widths",
-}
 
 
 def config_for(name: str, img_size: int = 256, in_chans: int = 3, **overrides) -> LiteSAMConfig:
@@ -145,20 +139,39 @@ def config_for(name: str, img_size: int = 256, in_chans: int = 3, **overrides) -
     return LiteSAMConfig(img_size=img_size, in_chans=in_chans, **{**VARIANTS[name], **overrides})
 
 
-def _register(name: str) -> None:
-    card = ModelCard(name=name, family="litesam", task="promptable-segmentation",
-                     description=_DESCRIPTIONS[name], default_size=256, mean=(0.0,), std=(1.0,),
+def _card(name: str, description: str) -> ModelCard:
+    return ModelCard(name=name, family="litesam", task="promptable-segmentation", description=description,
+                     default_size=256, mean=(0.0,), std=(1.0,),
                      extra={"preprocessing": "longest side to img_size, per-image min-max to [0, 1], zero pad"})
 
-    @register_model(card)
-    def factory(num_classes: int = 1, in_chans: int = 3, img_size: int = 256, **kwargs) -> LiteSAM:
-        if num_classes not in (1, 2):  # binary masks; 2 is accepted for the registry's default
-            raise ValueError(f"LiteSAM predicts binary masks; num_classes must be 1, got {num_classes}")
-        return LiteSAM(config_for(name, img_size, in_chans, **kwargs))
 
-    factory.__name__ = name
-    globals()[name] = factory
+def build_litesam(name: str, num_classes: int, in_chans: int, img_size: int, **kwargs) -> LiteSAM:
+    """LiteSAM of the named variant (a key of ``VARIANTS``) with any config field overridden by keyword."""
+    if num_classes not in (1, 2):  # binary masks; 2 is accepted for the registry's default
+        raise ValueError(f"LiteSAM predicts binary masks; num_classes must be 1, got {num_classes}")
+    return LiteSAM(config_for(name, img_size, in_chans, **kwargs))
 
 
-for _name in VARIANTS:
-    _register(_name)
+@register_model(_card("litesam_swin_t",
+                      "Swin-LiteMedSAM-style promptable segmenter (Swin 64/128/160/320, skip decoder)"))
+def litesam_swin_t(num_classes: int = 1, in_chans: int = 3, img_size: int = 256, **kwargs) -> LiteSAM:
+    """Published Swin-LiteMedSAM encoder, 256-wide SAM decoder with skips, prompt maps (see module doc)."""
+    return build_litesam("litesam_swin_t", num_classes, in_chans, img_size, **kwargs)
+
+
+@register_model(_card("litesam_swin_xs", "cheaper LiteSAM (Swin 32/64/96/192, depths 2/2/2/2, decoder width 128)"))
+def litesam_swin_xs(num_classes: int = 1, in_chans: int = 3, img_size: int = 256, **kwargs) -> LiteSAM:
+    """The variant the CPU benchmark trains: Swin 32/64/96/192, depths 2/2/2/2, decoder width 128."""
+    return build_litesam("litesam_swin_xs", num_classes, in_chans, img_size, **kwargs)
+
+
+@register_model(_card("litemedsam", "LiteMedSAM-style baseline (TinyViT-5M at stride 4 + SAM decoder)"))
+def litemedsam(num_classes: int = 1, in_chans: int = 3, img_size: int = 256, **kwargs) -> LiteSAM:
+    """LiteMedSAM-style baseline: TinyViT-5M at stride 4, SAM neck, prompt encoder and mask decoder."""
+    return build_litesam("litemedsam", num_classes, in_chans, img_size, **kwargs)
+
+
+@register_model(_card("litemedsam_xs", "LiteMedSAM-style baseline at the litesam_swin_xs widths"))
+def litemedsam_xs(num_classes: int = 1, in_chans: int = 3, img_size: int = 256, **kwargs) -> LiteSAM:
+    """The LiteMedSAM layout at the ``litesam_swin_xs`` widths (equal-budget comparisons)."""
+    return build_litesam("litemedsam_xs", num_classes, in_chans, img_size, **kwargs)

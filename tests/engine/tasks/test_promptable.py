@@ -57,7 +57,7 @@ def test_train_resume_evaluate(tmp_path, blob_folder):
     res2 = train_sam(cfg, data)
     assert res2["epochs_run"] == 2 and res2["history"][0] == res["history"][0]
     model, meta = load_model(cfg.run_dir())  # the tiny widths travel in the checkpoint
-    assert meta["task"] == "promptable-segmentation" and model.cfg.dims == TINY["dims"]
+    assert meta["kind"] == "promptable" and model.cfg.dims == TINY["dims"]
     out = evaluate_sam(model, data[spec].test, prompts=("box", "point"))
     for k in ("box", "point"):
         assert 0.0 <= out[k]["dsc"]["mean"] <= 1.0 and out[k]["dsc"]["n"] == len(data[spec].test)

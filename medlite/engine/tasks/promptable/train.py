@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,13 +31,9 @@ import medlite
 from medlite.data.prompts import sample_prompt
 from medlite.data.seg_augment import augment_pairs
 from medlite.data.segmentation import SegmentationData, SegSplit
-from medlite.engine.checkpoint import (
-    load_model,
-    load_optimizer_state,
-    optimizer_state_tensors,
-    read_checkpoint,
-    save_checkpoint,
-)
+from medlite.engine import schedule
+from medlite.engine.checkpoint import load_model
+from medlite.engine.loop import Task, fit
 from medlite.engine.tasks.promptable.evaluate import val_dice
 from medlite.models.litesam.predictor import normalise
 from medlite.registry import create_model
@@ -64,7 +60,9 @@ class SamTrainConfig:
     teacher: str | None = None  # checkpoint whose image embeddings the encoder is distilled towards
     distill_weight: float = 1.0
     time_budget_s: float | None = None  # if set: fit the schedule to this many seconds (steps estimated)
+    grad_clip: float = 1.0  # max gradient norm (model + distillation adapter); 0 disables
     threads: int = 1  # torch CPU threads
+    progress: bool = True  # progress bars
     seed: int = 0
     out_dir: str = "runs/sam"
     name: str | None = None  # run folder name (default: model name)
@@ -120,40 +118,122 @@ def sam_loss(logits: torch.Tensor, iou_logits: torch.Tensor, target: torch.Tenso
     return loss, {"dice_loss": float(dice.mean().detach()), "bce": float(bce.detach()), "iou_mse": float(mse.detach())}
 
 
-def _lr(step: int, total: int, cfg: SamTrainConfig) -> float:
-    warmup = min(cfg.warmup_steps, total // 5)  # short (time-budgeted) runs warm up for a fifth of the steps
-    if step < warmup:
-        return cfg.lr * (step + 1) / warmup
-    t = min(1.0, (step - warmup) / max(1, total - warmup))
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
-
-
-def model_meta(model, cfg: SamTrainConfig | None = None, metrics: dict | None = None) -> dict:
+def model_meta(model, cfg: SamTrainConfig | None = None, metrics: dict | None = None,
+               data: dict | None = None) -> dict:
+    """The run record of a LiteSAM-family model (its config travels with it, so any width rebuilds)."""
     c = model.cfg
-    return {"model": {"name": model.medlite_name, "num_classes": 1, "in_chans": c.in_chans, "img_size": c.img_size,
+    return {"medlite_version": medlite.__version__, "kind": "promptable",
+            "model": {"name": model.medlite_name, "num_classes": 1, "in_chans": c.in_chans, "img_size": c.img_size,
                       "kwargs": {} if cfg is None else dict(cfg.model_kwargs), "config": c.to_dict()},
             "preprocessing": {"size": c.img_size, "channels": c.in_chans, "mode": "pad", "normalise": "min-max",
                               "mean": [0.0], "std": [1.0]},
-            "task": "promptable-segmentation", "train": None if cfg is None else asdict(cfg),
-            "metrics": metrics or {}, "medlite_version": medlite.__version__}
+            "data": data or {}, "train_config": None if cfg is None else asdict(cfg), "metrics": metrics or {}}
 
 
-# --------------------------------------------------------------------------------------------- training
 class _Distiller(torch.nn.Module):
     """Teacher embeddings as an MSE target for the student's (1x1 projection + bilinear resize)."""
 
     def __init__(self, teacher_path: str, student_dim: int) -> None:
         super().__init__()
-        self.teacher, _ = load_model(teacher_path)
-        for p in self.teacher.parameters():
+        teacher, _ = load_model(teacher_path)
+        for p in teacher.parameters():
             p.requires_grad_(False)
-        self.proj = torch.nn.Conv2d(student_dim, self.teacher.cfg.embed_dim, 1)
+        self._teacher = (teacher,)  # not a submodule: neither trained, saved, nor switched to train mode
+        self.proj = torch.nn.Conv2d(student_dim, teacher.cfg.embed_dim, 1)
 
     def forward(self, x: torch.Tensor, student_emb: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            target = self.teacher.forward_features(x).embedding
+            target = self._teacher[0].forward_features(x).embedding
         s = F.interpolate(self.proj(student_emb), size=target.shape[-2:], mode="bilinear", align_corners=False)
         return F.mse_loss(s, target)
+
+
+class PromptableTask(Task):
+    """LiteSAM on prompts sampled from masks (box / points / scribble), optionally distilling a teacher's
+    image embedding; selected on validation Dice with ground-truth box prompts."""
+
+    kind = "promptable"
+    metric = "val_dice"
+    resume_options = ("epochs", "time_budget_s")  # a finished run can be extended
+
+    def __init__(self, cfg: SamTrainConfig, data: dict[str, SegmentationData] | None = None) -> None:
+        super().__init__(cfg)
+        self.preloaded = data
+
+    def setup(self, run_dir: Path) -> None:
+        cfg = self.cfg
+        data = self.preloaded or {d: load_dataset(d, cfg.img_size, cfg.fold, cfg.seed) for d in cfg.datasets}
+        self.train_split = concat([data[d].train for d in cfg.datasets])
+        self.val_split = concat([data[d].val for d in cfg.datasets])
+        self.model = create_model(cfg.model, num_classes=1, img_size=cfg.img_size, **cfg.model_kwargs)
+        distiller = _Distiller(cfg.teacher, self.model.cfg.embed_dim) if cfg.teacher else None
+        self.trainable = _PromptableStep(self.model, distiller, cfg.iou_weight, cfg.distill_weight)
+        self.steps_per_epoch = max(1, len(self.train_split) // cfg.batch_size)
+
+    def total_steps(self, resumed: int | None) -> int:
+        cfg = self.cfg
+        if not cfg.time_budget_s:
+            return cfg.epochs * self.steps_per_epoch
+        if resumed is not None:
+            return resumed
+        per_step = _time_steps(self.model, self.train_split, cfg)  # size the schedule to the budget
+        total = max(1, int(cfg.time_budget_s / per_step))
+        log.info("time budget %.0f s at %.2f s/step -> %d steps", cfg.time_budget_s, per_step, total)
+        return total
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        return schedule.build_optimizer(self.trainable, "adamw", self.cfg.lr, self.cfg.weight_decay,
+                                        decay_groups=False, fused=False)
+
+    def lr(self, step: int, total_steps: int) -> float:
+        warmup = min(self.cfg.warmup_steps, total_steps // 5)  # short (time-budgeted) runs: a fifth of the steps
+        return self.cfg.lr * schedule.lr_factor(step, total_steps, warmup, "cosine")
+
+    def batches(self, epoch: int):
+        cfg, dist, split = self.cfg, self.dist, self.train_split
+        rng = np.random.default_rng([cfg.seed, epoch])  # order, augmentation and prompts
+        order = rng.permutation(len(split))
+        mine = slice(dist.rank, None, dist.world_size)  # this rank's share of each global batch
+        for b in range(self.steps_per_epoch):
+            idx = torch.from_numpy(order[b * cfg.batch_size:(b + 1) * cfg.batch_size])
+            images, masks = augment_pairs(split.images[idx], split.masks[idx], rng, cfg.augment)
+            prompts = prompt_batch(masks, rng, cfg)
+            yield normalise(images[mine]), masks[mine], tuple(p[mine] for p in prompts), len(idx)
+
+    def validate(self) -> dict[str, float]:
+        return {"val_dice": val_dice(self.model, self.val_split)}
+
+    def record(self) -> dict[str, Any]:
+        return model_meta(self.model, self.cfg, data={"datasets": list(self.cfg.datasets), "fold": self.cfg.fold,
+                                                      "sizes": {"train": len(self.train_split),
+                                                                "val": len(self.val_split)}})
+
+    def finalize(self, run_dir: Path, history: list[dict], best_epoch: int) -> dict[str, Any]:
+        result = {"config": asdict(self.cfg), "steps": self.steps_done, "epochs_run": len(history),
+                  "train_cases": len(self.train_split), "val_cases": len(self.val_split),
+                  "best_val_dice": max((h["val_dice"] for h in history), default=-1.0),
+                  "train_time_s": sum(h["epoch_seconds"] for h in history), "history": history}
+        (run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+        return result
+
+
+class _PromptableStep(torch.nn.Module):
+    def __init__(self, model, distiller: _Distiller | None, iou_weight: float, distill_weight: float) -> None:
+        super().__init__()
+        self.model, self.distiller = model, distiller
+        self.iou_weight, self.distill_weight = iou_weight, distill_weight
+
+    def forward(self, batch):
+        x, masks, (coords, labels, dense, has_dense), n = batch
+        feats = self.model.forward_features(x)
+        logits, iou = self.model.forward_head(feats, coords, labels, dense, has_dense)
+        loss, _ = sam_loss(logits, iou, masks.float(), self.iou_weight)
+        terms = {}
+        if self.distiller is not None:
+            d = self.distiller(x, feats.embedding)
+            loss = loss + self.distill_weight * d
+            terms["distill"] = d.detach()
+        return loss, {"loss": loss.detach(), **terms}, n
 
 
 def train_sam(cfg: SamTrainConfig, data: dict[str, SegmentationData] | None = None, resume: bool = True) -> dict:
@@ -161,93 +241,12 @@ def train_sam(cfg: SamTrainConfig, data: dict[str, SegmentationData] | None = No
 
     Args:
         data: preloaded datasets by spec (else loaded from ``cfg.datasets``).
+        resume: continue from the run folder's last.safetensors when there is one.
     Returns:
         the results dict (also saved as results.json): training record and validation history.
     """
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    run = cfg.run_dir()
-    run.mkdir(parents=True, exist_ok=True)
-    data = data or {d: load_dataset(d, cfg.img_size, cfg.fold, cfg.seed) for d in cfg.datasets}
-    train_split = concat([data[d].train for d in cfg.datasets])
-    val_split = concat([data[d].val for d in cfg.datasets])
-    model = create_model(cfg.model, num_classes=1, img_size=cfg.img_size, **cfg.model_kwargs)
-    distiller = _Distiller(cfg.teacher, model.cfg.embed_dim) if cfg.teacher else None
-    params = list(model.parameters()) + (list(distiller.proj.parameters()) if distiller else [])
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    n, bs = len(train_split), cfg.batch_size
-    steps_per_epoch = max(1, n // bs)
-    total = cfg.epochs * steps_per_epoch
-    history, start_epoch, best, step, elapsed = [], 0, -1.0, 0, 0.0
-    last = run / "last.safetensors"
-    if resume and last.is_file():
-        weights, meta, state = read_checkpoint(last)
-        model.load_state_dict(weights)
-        load_optimizer_state(opt, state, meta["optimizer"])
-        r = meta["resume"]
-        start_epoch, best, step, history, total, elapsed = (r["epoch"], r["best"], r["step"], r["history"],
-                                                             r["total_steps"], r["elapsed_s"])
-        log.info("resuming %s at epoch %d", run, start_epoch)
-    epochs = cfg.epochs
-    if cfg.time_budget_s and start_epoch == 0:
-        # time a few steps, then size the schedule so the run ends within the budget
-        per_step = _time_steps(model, train_split, cfg)
-        total = max(1, int(cfg.time_budget_s / per_step))
-        epochs = math.ceil(total / steps_per_epoch)
-        log.info("time budget %.0f s at %.2f s/step -> %d steps (%d epochs)", cfg.time_budget_s, per_step, total,
-                 epochs)
-    elif cfg.time_budget_s:
-        epochs = math.ceil(total / steps_per_epoch)
-    for epoch in range(start_epoch, epochs):
-        t0 = time.time()
-        model.train()
-        rng = np.random.default_rng([cfg.seed, epoch])
-        order = rng.permutation(n)
-        losses = []
-        for b in range(steps_per_epoch):
-            if step >= total:
-                break
-            idx = torch.from_numpy(order[b * bs:(b + 1) * bs])
-            images, masks = augment_pairs(train_split.images[idx], train_split.masks[idx], rng, cfg.augment)
-            coords, labels, dense, has_dense = prompt_batch(masks, rng, cfg)
-            x = normalise(images)
-            for g in opt.param_groups:
-                g["lr"] = _lr(step, total, cfg)
-            feats = model.forward_features(x)
-            logits, iou = model.forward_head(feats, coords, labels, dense, has_dense)
-            loss, parts = sam_loss(logits, iou, masks.float(), cfg.iou_weight)
-            if distiller is not None:
-                d = distiller(x, feats.embedding)
-                loss = loss + cfg.distill_weight * d
-                parts["distill"] = float(d.detach())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            losses.append(float(loss.detach()))
-            step += 1
-        vd = val_dice(model, val_split)
-        elapsed += time.time() - t0
-        history.append({"epoch": epoch + 1, "step": step, "loss": float(np.mean(losses)) if losses else None,
-                        "val_dice": vd, "elapsed_s": elapsed})
-        log.info("epoch %d/%d loss %.4f val dice %.4f (%.0f s)", epoch + 1, epochs, history[-1]["loss"] or 0, vd,
-                 time.time() - t0)
-        if vd > best:
-            best = vd
-            save_checkpoint(run / "best.safetensors", model,
-                            model_meta(model, cfg, {"val_dice": vd, "epoch": epoch + 1}))
-        tensors, info = optimizer_state_tensors(opt)
-        meta = model_meta(model, cfg, {"val_dice": vd, "epoch": epoch + 1})
-        meta["optimizer"] = info
-        meta["resume"] = {"epoch": epoch + 1, "best": best, "step": step, "history": history, "total_steps": total,
-                          "elapsed_s": elapsed}
-        save_checkpoint(last, model, meta, tensors)
-        if step >= total:
-            break
-    result = {"config": asdict(cfg), "steps": step, "epochs_run": len(history), "train_cases": n,
-              "val_cases": len(val_split), "best_val_dice": best, "train_time_s": elapsed, "history": history}
-    (run / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    resume = resume and (cfg.run_dir() / "last.safetensors").is_file()
+    return fit(PromptableTask(cfg, data), resume=resume)
 
 
 def _time_steps(model, split: SegSplit, cfg: SamTrainConfig, n: int = 3) -> float:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,14 +21,11 @@ import torch
 
 import medlite
 from medlite.data.segmentation import LAYOUTS, SegmentationData, SegSplit, load_builtin, load_segmentation
+from medlite.data.transforms import norm_stats
+from medlite.engine import schedule
 from medlite.engine.amp import autocast, resolve_amp
-from medlite.engine.checkpoint import (
-    load_optimizer_state,
-    optimizer_state_tensors,
-    read_checkpoint,
-    save_checkpoint,
-)
-from medlite.engine.tasks.classify import _norm_stats, _optimizer, _progress, _resume_state, config_from_dict, lr_factor
+from medlite.engine.checkpoint import read_checkpoint, save_checkpoint
+from medlite.engine.loop import Task, config_from_dict, fit
 from medlite.engine.tasks.segment.evaluate import (
     choose_postprocess,
     evaluate_original,
@@ -120,103 +116,82 @@ def build_seg_meta(cfg: SegTrainConfig, data: SegmentationData, mean, std) -> di
     }
 
 
-def train_segmentation(cfg: SegTrainConfig, resume: bool = False) -> dict[str, Any]:
-    """Train, keep the best validation-Dice checkpoint, evaluate it on test. Returns results.json."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    run_dir = cfg.run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    state = _resume_state(run_dir) if resume else None
-    if state is not None:  # the recipe is fixed by the run; only machine options may change
-        saved = SegTrainConfig.from_dict(state[1]["train_config"])
-        cfg = SegTrainConfig.from_dict({**asdict(saved), **{k: getattr(cfg, k) for k in
-                                        ("progress", "threads", "plots", "data_root")}})
-    torch.manual_seed(cfg.seed)
-    data = load_seg_data(cfg)
-    card = medlite.model_card(cfg.model)
-    if card.task != "segmentation":
-        raise ValueError(f"'{cfg.model}' is a {card.task} model; choose a segmentation model "
-                         f"(medlitenet, medlitenet_nobaa, medlitenet_r18, unet)")
-    mean, std = _norm_stats(card, 3)
-    model = medlite.create_model(cfg.model, num_classes=1, in_chans=3, img_size=cfg.size, **cfg.model_kwargs)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    meta = build_seg_meta(cfg, data, mean, std)
-    (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-    opt = _optimizer(model, cfg)
-    steps = max(1, len(data.train) // cfg.batch_size)  # drop the ragged last batch (BatchNorm)
-    if cfg.max_steps_per_epoch:
-        steps = min(steps, cfg.max_steps_per_epoch)
-    start, best, best_epoch, history = 0, -1.0, -1, []
-    if state is not None:
-        weights, rmeta, tensors = state
-        model.load_state_dict(weights)
-        load_optimizer_state(opt, tensors, rmeta["optimizer"])
-        torch.set_rng_state(tensors["rng.torch"])
-        start, best, best_epoch, history = rmeta["epoch"] + 1, rmeta["best_val_dice"], rmeta["best_epoch"], \
-            rmeta["history"]
-        log.info("resuming %s at epoch %d (best val Dice %.4f)", run_dir, start + 1, best)
+class SegmentTask(Task):
+    """2D binary segmentation: 0.5 BCE + 0.5 Dice, selected on validation Dice in the model frame."""
 
-    progress = _progress(cfg.progress)
-    with progress:
-        task = progress.add_task(f"{cfg.model} {data.name}", total=cfg.epochs, completed=start, info="")
-        for epoch in range(start, cfg.epochs):
-            t0 = time.perf_counter()
-            loss = _train_epoch(model, opt, data, cfg, epoch, steps, mean, std, progress)
-            seconds = time.perf_counter() - t0
-            val_dice = float(frame_dice(predict_probs(model, data.val.images, mean, std,
-                                                      channels_last=cfg.channels_last), data.val.masks).mean())
-            row = {"epoch": epoch + 1, "train_loss": loss, "val_dice": val_dice, "lr": opt.param_groups[0]["lr"],
-                   "images_per_s": steps * cfg.batch_size / seconds, "epoch_seconds": seconds}
-            history.append(row)
-            if val_dice > best:
-                best, best_epoch = val_dice, epoch
-                save_checkpoint(run_dir / "best.safetensors", model,
-                                {**meta, "epoch": epoch, "metrics": {"val": {"dice": val_dice}}})
-            tensors, opt_info = optimizer_state_tensors(opt)
-            tensors["rng.torch"] = torch.get_rng_state()
-            save_checkpoint(run_dir / "last.safetensors", model,
-                            {**meta, "epoch": epoch, "best_val_dice": best, "best_epoch": best_epoch,
-                             "optimizer": opt_info, "history": history}, state=tensors)
-            progress.update(task, advance=1, info=f"val Dice {val_dice:.3f} (best {best:.3f} @ {best_epoch + 1})")
-    return finalize_segmentation(run_dir, data, meta, cfg, history, best_epoch)
+    kind = "segmentation"
+    metric = "val_dice"
 
-
-def _train_epoch(model, opt, data, cfg, epoch, steps, mean, std, progress) -> float:
-    from medlite.data.seg_augment import augment_pairs
-    from medlite.data.transforms import to_float
-
-    model.train()
-    g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-    rng = np.random.default_rng([cfg.seed, epoch])  # augmentation: replayed exactly on resume
-    perm = torch.randperm(len(data.train), generator=g)
-    total_steps = steps * cfg.epochs
-    running, seen = 0.0, 0
-    task = progress.add_task(f"epoch {epoch + 1}", total=steps, info="")
-    amp = resolve_amp(cfg.amp)
-    t0 = time.perf_counter()
-    for step in range(steps):
-        idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-        images, masks = augment_pairs(data.train.images[idx], data.train.masks[idx], rng, cfg.augment)
-        x = to_float(images, mean, std)
+    def setup(self, run_dir: Path) -> None:
+        cfg = self.cfg
+        self.data = load_seg_data(cfg)
+        card = medlite.model_card(cfg.model)
+        if card.task != "segmentation":
+            raise ValueError(f"'{cfg.model}' is a {card.task} model; choose a segmentation model "
+                             f"(medlitenet, medlitenet_nobaa, medlitenet_r18, unet)")
+        self.mean, self.std = norm_stats(card, 3)
+        model = medlite.create_model(cfg.model, num_classes=1, in_chans=3, img_size=cfg.size, **cfg.model_kwargs)
         if cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr * lr_factor(epoch * steps + step, total_steps, steps, cfg)
-        with autocast(amp):
-            logits = model(x)
-        loss = seg_loss(logits.float(), masks, cfg.bce_weight)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1} step {step + 1}; lower --lr")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        running += loss.item() * len(idx)
-        seen += len(idx)
-        progress.update(task, advance=1,
-                        info=f"loss {running / seen:.4f}  {seen / (time.perf_counter() - t0):.1f} img/s")
-    progress.remove_task(task)
-    return running / max(seen, 1)
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.trainable = _SegmentStep(model, cfg.bce_weight, self.amp)
+        steps = max(1, len(self.data.train) // cfg.batch_size)  # drop the ragged last batch (BatchNorm)
+        self.steps_per_epoch = min(steps, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else steps
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        return schedule.build_optimizer(self.model, self.cfg.optimizer, self.cfg.lr, self.cfg.weight_decay)
+
+    def lr(self, step: int, total_steps: int) -> float:
+        return self.cfg.lr * schedule.epoch_lr_factor(step, total_steps, self.steps_per_epoch, self.cfg)
+
+    def batches(self, epoch: int):
+        from medlite.data.seg_augment import augment_pairs
+        from medlite.data.transforms import to_float
+
+        cfg, dist, train = self.cfg, self.dist, self.data.train
+        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        rng = np.random.default_rng([cfg.seed, epoch])  # augmentation: replayed exactly on resume
+        perm = torch.randperm(len(train), generator=g)
+        for step in range(self.steps_per_epoch):
+            idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            images, masks = augment_pairs(train.images[idx], train.masks[idx], rng, cfg.augment)
+            mine = slice(dist.rank, None, dist.world_size)  # this rank's share of the global batch
+            x = to_float(images[mine], self.mean, self.std)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, masks[mine], len(idx)
+
+    def validate(self) -> dict[str, float]:
+        probs = predict_probs(self.model, self.data.val.images, self.mean, self.std,
+                              channels_last=self.cfg.channels_last)
+        return {"val_dice": float(frame_dice(probs, self.data.val.masks).mean())}
+
+    def record(self) -> dict[str, Any]:
+        return build_seg_meta(self.cfg, self.data, self.mean, self.std)
+
+    def finalize(self, run_dir: Path, history: list[dict], best_epoch: int) -> dict[str, Any]:
+        return finalize_segmentation(run_dir, self.data, self.record(), self.cfg, history, best_epoch)
+
+
+class _SegmentStep(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, bce_weight: float, amp: str) -> None:
+        super().__init__()
+        self.model, self.bce_weight, self.amp = model, bce_weight, amp
+
+    def forward(self, batch):
+        x, masks, n = batch
+        with autocast(self.amp):
+            logits = self.model(x)
+        loss = seg_loss(logits.float(), masks, self.bce_weight)
+        return loss, {"train_loss": loss.detach()}, n
+
+
+def train_segmentation(cfg: SegTrainConfig, resume: bool = False) -> dict[str, Any]:
+    """Train, keep the best validation-Dice checkpoint, evaluate it on test. Returns results.json.
+
+    Launch under ``torchrun --nproc_per_node N`` for DDP; see :mod:`medlite.engine.loop`.
+    """
+    return fit(SegmentTask(cfg), resume=resume)
 
 
 def finalize_segmentation(run_dir: Path, data: SegmentationData, meta: dict, cfg: SegTrainConfig,
@@ -267,11 +242,12 @@ def rescore_segmentation(run_dir: str | Path, data_root: str = "") -> dict[str, 
     chosen on validation, test at original size); rewrites results.json and the run's report files."""
     run_dir = Path(run_dir)
     _, last, _ = read_checkpoint(run_dir / "last.safetensors")
+    history = last["resume"]["history"] if "resume" in last else last["history"]  # before the one loop: top level
     cfg = SegTrainConfig.from_dict({**last["train_config"], "data_root": data_root or last["train_config"].get(
         "data_root", "")})
     data = load_seg_data(cfg)
     _, best_meta, _ = read_checkpoint(run_dir / "best.safetensors")
-    return finalize_segmentation(run_dir, data, best_meta, cfg, last["history"],
+    return finalize_segmentation(run_dir, data, best_meta, cfg, history,
                                  int(best_meta["epoch"]))
 
 
