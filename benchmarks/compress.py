@@ -109,7 +109,6 @@ def int8_model(src: Path, data, out_dir: Path) -> tuple[Path, Path]:
 
 def measure(subset: str, stages: dict, args) -> dict:
     """Every figure of one subset's table, measured now from the checkpoints."""
-    from medlite.bench.flops import count_macs, count_params
     from medlite.bench.latency import bench
     from medlite.compress.agreement import attention_agreement, plot_attention_pairs
     from medlite.data import load_classification
@@ -118,6 +117,7 @@ def measure(subset: str, stages: dict, args) -> dict:
     from medlite.engine.evaluate import predict
     from medlite.export.runtime import OnnxClassifier
     from medlite.metrics.classification import medmnist_acc, medmnist_auc
+    from medlite.models.flops import count_macs, count_params
 
     data = load_classification(subset, size=28)
     test = data.test

@@ -31,13 +31,13 @@ import numpy as np
 import torch
 from common import RESULTS, ROOT, header
 
-from medlite.bench.flops import count_macs_call, count_params
 from medlite.data.prompts import box_from_mask
 from medlite.data.segmentation import SegSplit, load_builtin, read_pair
 from medlite.engine.checkpoint import load_model
 from medlite.engine.tasks.promptable import SamTrainConfig, evaluate_sam, train_sam
 from medlite.engine.tasks.promptable.train import model_meta
 from medlite.export.sam_onnx import DecoderGraph, EncoderGraph, example_inputs, export_litesam, feature_names, session
+from medlite.models.flops import count_macs_call, count_params
 from medlite.models.litesam import LiteSAMPredictor
 from medlite.registry import create_model
 

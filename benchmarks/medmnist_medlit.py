@@ -103,7 +103,7 @@ def throughput(threads: int, steps: int = 6) -> dict[str, float]:
 
 
 def macs(model: str) -> int:
-    from medlite.bench.flops import count_macs
+    from medlite.models.flops import count_macs
 
     return count_macs(medlite.create_model(model, num_classes=2, in_chans=1, img_size=28), (1, 1, 28, 28))
 

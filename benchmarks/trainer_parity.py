@@ -68,7 +68,8 @@ def run_all(root: Path) -> dict:
                             weight_decay=0.05, schedule="cosine", warmup_epochs=1, augment="light", out=str(cls_dir),
                             threads=1, progress=False, plots=False, n_boot=50))
     out["classify"] = {"history": _strip(_csv(cls_dir / "metrics.csv")), "val_auc": res["val"]["auc"],
-                       "test_auc": res["test"]["auc"], "test_acc": res["test"]["acc"], "checksum": checksum(cls_dir / "best.safetensors")}
+                       "test_auc": res["test"]["auc"], "test_acc": res["test"]["acc"],
+                       "checksum": checksum(cls_dir / "best.safetensors")}
 
     PretrainConfig = entry("medlite.engine.tasks.mae:PretrainConfig", "medlite.engine.pretrain:PretrainConfig")
     pretrain = entry("medlite.engine.tasks.mae:pretrain", "medlite.engine.pretrain:pretrain")

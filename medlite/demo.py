@@ -1,7 +1,8 @@
 """The main job end to end: train MedLiT-nano on a MedMNIST subset, evaluate it with the official metrics,
 export it to ONNX (fp32 and int8), time it on this CPU, and write one report.
 
-``medlite demo`` (and ``make demo``) runs this. It resumes an interrupted run in the same folder.
+``medlite demo`` (and ``make demo``) runs this and prints :func:`report_markdown`; nothing here prints. It
+resumes an interrupted run in the same folder.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def run_demo(out: str | Path = "demo_run", model: str = "medlit_nano_28", data: 
     report = {"model": model, "data": data, "epochs": epochs, "recipe": recipe, "results": results, "export": exp,
               "int8": q, "latency": latency, "files": {"onnx": str(onnx_path), "int8": str(int8_path)}}
     (out / "demo_report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    (out / "demo_report.md").write_text(_markdown(report))
+    (out / "demo_report.md").write_text(report_markdown(report))
     return report
 
 
@@ -59,7 +60,8 @@ def _latency(run: Path) -> list[dict[str, Any]]:
     return bench([run], threads=(1, 2), runtimes=("torch", "onnx", "onnx-int8"), repeats=100)
 
 
-def _markdown(r: dict) -> str:
+def report_markdown(r: dict) -> str:
+    """The report :func:`run_demo` returns, as the Markdown it writes to ``demo_report.md``."""
     from medlite.bench.latency import to_markdown
 
     res, t, v = r["results"], r["results"]["test"], r["results"]["val"]

@@ -10,3 +10,7 @@ from __future__ import annotations
 
 class MedliteError(Exception):
     """A problem with the user's input, files or environment; the message says which and how to fix it."""
+
+
+class ModelFileError(MedliteError, ValueError):
+    """An exported model file (ONNX, .pte) that cannot be used; the message names the file."""

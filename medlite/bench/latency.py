@@ -18,7 +18,7 @@ How the numbers are taken (so that ratios between candidates hold on a shared, n
   (tracemalloc cannot see PyTorch's or ONNX Runtime's native allocations). None where unsupported;
 - file size (``file_mb``): the exported file (``.onnx``, ``.pte``); for PyTorch the weights-only
   safetensors file;
-- params and MACs (batch 1) from :mod:`medlite.bench.flops`; ``floor_ms`` = MACs / the machine's
+- params and MACs (batch 1) from :mod:`medlite.models.flops`; ``floor_ms`` = MACs / the machine's
   measured fp32 matmul peak at that thread count (:func:`measure_peak_macs_per_s`), the time the model
   would take at peak compute, and ``compute_util`` = floor_ms / median latency. int8 runtimes are still
   compared with the fp32 peak.
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medlite.bench.flops import count_macs, count_params
+from medlite.models.flops import count_macs, count_params
 
 log = logging.getLogger(__name__)
 

@@ -1,171 +1,105 @@
-"""What ``medlite export``, ``medlite predict`` and ``medlite bench`` do, as plain functions.
+"""``medlite export``, ``medlite predict`` and ``medlite bench``: deploy a trained classifier and time it.
 
-Each prints with rich and returns a process exit code (0 success, 1 some inputs failed, 2 nothing could be
-done), so ``medlite.cli`` only parses options. Errors users can cause (bad paths, corrupt images, missing
-data) are printed as one red line naming the file, never as a traceback.
+The work is done by :mod:`medlite.export.classifier`, :mod:`medlite.export.onnx` / ``.quantize`` /
+``.executorch`` and :mod:`medlite.bench.latency`; this module parses options and prints. Exit codes: 0
+success, 1 some inputs failed (``predict``), 2 nothing could be done.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 
-import numpy as np
+import typer
 from rich.console import Console
 from rich.table import Table
 
-from medlite.data.io import ImageReadError, read_image
-from medlite.export.meta import ExportError, ModelFileError
-from medlite.export.runtime import Classifier, OnnxClassifier, describe
+from medlite.cli.common import (
+    CliError,
+    app,
+    checked,
+    console,
+    err_console,
+    model_or_checkpoint,
+    parse_ints,
+    print_error,
+)
 
-log = logging.getLogger(__name__)
-
-FORMATS = ("onnx", "onnx-int8", "onnx-int8-static", "executorch")
 _NARROW_COLUMNS = ("model", "runtime", "threads", "batch-1 median (ms)", "p90 (ms)", "throughput (img/s)",
                    "peak RSS (MB)", "file (MB)")
-_SUFFIX = {"onnx": ".onnx", "onnx-int8": ".int8.onnx", "onnx-int8-static": ".int8-static.onnx",
-           "executorch": ".pte"}
-
-
-class TorchClassifier(Classifier):
-    """A checkpoint (file or run folder) in PyTorch, with the same API as :class:`OnnxClassifier`."""
-
-    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
-        import torch
-
-        from medlite.engine.checkpoint import load_model
-
-        if threads:
-            torch.set_num_threads(int(threads))
-        self.model, self.meta = load_model(path)
-
-    def predict_array(self, x: np.ndarray) -> np.ndarray:
-        import torch
-
-        from medlite.export.runtime import probabilities
-
-        with torch.inference_mode():
-            logits = self.model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
-        return probabilities(logits.float().numpy(), self.task)
-
-
-def load_classifier(path: str | os.PathLike, threads: int | None = None) -> Classifier:
-    """An exported ``.onnx`` file (ONNX Runtime) or a checkpoint file / run folder (PyTorch)."""
-    p = Path(path)
-    if p.suffix.lower() == ".onnx":
-        return OnnxClassifier(p, threads=threads)
-    if p.suffix.lower() == ".pte":
-        raise ModelFileError(f"{p}: .pte programs run in ExecuTorch apps; predict with the .onnx export or "
-                             "the checkpoint")
-    return TorchClassifier(p, threads=threads)
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    from medlite.data.base import DataError
-    from medlite.engine.checkpoint import CheckpointError
-
-    return (ExportError, ModelFileError, ImageReadError, DataError, CheckpointError, FileNotFoundError)
 
 
 # --------------------------------------------------------------------------------------------- export
-def export_cmd(
-    run: str | os.PathLike,
-    format: str = "onnx",
-    out: str | os.PathLike | None = None,
-    calib_samples: int = 256,
-    opset: int = 18,
-    data: str | None = None,
-    data_root: str | None = None,
-    compare: bool = True,
-    console: Console | None = None,
-) -> int:
-    """Export a checkpoint / run folder to ``format`` (one of :data:`FORMATS`).
+@app.command()
+@checked
+def export(
+    run: Annotated[str, typer.Argument(help="Run folder or .safetensors checkpoint to export.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="onnx (fp32, checked against PyTorch), onnx-int8 "
+                                     "(dynamic int8, needs no data), onnx-int8-static (QDQ int8 calibrated on "
+                                     "training images), or executorch (.pte with XNNPACK for phones; needs "
+                                     "`pip install medlite[mobile]`).")] = "onnx",
+    out: Annotated[str, typer.Option(help="Output file (default: RUN/export/MODEL.onnx, .int8.onnx, "
+                                          ".int8-static.onnx or .pte).")] = "",
+    calib_samples: Annotated[int, typer.Option(help="Training images used to calibrate static int8.")] = 256,
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
+    data: Annotated[str, typer.Option(help="Dataset for int8 calibration and the fp32 vs int8 comparison "
+                                           "(default: the one the model was trained on).")] = "",
+    data_root: Annotated[str, typer.Option(help="Data folder (default $MEDLITE_DATA).")] = "",
+    compare: Annotated[bool, typer.Option(help="For int8 formats: compare test AUC / ACC with fp32 when the "
+                                               "data is available.")] = True,
+) -> None:
+    """Export a trained classifier to run without PyTorch: ONNX (fp32 or int8) or ExecuTorch. The file
+    carries its preprocessing, task and label names, so `medlite predict FILE IMAGE...` needs nothing else.
 
-    Default output: ``<run folder>/export/<model><suffix>``. int8 formats also write the fp32 file beside
-    the output (``<stem>.fp32.onnx``) and, when the training data can be loaded (``data`` or the dataset
-    recorded in the checkpoint), compare AUC / ACC of fp32 and int8 on its test split. Static int8 is
-    calibrated on ``calib_samples`` random training images and needs that data.
-    """
-    console = console or Console()
-    if format not in FORMATS:
-        console.print(f"[red]error:[/red] unknown format '{format}'; choose from {', '.join(FORMATS)}")
-        return 2
-    try:
-        return _export(run, format, out, calib_samples, opset, data, data_root, compare, console)
-    except (*_user_errors(), ImportError) as e:
-        console.print(f"[red]error:[/red] {e}")
-        return 2
-
-
-def _export(run, format, out, calib_samples, opset, data, data_root, compare, console) -> int:
+    int8 formats also write the fp32 graph beside the output (STEM.fp32.onnx) and, when the training data
+    can be loaded, compare AUC / ACC of fp32 and int8 on its test split."""
     from medlite.engine.checkpoint import load_model, resolve_checkpoint
+    from medlite.export.classifier import FORMATS, export_path, fp32_path
 
+    if fmt not in FORMATS:
+        raise CliError(f"unknown format '{fmt}'; choose from {', '.join(FORMATS)}")
     model, meta = load_model(run)
-    name = meta["model"]["name"]
-    ckpt = resolve_checkpoint(run)
-    out = Path(out) if out else ckpt.parent / "export" / f"{name}{_SUFFIX[format]}"
-    if format == "executorch":
+    path = Path(out) if out else export_path(resolve_checkpoint(run), meta["model"]["name"], fmt)
+    if fmt == "executorch":
         from medlite.export.executorch import export_executorch
 
-        res = export_executorch(model, meta, out)
+        res = export_executorch(model, meta, path)
         console.print(f"wrote [bold]{res['path']}[/bold] ({res['size_bytes'] / 1e6:.2f} MB, "
-                      f"max |ExecuTorch - PyTorch| = {res['max_abs_diff']:.1e}) and its metadata "
-                      f"{res['sidecar']}")
-        return 0
+                      f"max |ExecuTorch - PyTorch| = {res['max_abs_diff']:.1e}) and its metadata {res['sidecar']}")
+        return
     from medlite.export import quantize
     from medlite.export.onnx import export_onnx
 
-    ds = None
-    need_data = format == "onnx-int8-static"
-    if need_data or (compare and format != "onnx"):  # before the export: fail early without data
-        ds = _load_data(meta, data, data_root, required=need_data, console=console)
-    fp32 = out if format == "onnx" else out.with_name(out.name.split(".")[0] + ".fp32.onnx")
+    ds = None  # loaded before the export: fail early when static int8 has no calibration data
+    if fmt == "onnx-int8-static" or (compare and fmt != "onnx"):
+        ds = _reference_data(meta, data, data_root, required=fmt == "onnx-int8-static")
+    fp32 = path if fmt == "onnx" else fp32_path(path)
     res = export_onnx(model, meta, fp32, opset=opset)
     console.print(f"wrote [bold]{fp32}[/bold] ({res['size_bytes'] / 1e6:.2f} MB, opset {opset}, "
                   f"max |ONNX Runtime - PyTorch| = {res['max_abs_diff']:.1e})")
-    if format == "onnx":
-        return 0
-    if format == "onnx-int8":
-        quantize.quantize_dynamic_int8(fp32, out)
+    if fmt == "onnx":
+        return
+    if fmt == "onnx-int8":
+        quantize.quantize_dynamic_int8(fp32, path)
     else:
-        calib = _sample(ds.train.images, calib_samples, meta)
-        quantize.quantize_static_int8(fp32, out, calib)
-    console.print(f"wrote [bold]{out}[/bold] ({out.stat().st_size / 1e6:.2f} MB, int8 "
-                  f"{'dynamic' if format == 'onnx-int8' else f'static, {calib_samples} calibration images'})")
+        from medlite.export.classifier import sample_inputs
+
+        quantize.quantize_static_int8(fp32, path, sample_inputs(ds.train.images, calib_samples, meta["preprocessing"]))
+    kind = "dynamic" if fmt == "onnx-int8" else f"static, {calib_samples} calibration images"
+    console.print(f"wrote [bold]{path}[/bold] ({path.stat().st_size / 1e6:.2f} MB, int8 {kind})")
     if ds is not None:
-        x = _sample(ds.test.images, len(ds.test), meta)
-        q = quantize.compare_on(fp32, out, x, ds.test.labels.numpy(), ds.task)
-        table = Table(title=f"fp32 vs int8 on {ds.name} test (n={q['n']})")
-        for col in ("", "AUC", "ACC"):
-            table.add_column(col)
-        for k in ("fp32", "int8"):
-            table.add_row(k, f"{q[k]['auc']:.4f}", f"{q[k]['acc']:.4f}")
-        table.add_row("change", f"{q['delta_auc']:+.4f}", f"{q['delta_acc']:+.4f}")
-        console.print(table)
-        console.print(f"same decision on {q['agreement']:.1%} of the test images")
-    return 0
+        _print_int8_comparison(fp32, path, ds, meta)
 
 
-def _load_data(meta: dict, data: str | None, data_root: str | None, required: bool, console: Console):
-    """The dataset to calibrate / compare on: ``data``, else the one the checkpoint was trained on."""
-    from medlite.data import load_classification
+def _reference_data(meta: dict, data: str, data_root: str, required: bool):
+    """:func:`medlite.export.classifier.reference_data`; without it only the comparison is skipped."""
     from medlite.data.base import DataError
-    from medlite.data.medmnist import MEDMNIST
+    from medlite.export.classifier import reference_data
 
-    d = meta.get("data", {})
-    spec = data or (d.get("name") if d.get("name") in MEDMNIST else d.get("source"))
     try:
-        if not spec:
-            raise DataError("the checkpoint records no dataset; pass --data")
-        ds = load_classification(spec, size=int(meta["preprocessing"]["size"]), root=data_root or None)
-        if ds.channels != int(meta["preprocessing"]["channels"]):
-            raise DataError(f"{spec}: {ds.channels}-channel images; the model expects "
-                            f"{meta['preprocessing']['channels']}")
-        return ds
+        return reference_data(meta, data or None, data_root or None)
     except DataError as e:
         if required:
             raise DataError(f"static int8 needs calibration images from the training data: {e}") from e
@@ -173,63 +107,72 @@ def _load_data(meta: dict, data: str | None, data_root: str | None, required: bo
         return None
 
 
-def _sample(images, n: int, meta: dict) -> np.ndarray:
-    """Up to ``n`` images (seeded random choice), normalised as the model expects: (n, C, S, S) float32."""
-    from medlite.data.transforms import to_float
+def _print_int8_comparison(fp32: Path, int8: Path, ds, meta: dict) -> None:
+    from medlite.export.classifier import sample_inputs
+    from medlite.export.quantize import compare_on
 
-    pre = meta["preprocessing"]
-    idx = np.sort(np.random.default_rng(0).permutation(len(images))[:n])
-    return to_float(images[idx], pre["mean"], pre["std"]).numpy().astype(np.float32)
+    x = sample_inputs(ds.test.images, len(ds.test), meta["preprocessing"])
+    q = compare_on(fp32, int8, x, ds.test.labels.numpy(), ds.task)
+    table = Table(title=f"fp32 vs int8 on {ds.name} test (n={q['n']})")
+    for col in ("", "AUC", "ACC"):
+        table.add_column(col)
+    for k in ("fp32", "int8"):
+        table.add_row(k, f"{q[k]['auc']:.4f}", f"{q[k]['acc']:.4f}")
+    table.add_row("change", f"{q['delta_auc']:+.4f}", f"{q['delta_acc']:+.4f}")
+    console.print(table)
+    console.print(f"same decision on {q['agreement']:.1%} of the test images")
 
 
 # -------------------------------------------------------------------------------------------- predict
-def predict_cmd(
-    model_path: str | os.PathLike,
-    images: Sequence[str],
-    json_out: bool = False,
-    explain: bool = False,
-    out_dir: str | os.PathLike | None = None,
-    threads: int | None = None,
-    console: Console | None = None,
-) -> int:
-    """Classify image files; a table (or JSON with ``json_out``) of class probabilities per image.
+@app.command()
+@checked
+def predict(
+    model: Annotated[str, typer.Argument(help="Exported .onnx file (runs on ONNX Runtime, no PyTorch needed) "
+                                              "or a run folder / .safetensors checkpoint.")],
+    images: Annotated[list[str], typer.Argument(help="Image files: PNG, JPEG, BMP, TIFF, DICOM or NIfTI "
+                                                     "(`scan.nii.gz::40` picks axial slice 40).")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON (file, label and probs, or error, per "
+                                                          "image) instead of a table.")] = False,
+    explain: Annotated[bool, typer.Option(help="Also save attention-rollout overlays into --out (checkpoints "
+                                               "of MedLiT models only).")] = False,
+    out: Annotated[str, typer.Option(help="Folder for the --explain overlays.")] = "explain",
+    threads: Annotated[int, typer.Option(help="CPU threads (0 = the runtime's default).")] = 0,
+) -> None:
+    """Classify images and print each one's class probabilities. Unreadable or unsupported files are
+    reported one per line and skipped; the exit code is 1 if any file failed."""
+    from medlite.export.classifier import classify_files
 
-    Unreadable images are reported one per line and skipped; the exit code is 1 if any failed.
-    ``explain`` writes an attention-rollout overlay per image into ``out_dir`` (checkpoints of models with
-    attention maps, e.g. MedLiT, only).
-    """
-    console = console or Console()
-    notes = Console(stderr=True) if json_out else console  # keep stdout pure JSON
-    try:
-        clf = load_classifier(model_path, threads=threads)
-    except (*_user_errors(), ImportError) as e:
-        notes.print(f"[red]error:[/red] {e}")
-        return 2
-    results: list[dict[str, Any]] = []
-    inputs, loaded = [], []
-    for path in images:
-        try:
-            img = read_image(path)
-            inputs.append(clf.preprocess(img))
-            loaded.append((path, img))
-        except ImageReadError as e:
-            results.append({"file": str(path), "error": str(e)})
-    if inputs:
-        probs = clf.predict_array(np.concatenate(inputs))
-        for (path, _), res in zip(loaded, describe(probs, clf.task, clf.label_names), strict=True):
-            results.append({"file": str(path), **res})
-    order = {str(p): i for i, p in enumerate(images)}
-    results.sort(key=lambda r: order.get(r["file"], 0))
+    clf = _load_classifier(model, threads or None)
+    results, loaded = classify_files(clf, images)
     if json_out:
-        print(json.dumps(results, indent=2))
+        print(json.dumps(results, indent=2))  # plain print: stdout is pure JSON, notes go to stderr
     else:
-        _print_predictions(results, clf, model_path, console)
+        _print_predictions(results, clf, model)
     if explain:
-        _explain(clf, loaded, out_dir, notes)
-    return 1 if any("error" in r for r in results) else 0
+        _explain(clf, loaded, out, err_console if json_out else console)
+    if any("error" in r for r in results):
+        raise typer.Exit(1)
 
 
-def _print_predictions(results: list[dict], clf: Classifier, model_path, console: Console) -> None:
+def _load_classifier(path: str, threads: int | None):
+    """An exported ``.onnx`` file on ONNX Runtime, or a checkpoint file / run folder in PyTorch."""
+    from medlite.errors import ModelFileError
+
+    suffix = Path(path).suffix.lower()
+    if suffix == ".onnx":
+        from medlite.export.runtime import OnnxClassifier
+
+        return OnnxClassifier(path, threads=threads)
+    if suffix == ".pte":
+        raise ModelFileError(f"{path}: .pte programs run in ExecuTorch apps; predict with the .onnx export or "
+                             "the checkpoint")
+    from medlite.engine.checkpoint import load_model
+    from medlite.export.classifier import TorchClassifier
+
+    return TorchClassifier(*load_model(path), threads=threads)
+
+
+def _print_predictions(results: list[dict], clf, model_path: str) -> None:
     names = clf.label_names
     wide = len(names) <= 8
     table = Table(title=f"{clf.meta['model']['name']} ({Path(model_path).name}), task {clf.task}")
@@ -251,14 +194,14 @@ def _print_predictions(results: list[dict], clf: Classifier, model_path, console
         console.print(table)
     for r in results:
         if "error" in r:
-            console.print(f"[red]error:[/red] {r['error']}", soft_wrap=True)  # whole paths, copy-pastable
+            print_error(r["error"])
 
 
-def _explain(clf: Classifier, loaded: list, out_dir, console: Console) -> None:
+def _explain(clf, loaded: list, out_dir: str, notes: Console) -> None:
     model = getattr(clf, "model", None)
     if model is None or not hasattr(model, "attention_maps"):
-        console.print("[yellow]note:[/yellow] --explain needs a checkpoint of a model with attention maps "
-                      "(MedLiT); the ONNX graph and CNNs have none. No overlays written.")
+        notes.print("[yellow]note:[/yellow] --explain needs a checkpoint of a model with attention maps "
+                    "(MedLiT); the ONNX graph and CNNs have none. No overlays written.")
         return
     import torch
 
@@ -273,37 +216,44 @@ def _explain(clf: Classifier, loaded: list, out_dir, console: Console) -> None:
         probs = clf.predict_array(x.numpy())[0]
         dest = out / f"{Path(str(path).split('::')[0]).name.split('.')[0]}_explain.png"
         plot_attention_overlay(img, heat, probs, clf.label_names, dest, title=Path(str(path)).name)
-        console.print(f"overlay written to [bold]{dest}[/bold]")
+        notes.print(f"overlay written to [bold]{dest}[/bold]")
 
 
 # ---------------------------------------------------------------------------------------------- bench
-def bench_cmd(
-    models: Sequence[str],
-    size: int = 28,
-    threads: Sequence[int] = (1, 2),
-    runtimes: Sequence[str] = ("torch", "onnx", "onnx-int8", "executorch"),
-    batch: int = 64,
-    warmup: int = 10,
-    repeats: int = 50,
-    out: str | os.PathLike | None = None,
-    in_chans: int = 1,
-    num_classes: int = 2,
-    console: Console | None = None,
-) -> int:
-    """Run :func:`medlite.bench.latency.bench`, print the table and write it as Markdown to ``out``."""
-    from medlite.bench.latency import RUNTIMES, bench, format_rows, legend, to_markdown
+@app.command()
+@checked
+def bench(
+    models: Annotated[list[str], typer.Argument(help="Model names (see `medlite models`; built untrained) "
+                                                     "or checkpoints / run folders.")],
+    size: Annotated[int, typer.Option(help="Input size in pixels for model names.")] = 28,
+    threads: Annotated[str, typer.Option(help="Comma-separated CPU thread counts to time.")] = "1,2",
+    runtime: Annotated[str, typer.Option(help="Comma-separated runtimes: torch, onnx, onnx-int8, "
+                                              "onnx-int8-static, executorch.",
+                                         show_default="torch, onnx, onnx-int8, executorch")]
+    = "torch,onnx,onnx-int8,executorch",
+    batch: Annotated[int, typer.Option(help="Batch size of the throughput measurement.")] = 64,
+    warmup: Annotated[int, typer.Option(help="Untimed calls per candidate.")] = 10,
+    repeats: Annotated[int, typer.Option(help="Timed batch-1 calls per candidate (interleaved).")] = 50,
+    in_chans: Annotated[int, typer.Option(help="Input channels for model names.")] = 1,
+    num_classes: Annotated[int, typer.Option(help="Classes for model names.")] = 2,
+    out: Annotated[str, typer.Option(help="Also write the table as Markdown to this file.")] = "",
+) -> None:
+    """Time models on this CPU: batch-1 latency (median, p90), throughput, parameters, MACs, peak memory and
+    file size per runtime and thread count, candidates interleaved so that ratios hold on a busy machine."""
+    from medlite.bench.latency import RUNTIMES, format_rows, legend, to_markdown
+    from medlite.bench.latency import bench as run_bench
 
-    console = console or Console()
+    thread_counts = parse_ints(threads, "--threads")
+    if not thread_counts:
+        raise typer.BadParameter("--threads: give at least one thread count")
+    runtimes = [r.strip() for r in runtime.split(",") if r.strip()]
     unknown = sorted(set(runtimes) - set(RUNTIMES))
     if unknown:
-        console.print(f"[red]error:[/red] unknown runtime(s) {unknown}; choose from {', '.join(RUNTIMES)}")
-        return 2
-    try:
-        rows = bench(models, size=size, threads=threads, runtimes=runtimes, batch_for_throughput=batch,
+        raise CliError(f"unknown runtime(s) {unknown}; choose from {', '.join(RUNTIMES)}")
+    for spec in models:
+        model_or_checkpoint(spec)
+    rows = run_bench(models, size=size, threads=thread_counts, runtimes=runtimes, batch_for_throughput=batch,
                      warmup=warmup, repeats=repeats, in_chans=in_chans, num_classes=num_classes)
-    except (*_user_errors(), KeyError) as e:
-        console.print(f"[red]error:[/red] {e}")
-        return 2
     header, cells = format_rows(rows)
     keep = list(range(len(header)))
     if console.width < 160:  # a narrow terminal: the columns that fit; the full table goes to --out
@@ -319,4 +269,3 @@ def bench_cmd(
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(to_markdown(rows))
         console.print(f"wrote [bold]{out}[/bold]")
-    return 0

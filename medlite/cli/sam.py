@@ -1,4 +1,8 @@
-"""``medlite sam``: train, evaluate, run and export LiteSAM promptable segmenters."""
+"""``medlite sam ...``: train, evaluate, run and export LiteSAM promptable segmenters.
+
+Option defaults restate ``SamTrainConfig`` without importing it (``medlite --help`` needs no torch);
+tests/cli/test_defaults.py keeps them equal.
+"""
 
 from __future__ import annotations
 
@@ -9,81 +13,69 @@ from typing import Annotated
 
 import numpy as np
 import typer
-from rich.console import Console
+
+from medlite.cli.common import app, checked, console, known_model, parse_choices, parse_floats
 
 sam_app = typer.Typer(help="LiteSAM: box-, point- and scribble-prompted segmentation on a CPU.",
-                      no_args_is_help=True)
-console = Console()
+                      no_args_is_help=True, rich_markup_mode="markdown")
+app.add_typer(sam_app, name="sam")
+
+DATA_HELP = "Dataset: busi, ph2, LAYOUT:FOLDER (layouts as in `medlite seg`) or npz:FOLDER"
 
 
-def _checked(fn, *args, **kwargs):
-    from medlite.data.base import DataError
-    from medlite.engine.checkpoint import CheckpointError
+def _dataset(spec: str) -> str:
+    """``spec`` if it names a dataset :func:`medlite.engine.tasks.promptable.load_dataset` can load."""
+    from medlite.data.segmentation import BUILTIN, LAYOUTS
 
-    try:
-        return fn(*args, **kwargs)
-    except (DataError, CheckpointError, FileNotFoundError, KeyError, ValueError) as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
-
-
-def _logging() -> None:
-    import logging
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
-
-
-def _floats(text: str, n: int, what: str) -> list[float]:
-    try:
-        v = [float(x) for x in text.split(",")]
-    except ValueError as e:
-        raise typer.BadParameter(f"{what} must be {n} comma-separated numbers; got '{text}'") from e
-    if len(v) != n:
-        raise typer.BadParameter(f"{what} must be {n} comma-separated numbers; got '{text}'")
-    return v
+    kind = spec.split(":", 1)[0] if ":" in spec else None
+    if kind not in (None, "npz", *LAYOUTS) or (kind is None and spec not in BUILTIN):
+        raise typer.BadParameter(f"--data '{spec}': use {', '.join(BUILTIN)}, LAYOUT:FOLDER with a layout of "
+                                 f"{', '.join(LAYOUTS)}, or npz:FOLDER")
+    return spec
 
 
 @sam_app.command()
+@checked
 def train(
-    model: Annotated[str, typer.Option(help="LiteSAM variant (litesam_swin_t, litesam_swin_xs, litemedsam...).")]
-    = "litesam_swin_xs",
-    data: Annotated[list[str], typer.Option(help="Dataset: busi, ph2, <layout>:<root> or npz:<dir>; repeat to "
-                                                 "combine.")] = ["busi", "ph2"],  # noqa: B006
+    model: Annotated[str, typer.Option(help="LiteSAM variant (litesam_swin_t, litesam_swin_xs, litemedsam, "
+                                            "...).")] = "litesam_swin_xs",
+    data: Annotated[list[str], typer.Option(help=f"{DATA_HELP}; repeat to combine.")] = ["busi", "ph2"],  # noqa: B006
     fold: Annotated[int, typer.Option(help="Fold of k-fold datasets (PH2).")] = 0,
-    epochs: int = 16,
-    batch_size: int = 8,
-    lr: float = 5e-4,
+    epochs: Annotated[int, typer.Option(help="Passes over the combined training cases.")] = 16,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 8,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (warmup + cosine).")] = 5e-4,
     augment: Annotated[str, typer.Option(help="none / light / strong.")] = "light",
     teacher: Annotated[str, typer.Option(help="Checkpoint to distil image embeddings from (MSE).")] = "",
-    distill_weight: float = 1.0,
+    distill_weight: Annotated[float, typer.Option(help="Weight of the embedding MSE (with --teacher).")] = 1.0,
     time_budget: Annotated[float, typer.Option(help="Fit the schedule into this many seconds (0: off).")] = 0.0,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
-    out_dir: str = "runs/sam",
+    out_dir: Annotated[str, typer.Option(help="Folder that holds the run folder.")] = "runs/sam",
     name: Annotated[str, typer.Option(help="Run folder name (default: the model name).")] = "",
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(help="Seed for init, prompts, order and augmentation.")] = 0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Train LiteSAM on prompts sampled from ground-truth masks (resumes an interrupted run)."""
-    from medlite.engine.tasks.promptable.train import SamTrainConfig, train_sam
+    from medlite.engine.tasks.promptable import SamTrainConfig, train_sam
 
-    _logging()
-    cfg = SamTrainConfig(model=model, datasets=tuple(data), fold=fold, epochs=epochs, batch_size=batch_size, lr=lr,
-                         augment=augment, teacher=teacher or None, distill_weight=distill_weight,
-                         time_budget_s=time_budget or None, threads=threads, out_dir=out_dir, name=name or None,
-                         seed=seed)
-    res = _checked(train_sam, cfg)
+    known_model(model, task="promptable-segmentation")
+    cfg = SamTrainConfig(model=model, datasets=tuple(_dataset(d) for d in data), fold=fold, epochs=epochs,
+                         batch_size=batch_size, lr=lr, augment=augment, teacher=teacher or None,
+                         distill_weight=distill_weight, time_budget_s=time_budget or None, threads=threads,
+                         out_dir=out_dir, name=name or None, seed=seed)
+    res = train_sam(cfg)
     console.print(f"trained {model}: {res['steps']} steps, best val Dice {res['best_val_dice']:.4f} -> "
                   f"{cfg.run_dir()}")
 
 
 @sam_app.command()
+@checked
 def evaluate(
     run: Annotated[str, typer.Argument(help="Run folder or .safetensors checkpoint.")],
-    data: Annotated[str, typer.Option(help="Dataset: busi, ph2, <layout>:<root>, or npz:<dir> of challenge "
-                                           "cases.")] = "busi",
+    data: Annotated[str, typer.Option(help=f"{DATA_HELP} of challenge cases.")] = "busi",
     split: Annotated[str, typer.Option(help="train / val / test.")] = "test",
     prompt: Annotated[str, typer.Option(help="Comma-separated: box, point.")] = "box,point",
-    fold: int = 0,
-    threads: int = 1,
+    fold: Annotated[int, typer.Option(help="Fold of k-fold datasets (PH2).")] = 0,
+    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
     out: Annotated[str, typer.Option(help="Write per-case results JSON here.")] = "",
 ) -> None:
     """Challenge DSC / NSD (NSD at 2 px where DSC > 0.2) at the original size, and CPU time per image."""
@@ -92,12 +84,14 @@ def evaluate(
     from medlite.engine.checkpoint import load_model
     from medlite.engine.tasks.promptable import evaluate_sam, load_dataset
 
+    prompts = parse_choices(prompt, ("box", "point"), "--prompt")
+    parse_choices(split, ("train", "val", "test"), "--split")
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    model, meta = _checked(load_model, run)
+    model, meta = load_model(run)
     load_s = time.perf_counter() - t0
-    ds = _checked(load_dataset, data, model.cfg.img_size, fold)
-    res = _checked(evaluate_sam, model, getattr(ds, split), tuple(p.strip() for p in prompt.split(",")))
+    ds = load_dataset(_dataset(data), model.cfg.img_size, fold)
+    res = evaluate_sam(model, getattr(ds, split), prompts)
     for k, v in res.items():
         if isinstance(v, dict):
             console.print(f"{k:6s} DSC {v['dsc']['mean']:.4f} ± {v['dsc']['std']:.4f}  NSD {v['nsd']['mean']:.4f} "
@@ -123,6 +117,7 @@ def _overlay(path: Path, image: np.ndarray, mask: np.ndarray) -> None:
 
 
 @sam_app.command()
+@checked
 def predict(
     model: Annotated[str, typer.Argument(help="Run folder or .safetensors checkpoint.")],
     image: Annotated[str, typer.Argument(help="Image (PNG/JPEG/BMP/TIFF/DICOM/NIfTI) or a challenge .npz case.")],
@@ -131,7 +126,7 @@ def predict(
     scribble: Annotated[str, typer.Option(help="Scribble image: white = foreground strokes, mid-grey (128) = "
                                                "background strokes.")] = "",
     out: Annotated[str, typer.Option(help="Output folder.")] = "sam_out",
-    threads: int = 1,
+    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
 ) -> None:
     """Segment one image for one prompt (or every box of a challenge .npz case); writes the mask at the
     original size, an overlay and a JSON with the predicted IoU and the CPU time (model load included)."""
@@ -141,35 +136,38 @@ def predict(
     from medlite.engine.checkpoint import load_model
     from medlite.models.litesam import LiteSAMPredictor
 
+    src = Path(image)
+    npz = src.suffix == ".npz"
+    xyxy = parse_floats(box, 4, "--box") if box else None
+    pts = [parse_floats(s, 3, "--point") for s in point]
+    if any(q[2] not in (0, 1) for q in pts):
+        raise typer.BadParameter("--point x,y,label: label is 1 (inside) or 0 (outside)")
+    if not npz and xyxy is None and not pts and not scribble:
+        raise typer.BadParameter("give a prompt: --box, --point or --scribble")
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    net, _ = _checked(load_model, model)
+    net, _ = load_model(model)
     p = LiteSAMPredictor(net)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    src = Path(image)
-    if src.suffix == ".npz":
+    if npz:
         from medlite.data.npz import masks_to_labels, read_npz, write_npz
 
-        case = _checked(read_npz, src)
+        case = read_npz(src)
         p.set_image(case["imgs"])
         masks, ious = p.predict_boxes(case["boxes"])
         write_npz(out_dir / src.name, segs=masks_to_labels(masks) if len(masks) else
                   np.zeros(case["imgs"].shape[:2], np.uint16), boxes=case["boxes"])
         info = {"case": src.name, "boxes": len(masks), "iou_pred": ious.tolist(), "seconds": time.perf_counter() - t0}
     else:
-        img = _checked(read_rgb, src)
-        pts = [_floats(s, 3, "--point") for s in point]
+        img = read_rgb(src)
         scr = None
         if scribble:
-            s = np.asarray(_checked(read_rgb, scribble))[:, :, 0]
+            s = np.asarray(read_rgb(scribble))[:, :, 0]
             scr = np.where(s > 191, 1.0, np.where(s > 63, -1.0, 0.0)).astype(np.float32)
-        if not box and not pts and scr is None:
-            raise typer.BadParameter("give a prompt: --box, --point or --scribble")
         p.set_image(img)
-        mask, iou = _checked(p.predict, box=_floats(box, 4, "--box") if box else None,
-                             points=[q[:2] for q in pts] or None, point_labels=[q[2] for q in pts] or None,
-                             scribble=scr)
+        mask, iou = p.predict(box=xyxy, points=[q[:2] for q in pts] or None,
+                              point_labels=[q[2] for q in pts] or None, scribble=scr)
         _save_mask(out_dir / f"{src.stem}_mask.png", mask)
         _overlay(out_dir / f"{src.stem}_overlay.png", img, mask)
         info = {"image": str(src), "iou_pred": iou, "area_px": int(mask.sum()), "seconds": time.perf_counter() - t0}
@@ -178,16 +176,17 @@ def predict(
 
 
 @sam_app.command()
+@checked
 def export(
     run: Annotated[str, typer.Argument(help="Run folder or .safetensors checkpoint.")],
-    out: Annotated[str, typer.Option(help="Folder for encoder.onnx and decoder.onnx.")] = "",
-    opset: int = 17,
+    out: Annotated[str, typer.Option(help="Folder for encoder.onnx and decoder.onnx (default: RUN/onnx).")] = "",
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
 ) -> None:
     """Export the image encoder and the prompt decoder as two ONNX graphs, parity-checked against PyTorch."""
     from medlite.engine.checkpoint import load_model, resolve_checkpoint
     from medlite.export.sam_onnx import export_litesam
 
-    net, meta = _checked(load_model, run)
+    net, meta = load_model(run)
     dest = out or str(resolve_checkpoint(run).parent / "onnx")
     res = export_litesam(net, meta, dest, opset=opset)
     console.print(f"encoder {res['encoder']} (max |ORT - torch| {res['encoder_max_abs_diff']:.1e}), decoder "

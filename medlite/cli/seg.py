@@ -1,34 +1,29 @@
-"""`medlite seg ...`: train, evaluate, predict with and export 2D lesion segmentation models."""
+"""``medlite seg ...``: train, evaluate, predict with and export 2D lesion segmentation models.
+
+Option defaults restate ``SegTrainConfig`` without importing it (``medlite --help`` needs no torch);
+tests/cli/test_defaults.py keeps them equal.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from medlite.cli.common import app, checked, console, known_model, parse_kv, print_error
+from medlite.errors import MedliteError
+
 seg_app = typer.Typer(help="Lesion segmentation: MedLiteNet, its ablations and a U-Net baseline.",
-                      no_args_is_help=True, add_completion=False)
-console = Console()
-log = logging.getLogger(__name__)
-
-
-def _checked(fn, *args, **kwargs):
-    from medlite.data.base import DataError
-    from medlite.engine.checkpoint import CheckpointError
-
-    try:
-        return fn(*args, **kwargs)
-    except (DataError, CheckpointError) as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
+                      no_args_is_help=True, add_completion=False, rich_markup_mode="markdown")
+app.add_typer(seg_app, name="seg")
 
 
 @seg_app.command("train")
+@checked
 def train(
     model: Annotated[str, typer.Argument(help="medlitenet, medlitenet_nobaa, medlitenet_r18 or unet.")],
     data: Annotated[str, typer.Option(help="'busi' or 'ph2' (under $MEDLITE_DATA) or a dataset folder.")] = "busi",
@@ -46,28 +41,43 @@ def train(
     train_list: Annotated[str, typer.Option(help="File of training case names (folder data).")] = "",
     test_list: Annotated[str, typer.Option(help="File of test case names (folder data).")] = "",
     seed: Annotated[int, typer.Option(help="Seed for init, split, order and augmentation.")] = 0,
-    out: Annotated[str, typer.Option(help="Run folder (default runs/seg/<model>-<data>-f<fold>-s<seed>).")] = "",
+    out: Annotated[str, typer.Option(help="Run folder (default: runs/seg/ MODEL-DATA-fFOLD-sSEED).")] = "",
     threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
     amp: Annotated[str, typer.Option(help="Training precision: auto (bf16 where the CPU has native bf16), "
                                           "bf16 or none (fp32).")] = "auto",
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last.safetensors.")] = False,
     data_root: Annotated[str, typer.Option(help="Folder of built-in datasets (default $MEDLITE_DATA).")] = "",
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Other SegTrainConfig fields, KEY=VALUE.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE",
+                                                   help="Another SegTrainConfig field (repeatable).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Train a segmentation model; the best validation-Dice checkpoint is then scored on the test split at
     the original image size. The run folder gets results.json, per_case.csv, report.md, curves.png and a
     grid of the best and worst test cases (cases.png)."""
-    from medlite.cli import _parse_kv  # imported here: medlite.cli imports this module at its end
-    from medlite.engine.tasks.segment.train import SegTrainConfig, train_segmentation
+    from medlite.engine.tasks.segment import SegTrainConfig, train_segmentation
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    known_model(model, task="segmentation")
+    _check_layout(layout, mode)
+    extra = parse_kv(set_)
+    unknown = sorted(set(extra) - {f.name for f in dataclasses.fields(SegTrainConfig)})
+    if unknown:
+        raise typer.BadParameter(f"--set {', '.join(unknown)}: not SegTrainConfig fields")
     cfg = SegTrainConfig.from_dict({
         "model": model, "data": data, "layout": layout, "mask_suffix": mask_suffix or None, "size": size,
         "mode": mode, "epochs": epochs, "batch_size": batch_size, "lr": lr, "augment": augment, "fold": fold,
         "folds": folds, "train_list": train_list, "test_list": test_list, "seed": seed, "out": out,
-        "threads": threads, "amp": amp, "data_root": data_root, **_parse_kv(set_)})
-    res = _checked(train_segmentation, cfg, resume=resume)
+        "threads": threads, "amp": amp, "data_root": data_root, **extra})
+    res = train_segmentation(cfg, resume=resume)
     _print_summary(res["test"], f"{model} on {res['data']} (test)")
+
+
+def _check_layout(layout: str, mode: str = "resize") -> None:
+    from medlite.data.segmentation import LAYOUTS, MODES
+
+    if layout not in LAYOUTS:
+        raise typer.BadParameter(f"--layout '{layout}': choose from {', '.join(LAYOUTS)}")
+    if mode not in MODES:
+        raise typer.BadParameter(f"--mode '{mode}': choose from {', '.join(MODES)}")
 
 
 def _print_summary(summary: dict, title: str) -> None:
@@ -80,21 +90,17 @@ def _print_summary(summary: dict, title: str) -> None:
 
 
 @seg_app.command("evaluate")
+@checked
 def evaluate(
     run: Annotated[str, typer.Argument(help="Run folder or .safetensors checkpoint.")],
     data: Annotated[str, typer.Option(help="Another dataset folder to score every case of (default: the run's "
                                            "own test split).")] = "",
     layout: Annotated[str, typer.Option(help="Layout of --data.")] = "folder",
     tolerance: Annotated[float, typer.Option(help="NSD tolerance in pixels.")] = 2.0,
-    out: Annotated[str, typer.Option(help="Folder for per_case.csv and cases.png (default: <run>/eval).")] = "",
+    out: Annotated[str, typer.Option(help="Folder for per_case.csv and cases.png (default: RUN/eval).")] = "",
     data_root: Annotated[str, typer.Option(help="Folder of built-in datasets (default $MEDLITE_DATA).")] = "",
 ) -> None:
     """Score a trained model (Dice, IoU, HD95, NSD at the original image size), per case and mean ± std."""
-    summary = _checked(_evaluate, run, data, layout, tolerance, out, data_root)
-    _print_summary(summary, f"{run}")
-
-
-def _evaluate(run, data, layout, tolerance, out, data_root) -> dict:
     import csv
 
     import torch
@@ -104,6 +110,7 @@ def _evaluate(run, data, layout, tolerance, out, data_root) -> dict:
     from medlite.engine.tasks.segment.evaluate import evaluate_original, predict_probs
     from medlite.engine.tasks.segment.train import SegTrainConfig, case_grid, load_seg_data
 
+    _check_layout(layout)
     model, meta = load_model(run)
     model = model.to(memory_format=torch.channels_last)
     pre = meta["preprocessing"]
@@ -126,22 +133,23 @@ def _evaluate(run, data, layout, tolerance, out, data_root) -> dict:
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     case_grid(out_dir / "cases.png", split, probs, cases, title=f"{meta['model']['name']} ({len(cases)} cases)",
               postprocess=post)
+    _print_summary(summary, f"{run}")
     console.print(f"per-case metrics and cases.png in {out_dir}")
-    return summary
 
 
 @seg_app.command("predict")
+@checked
 def predict(
     model: Annotated[str, typer.Argument(help="Run folder, .safetensors checkpoint or exported .onnx file.")],
     images: Annotated[list[str], typer.Argument(help="Image files (PNG, JPEG, BMP, TIFF, DICOM, NIfTI).")],
-    out: Annotated[str, typer.Option(help="Output folder for <name>_mask.png and <name>_overlay.png.")] = "masks",
+    out: Annotated[str, typer.Option(help="Output folder for NAME_mask.png and NAME_overlay.png.")] = "masks",
     threads: Annotated[int, typer.Option(help="CPU threads (0 = default).")] = 0,
 ) -> None:
     """Segment images; write each mask (0/255 PNG) and an overlay with the lesion contour, both at the image's
     original size. Unreadable files are reported and skipped; the exit code is 1 if any file failed."""
     from medlite.engine.tasks.segment.predict import SegPredictor
 
-    predictor = _checked(SegPredictor.load, model, threads or None)
+    predictor = SegPredictor.load(model, threads or None)
     failed = 0
     table = Table(title=f"{len(images)} image(s) -> {out}")
     for col in ("image", "size (w x h)", "lesion pixels", "lesion %", "mask"):
@@ -149,8 +157,8 @@ def predict(
     for path in images:
         try:
             r = predictor.predict_file(path, out)
-        except ValueError as e:  # DataError / ImageReadError name the file
-            console.print(f"[red]error:[/red] {e}")
+        except MedliteError as e:  # an unreadable image: name it, do the others
+            print_error(e)
             failed += 1
             continue
         table.add_row(path, f"{r['width']} x {r['height']}", str(r["pixels"]), f"{100 * r['fraction']:.1f}",
@@ -161,9 +169,10 @@ def predict(
 
 
 @seg_app.command("export")
+@checked
 def export(
     run: Annotated[str, typer.Argument(help="Run folder or .safetensors checkpoint.")],
-    out: Annotated[str, typer.Option(help="Output .onnx (default <run>/export/<model>.onnx).")] = "",
+    out: Annotated[str, typer.Option(help="Output .onnx (default: RUN/export/MODEL.onnx).")] = "",
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
 ) -> None:
     """Export a segmentation model to ONNX (fp32), checked against PyTorch; the file carries its
@@ -171,7 +180,7 @@ def export(
     from medlite.engine.checkpoint import load_model, resolve_checkpoint
     from medlite.export.onnx import export_onnx
 
-    model, meta = _checked(load_model, run)
+    model, meta = load_model(run)
     path = Path(out) if out else resolve_checkpoint(run).parent / "export" / f"{meta['model']['name']}.onnx"
     info = export_onnx(model, meta, path, opset=opset)
     console.print(f"wrote {info['path']} ({info['size_bytes'] / 1e6:.2f} MB, max |ORT - torch| "

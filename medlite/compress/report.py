@@ -16,10 +16,10 @@ from typing import Any
 
 def measure(path: str | os.PathLike, data, latency_ms: dict[int, float] | None = None) -> dict[str, Any]:
     """Parameters, MACs and test AUC / ACC of a checkpoint on ``data`` (a ClassificationData)."""
-    from medlite.bench.flops import count_macs, count_params
     from medlite.engine.checkpoint import load_model
     from medlite.engine.evaluate import predict
     from medlite.metrics.classification import medmnist_acc, medmnist_auc
+    from medlite.models.flops import count_macs, count_params
 
     model, meta = load_model(path)
     pre = meta["preprocessing"]

@@ -23,8 +23,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from medlite.errors import MedliteError
+from medlite.record import META_KEY, RecordError, RunRecord
 
-META_KEY = "medlite"
 STATE_PREFIX = "state."
 
 
@@ -57,10 +57,14 @@ def save_checkpoint(
     Args:
         path: destination ``.safetensors`` file; a ``.json`` copy of ``meta`` is written beside it.
         model: a module (its ``state_dict`` is saved, DDP/compile wrappers unwrapped) or a state dict.
-        meta: JSON-serialisable description.
+        meta: the run record (:class:`medlite.record.RunRecord` as a dict), validated before writing.
         state: extra tensors for resuming (optimizer moments, RNG), saved under ``state.<key>``.
     """
     path = Path(path)
+    try:  # a checkpoint that could not be loaded again is refused when written, not when read
+        meta = RunRecord.from_dict(meta, f"metadata for {path}").to_dict()
+    except RecordError as e:
+        raise CheckpointError(str(e)) from e
     sd = model if isinstance(model, dict) else unwrap(model).state_dict()
     tensors = {k: v.detach().contiguous().cpu() for k, v in sd.items()}
     for k, v in (state or {}).items():
@@ -107,17 +111,21 @@ def read_checkpoint(
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({e})") from e
     if raw is None:
         raise CheckpointError(f"{path}: safetensors file has no medlite metadata (not a medlite checkpoint)")
-    meta = json.loads(raw)
+    try:
+        meta = RunRecord.from_dict(json.loads(raw), str(path)).to_dict()  # validated; old layouts upgraded
+    except (RecordError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: {e}" if str(path) not in str(e) else str(e)) from e
     weights = {k: v for k, v in tensors.items() if not k.startswith(STATE_PREFIX)}
     state = {k[len(STATE_PREFIX) :]: v for k, v in tensors.items() if k.startswith(STATE_PREFIX)}
     return weights, meta, state
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint file, or a run folder (its ``best.safetensors``, else ``last.safetensors``)."""
+    """A checkpoint file, or a run folder (its ``best.safetensors`` or MAE ``encoder.safetensors``, else
+    ``last.safetensors``)."""
     p = Path(path)
     if p.is_dir():
-        for name in ("best.safetensors", "last.safetensors", "model.safetensors"):
+        for name in ("best.safetensors", "encoder.safetensors", "model.safetensors", "last.safetensors"):
             if (p / name).is_file():
                 return p / name
         raise CheckpointError(f"{p}: run folder holds no best.safetensors / last.safetensors")
@@ -126,28 +134,49 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     return p
 
 
-def build_model_from_meta(meta: dict[str, Any]) -> nn.Module:
-    """Rebuild the (untrained) model a checkpoint describes."""
+def _build_registered(meta: dict[str, Any]) -> nn.Module:
+    """The registered model a (validated) record names, with its recorded options."""
     from medlite.registry import create_model
 
     m = meta["model"]
-    return create_model(
-        m["name"],
-        num_classes=m["num_classes"],
-        in_chans=m["in_chans"],
-        img_size=m["img_size"],
-        **m.get("kwargs", {}),
-    )
+    try:
+        return create_model(m["name"], num_classes=m["num_classes"], in_chans=m["in_chans"],
+                            img_size=m["img_size"], **m.get("kwargs", {}))
+    except KeyError as e:
+        raise CheckpointError(f"model {m['name']!r} of this checkpoint is not registered in this medlite") from e
+    except (TypeError, ValueError) as e:  # recorded options the model's config rejects
+        raise CheckpointError(f"options {m.get('kwargs', {})} do not build model {m['name']!r}: {e}") from e
+
+
+# How each kind of run record becomes a module. Every kind is listed: a new kind must say how it loads.
+BUILDERS = {"classifier": _build_registered, "segmentation": _build_registered,
+            "promptable": _build_registered, "mae-encoder": _build_registered}
+
+
+def build_model_from_meta(meta: dict[str, Any]) -> nn.Module:
+    """Rebuild the (untrained) model a checkpoint's record describes, dispatching on its ``kind``."""
+    kind = meta.get("kind")
+    if kind not in BUILDERS:
+        raise CheckpointError(f"cannot build a model of kind {kind!r} (known: {', '.join(BUILDERS)})")
+    return BUILDERS[kind](meta)
 
 
 def load_model(path: str | os.PathLike, strict: bool = True) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a trained model from a checkpoint file or run folder, in eval mode.
 
     Returns:
-        (model, meta)
+        (model, meta): meta is the validated run record (old layouts upgraded), with a ``kind``.
     """
     weights, meta, _ = read_checkpoint(path)
-    model = build_model_from_meta(meta)
+    try:
+        model = build_model_from_meta(meta)
+    except CheckpointError as e:
+        raise CheckpointError(f"{resolve_checkpoint(path)}: {e}") from e
+    if meta["kind"] == "mae-encoder":
+        from medlite.models.mae import load_encoder_into
+
+        load_encoder_into(model, weights)
+        return model.eval(), meta
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if strict and (missing or unexpected):
         raise CheckpointError(

@@ -15,9 +15,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from medlite.errors import MedliteError
+from medlite.errors import MedliteError, ModelFileError  # noqa: F401  (ModelFileError: re-exported)
+from medlite.record import META_KEY, RecordError, RunRecord  # noqa: F401  (META_KEY: used by the runtime)
 
-META_KEY = "medlite"  # key of the JSON in ONNX metadata_props
 TASKS = ("binary", "multi-class", "ordinal", "multi-label")
 
 
@@ -25,16 +25,12 @@ class ExportError(MedliteError, RuntimeError):
     """An export that failed or does not reproduce the PyTorch model; the message says which and why."""
 
 
-class ModelFileError(MedliteError, ValueError):
-    """An exported model file that cannot be used; the message names the file."""
-
-
 def validate_meta(meta: dict[str, Any]) -> dict[str, Any]:
-    """Check that ``meta`` holds what a deployed model needs and return a JSON-safe deep copy.
+    """Check that ``meta`` is a run record a deployed model can use and return a JSON-safe deep copy.
 
-    Required for classifiers (``kind`` "classifier" or absent): ``model`` (name, num_classes, in_chans,
-    img_size), ``preprocessing`` (size, channels, mean, std) and ``data`` (task, label_names with one name
-    per output). Other kinds (e.g. "segmentation") need ``model`` and ``preprocessing`` only.
+    Every kind needs ``model`` (name, num_classes, in_chans, img_size) and ``preprocessing`` (size,
+    channels, mean, std); classifiers also ``data`` (task, label_names with one name per output) and a
+    known task. Records written before ``kind`` was required are upgraded (see :mod:`medlite.record`).
 
     Raises:
         ExportError: a missing or inconsistent entry (named in the message).
@@ -43,21 +39,11 @@ def validate_meta(meta: dict[str, Any]) -> dict[str, Any]:
         out = json.loads(json.dumps(meta, default=_jsonable))
     except (TypeError, ValueError) as e:
         raise ExportError(f"meta is not JSON serialisable: {e}") from e
-    classifier = out.get("kind", "classifier") == "classifier"
-    required = [("model", ("name", "num_classes", "in_chans", "img_size")),
-                ("preprocessing", ("size", "channels", "mean", "std"))]
-    if classifier:
-        required.append(("data", ("task", "label_names")))
-    for section, keys in required:
-        missing = [k for k in keys if k not in out.get(section, {})]
-        if missing:
-            raise ExportError(f"meta['{section}'] lacks {missing}; export needs a checkpoint's meta")
-    if not classifier:
-        return out
-    n, names = out["model"]["num_classes"], out["data"]["label_names"]
-    if len(names) != n:
-        raise ExportError(f"meta has {len(names)} label names for a model with {n} outputs")
-    if task_kind(out["data"]["task"]) not in TASKS:
+    try:
+        out = RunRecord.from_dict(out, "meta").to_dict()
+    except RecordError as e:
+        raise ExportError(f"{e}; export needs a checkpoint's meta") from e
+    if out["kind"] == "classifier" and task_kind(out["data"]["task"]) not in TASKS:
         raise ExportError(f"unknown task '{out['data']['task']}'; expected one of {TASKS}")
     return out
 

@@ -15,8 +15,10 @@ from medlite.engine.checkpoint import (
 
 
 def _meta(name="resnet18", **kw):
-    return {"model": {"name": name, "num_classes": 3, "in_chans": 1, "img_size": 28, "kwargs": kw},
-            "preprocessing": {"size": 28, "channels": 1, "mean": [0.5], "std": [0.5]}}
+    return {"kind": "classifier",
+            "model": {"name": name, "num_classes": 3, "in_chans": 1, "img_size": 28, "kwargs": kw},
+            "preprocessing": {"size": 28, "channels": 1, "mean": [0.5], "std": [0.5]},
+            "data": {"task": "multi-class", "label_names": ["a", "b", "c"]}}
 
 
 def test_round_trip_rebuilds_identical_model(tmp_path):
@@ -43,7 +45,7 @@ def test_optimizer_state_round_trip(tmp_path):
     model(torch.randn(8, 4)).sum().backward()
     opt.step()
     tensors, info = optimizer_state_tensors(opt)
-    save_checkpoint(tmp_path / "c.safetensors", model, {"optimizer": info}, state=tensors)
+    save_checkpoint(tmp_path / "c.safetensors", model, {**_meta(), "optimizer": info}, state=tensors)
     _, meta, state = read_checkpoint(tmp_path / "c.safetensors")
     opt2 = torch.optim.AdamW(model.parameters(), lr=1e-2)
     load_optimizer_state(opt2, state, meta["optimizer"])

@@ -37,6 +37,7 @@ from medlite.engine.amp import autocast
 from medlite.engine.checkpoint import read_checkpoint, save_checkpoint
 from medlite.engine.evaluate import evaluate_split, loss_fn, predict
 from medlite.engine.loop import Task, config_from_dict, fit
+from medlite.record import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -125,18 +126,23 @@ def load_data(cfg: TrainConfig, run_dir: Path | None = None) -> ClassificationDa
     )
 
 
+def classifier_record(model: str, data: ClassificationData, size: int, mean, std, model_kwargs: dict,
+                      train_config: dict | None = None) -> dict[str, Any]:
+    """The run record of a classifier trained on ``data`` (also used for distilled students)."""
+    return RunRecord(
+        kind="classifier",
+        model={"name": model, "num_classes": data.num_classes, "in_chans": data.channels, "img_size": size,
+               "kwargs": dict(model_kwargs)},
+        preprocessing={"size": size, "channels": data.channels, "mean": list(mean), "std": list(std),
+                       "resize": "bilinear, antialias", "scale": "uint8 / 255"},
+        data={"name": data.name, "task": data.task, "label_names": list(data.label_names), "source": data.source,
+              "sizes": {k: len(v) for k, v in data.splits().items()}},
+        train_config=train_config, medlite_version=medlite.__version__,
+    ).to_dict()
+
+
 def build_meta(cfg: TrainConfig, data: ClassificationData, mean, std, model_kwargs) -> dict[str, Any]:
-    return {
-        "medlite_version": medlite.__version__,
-        "kind": "classifier",
-        "model": {"name": cfg.model, "num_classes": data.num_classes, "in_chans": data.channels,
-                  "img_size": cfg.size, "kwargs": model_kwargs},
-        "preprocessing": {"size": cfg.size, "channels": data.channels, "mean": list(mean), "std": list(std),
-                          "resize": "bilinear, antialias", "scale": "uint8 / 255"},
-        "data": {"name": data.name, "task": data.task, "label_names": list(data.label_names),
-                 "source": data.source, "sizes": {k: len(v) for k, v in data.splits().items()}},
-        "train_config": asdict(cfg),
-    }
+    return classifier_record(cfg.model, data, cfg.size, mean, std, model_kwargs, asdict(cfg))
 
 
 class ClassifyTask(Task):

@@ -87,24 +87,16 @@ def _student(cfg: DistillConfig, data, size: int) -> tuple[nn.Module, dict[str, 
     if Path(cfg.student).exists():
         model, meta = load_model(cfg.student)
         meta = json.loads(json.dumps(meta))
-        for k in ("optimizer", "history", "best_val_auc", "best_epoch", "metrics", "epoch"):
+        for k in ("optimizer", "history", "best_val_auc", "best_epoch", "metrics", "epoch", "resume"):
             meta.pop(k, None)
         return model.train(), meta
-    card = medlite.model_card(cfg.student)
-    mean, std = list(card.mean), list(card.std)
-    if len(mean) == 1:
-        mean, std = mean * data.channels, std * data.channels
+    from medlite.data.transforms import norm_stats
+    from medlite.engine.tasks.classify import classifier_record
+
+    mean, std = norm_stats(medlite.model_card(cfg.student), data.channels)
     model = medlite.create_model(cfg.student, num_classes=data.num_classes, in_chans=data.channels,
                                  img_size=size, **cfg.student_kwargs)
-    meta = {"medlite_version": medlite.__version__, "kind": "classifier",
-            "model": {"name": cfg.student, "num_classes": data.num_classes, "in_chans": data.channels,
-                      "img_size": size, "kwargs": dict(cfg.student_kwargs)},
-            "preprocessing": {"size": size, "channels": data.channels, "mean": mean[: data.channels],
-                              "std": std[: data.channels], "resize": "bilinear, antialias",
-                              "scale": "uint8 / 255"},
-            "data": {"name": data.name, "task": data.task, "label_names": list(data.label_names),
-                     "source": data.source, "sizes": {k: len(v) for k, v in data.splits().items()}},
-            "compress": []}
+    meta = {**classifier_record(cfg.student, data, size, mean, std, cfg.student_kwargs), "compress": []}
     return model, meta
 
 

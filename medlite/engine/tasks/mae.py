@@ -24,6 +24,7 @@ from medlite.data.base import ArraySplit
 from medlite.data.transforms import to_float
 from medlite.engine import schedule
 from medlite.engine.loop import Task, fit
+from medlite.record import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +111,10 @@ class MAETask(Task):
 
     def record(self) -> dict[str, Any]:
         cfg = self.cfg
-        return {"medlite_version": medlite.__version__, "kind": self.kind,
-                "model": {"name": cfg.model, "num_classes": 2, "in_chans": 3, "img_size": cfg.size, "kwargs": {}},
-                "preprocessing": {"size": cfg.size, "channels": 3, "mean": [0.5] * 3, "std": [0.5] * 3},
-                "data": {"name": cfg.data, "n_images": len(self.data)}, "train_config": asdict(cfg)}
+        return RunRecord(kind=self.kind, medlite_version=medlite.__version__,
+                         model={"name": cfg.model, "num_classes": 2, "in_chans": 3, "img_size": cfg.size, "kwargs": {}},
+                         preprocessing={"size": cfg.size, "channels": 3, "mean": [0.5] * 3, "std": [0.5] * 3},
+                         data={"name": cfg.data, "n_images": len(self.data)}, train_config=asdict(cfg)).to_dict()
 
     def best_state(self) -> dict[str, torch.Tensor]:
         return self.model.encoder_state_dict()

@@ -36,6 +36,7 @@ from medlite.engine.checkpoint import load_model
 from medlite.engine.loop import Task, fit
 from medlite.engine.tasks.promptable.evaluate import val_dice
 from medlite.models.litesam.predictor import normalise
+from medlite.record import RunRecord
 from medlite.registry import create_model
 
 log = logging.getLogger(__name__)
@@ -122,12 +123,13 @@ def model_meta(model, cfg: SamTrainConfig | None = None, metrics: dict | None = 
                data: dict | None = None) -> dict:
     """The run record of a LiteSAM-family model (its config travels with it, so any width rebuilds)."""
     c = model.cfg
-    return {"medlite_version": medlite.__version__, "kind": "promptable",
-            "model": {"name": model.medlite_name, "num_classes": 1, "in_chans": c.in_chans, "img_size": c.img_size,
-                      "kwargs": {} if cfg is None else dict(cfg.model_kwargs), "config": c.to_dict()},
-            "preprocessing": {"size": c.img_size, "channels": c.in_chans, "mode": "pad", "normalise": "min-max",
-                              "mean": [0.0], "std": [1.0]},
-            "data": data or {}, "train_config": None if cfg is None else asdict(cfg), "metrics": metrics or {}}
+    return RunRecord(
+        kind="promptable", medlite_version=medlite.__version__,
+        model={"name": model.medlite_name, "num_classes": 1, "in_chans": c.in_chans, "img_size": c.img_size,
+               "kwargs": {} if cfg is None else dict(cfg.model_kwargs), "config": c.to_dict()},
+        preprocessing={"size": c.img_size, "channels": c.in_chans, "mode": "pad", "normalise": "min-max",
+                       "mean": [0.0], "std": [1.0]},
+        data=data or {}, train_config=None if cfg is None else asdict(cfg), metrics=metrics or {}).to_dict()
 
 
 class _Distiller(torch.nn.Module):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from PIL import Image
 
 from medlite.data.seg_postprocess import postprocess_mask
 from medlite.data.segmentation import letterbox, read_rgb, restore
+from medlite.record import require_kind
 
 
 class SegPredictor:
@@ -32,7 +32,8 @@ class SegPredictor:
         if str(path).endswith(".onnx"):
             import onnxruntime as ort
 
-            from medlite.export.meta import META_KEY, ModelFileError
+            from medlite.errors import ModelFileError
+            from medlite.record import META_KEY, parse
 
             if not Path(path).is_file():
                 raise ModelFileError(f"{path}: model file not found")
@@ -44,7 +45,9 @@ class SegPredictor:
             if raw is None:
                 raise ModelFileError(f"{path}: no medlite metadata (not exported by medlite)")
             name = sess.get_inputs()[0].name
-            return cls(lambda x: sess.run(None, {name: x})[0], json.loads(raw), "onnx")
+            meta = parse(raw, str(path))
+            require_kind(meta, "segmentation", str(path), "medlite seg predict")
+            return cls(lambda x: sess.run(None, {name: x})[0], meta, "onnx")
         import torch
 
         from medlite.engine.checkpoint import load_model
@@ -52,11 +55,7 @@ class SegPredictor:
         if threads:
             torch.set_num_threads(threads)
         model, meta = load_model(path)
-        if meta.get("kind") != "segmentation":
-            from medlite.engine.checkpoint import CheckpointError
-
-            raise CheckpointError(f"{path}: a '{meta.get('kind', 'classifier')}' checkpoint, not a segmentation "
-                                  "model (use `medlite predict` for classifiers)")
+        require_kind(meta, "segmentation", str(path), "medlite seg predict")
 
         @torch.no_grad()
         def run(x: np.ndarray) -> np.ndarray:

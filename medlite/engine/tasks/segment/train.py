@@ -33,6 +33,7 @@ from medlite.engine.tasks.segment.evaluate import (
     predict_probs,
     seg_loss,
 )
+from medlite.record import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -104,16 +105,14 @@ def load_seg_data(cfg: SegTrainConfig) -> SegmentationData:
 
 
 def build_seg_meta(cfg: SegTrainConfig, data: SegmentationData, mean, std) -> dict[str, Any]:
-    return {
-        "medlite_version": medlite.__version__,
-        "kind": "segmentation",
-        "model": {"name": cfg.model, "num_classes": 1, "in_chans": 3, "img_size": cfg.size,
-                  "kwargs": cfg.model_kwargs},
-        "preprocessing": {"size": cfg.size, "mode": cfg.mode, "channels": 3, "mean": list(mean),
-                          "std": list(std), "scale": "uint8 / 255", "threshold": 0.5},
-        "data": {"name": data.name, "split": data.split, "sizes": {k: len(v) for k, v in data.splits().items()}},
-        "train_config": asdict(cfg),
-    }
+    return RunRecord(
+        kind="segmentation",
+        model={"name": cfg.model, "num_classes": 1, "in_chans": 3, "img_size": cfg.size, "kwargs": cfg.model_kwargs},
+        preprocessing={"size": cfg.size, "mode": cfg.mode, "channels": 3, "mean": list(mean), "std": list(std),
+                       "scale": "uint8 / 255", "threshold": 0.5},
+        data={"name": data.name, "split": data.split, "sizes": {k: len(v) for k, v in data.splits().items()}},
+        train_config=asdict(cfg), medlite_version=medlite.__version__,
+    ).to_dict()
 
 
 class SegmentTask(Task):
@@ -197,8 +196,8 @@ def train_segmentation(cfg: SegTrainConfig, resume: bool = False) -> dict[str, A
 def finalize_segmentation(run_dir: Path, data: SegmentationData, meta: dict, cfg: SegTrainConfig,
                           history: list[dict], best_epoch: int) -> dict[str, Any]:
     """Score the best checkpoint on test at original sizes; write results.json, per_case.csv, report, plots."""
-    from medlite.bench.flops import count_macs
     from medlite.engine.checkpoint import load_model
+    from medlite.models.flops import count_macs
 
     model, best_meta = load_model(run_dir / "best.safetensors")
     if cfg.channels_last:

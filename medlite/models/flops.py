@@ -1,4 +1,4 @@
-"""Parameter and multiply-accumulate counts of a model at a given input shape.
+"""What a model costs: parameters and multiply-accumulates (MACs), counted with torch's FlopCounterMode.
 
 MACs are counted by ``torch.utils.flop_counter.FlopCounterMode`` (which counts matmuls, convolutions and
 attention; elementwise ops, norms and softmax are not counted) with ``scaled_dot_product_attention``

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import medlite
-from medlite.bench.flops import count_macs, count_params
+from medlite.models.flops import count_macs, count_params
 
 
 def test_linear_and_conv_by_hand():

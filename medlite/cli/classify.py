@@ -1,0 +1,260 @@
+"""Classification commands: ``datasets``, ``models``, ``train``, ``evaluate``, ``pretrain``, ``explain``, ``demo``.
+
+Option defaults restate the engine's config dataclasses (``TrainConfig``, ``PretrainConfig``) without
+importing them, so ``medlite --help`` needs no torch; tests/cli/test_defaults.py keeps them equal.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markdown import Markdown
+from rich.table import Table
+
+from medlite.cli.common import CliError, app, checked, console, known_model, parse_kv
+
+DATA_ROOT_HELP = "Data folder (default $MEDLITE_DATA)."
+
+
+@app.command()
+@checked
+def datasets(
+    root: Annotated[str, typer.Option(help="Data folder (default: $MEDLITE_DATA, else ~/.medlite/data).")] = "",
+) -> None:
+    """List the 12 MedMNIST 2D subsets: task, classes, channels, official split sizes, and whether each is
+    available locally."""
+    from medlite.data.base import data_root
+    from medlite.data.medmnist import MEDMNIST, find_subset_file
+
+    base = data_root(root or None)
+    table = Table(title=f"MedMNIST 2D subsets (local folder: {base})")
+    table.add_column("name", no_wrap=True)
+    for col in ("task", "classes", "channels", "train / val / test", "local file"):
+        table.add_column(col)
+    for name, info in MEDMNIST.items():
+        found = find_subset_file(name, 28, base)
+        sizes = " / ".join(str(info.n_samples[s]) for s in ("train", "val", "test"))
+        table.add_row(name, info.task, str(len(info.label_names)), str(info.channels), sizes,
+                      str(found) if found else "[dim]missing (medlite train ... --download)[/dim]")
+    console.print(table)
+    console.print("Your own data: `--data FOLDER` (one subfolder per class, optionally inside "
+                  "train/ val/ test/) or `--data FILE.csv` (columns path,label[,split]).")
+
+
+@app.command()
+@checked
+def models(
+    family: Annotated[str, typer.Option(help="Only this family (baseline, medlit, ...).")] = "",
+    size: Annotated[int, typer.Option(help="Input size used to count parameters.")] = 0,
+) -> None:
+    """List registered models with their parameter counts and descriptions."""
+    import medlite
+
+    table = Table(title="medlite models")
+    table.add_column("name", no_wrap=True)
+    for col in ("family", "params (2 classes, 3 ch)", "default size", "description"):
+        table.add_column(col)
+    for name in medlite.list_models(family or None):
+        card = medlite.model_card(name)
+        m = medlite.create_model(name, num_classes=2, in_chans=3, img_size=size or card.default_size)
+        n = sum(p.numel() for p in m.parameters())
+        table.add_row(name, card.family, f"{n / 1e6:.2f} M", str(card.default_size), card.description)
+    console.print(table)
+
+
+@app.command()
+@checked
+def train(
+    model: Annotated[str, typer.Argument(help="Model name (see `medlite models`), e.g. resnet18, medlit_nano_28.")],
+    data: Annotated[str, typer.Option(help="MedMNIST subset name (e.g. breastmnist), or a path: .npz, .csv "
+                                           "(columns path, label and optionally split) or a folder with one "
+                                           "subfolder per class.")],
+    size: Annotated[int, typer.Option(help="Input size in pixels; images are resized to size x size.")] = 28,
+    epochs: Annotated[int, typer.Option(help="Training epochs (MedMNIST paper: 100).")] = 100,
+    batch_size: Annotated[int, typer.Option(help="Global batch size.")] = 128,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
+    optimizer: Annotated[str, typer.Option(help="adam or adamw.")] = "adam",
+    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 0.0,
+    schedule: Annotated[str, typer.Option(help="step (x0.1 at 50 % and 75 % of epochs, the MedMNIST "
+                                               "recipe) or cosine (warmup + cosine).")] = "step",
+    warmup_epochs: Annotated[float, typer.Option(help="Linear warmup in epochs.")] = 0.0,
+    augment: Annotated[str, typer.Option(help="none, flip, or light (flip + small affine); batched.")] = "none",
+    seed: Annotated[int, typer.Option(help="Random seed (init, batch order, augmentation, data split).")] = 0,
+    out: Annotated[str, typer.Option(help="Run folder (default: runs/ MODEL-DATA-sSEED).")] = "",
+    init: Annotated[str, typer.Option(help="Initialise from this checkpoint (e.g. `medlite pretrain` "
+                                           "output).")] = "",
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out after an interruption.")] = False,
+    download: Annotated[bool, typer.Option(help="Download a missing MedMNIST subset (with MD5 check).")] = False,
+    data_root: Annotated[str, typer.Option(help=DATA_ROOT_HELP)] = "",
+    model_opt: Annotated[list[str] | None, typer.Option(metavar="KEY=VALUE",
+                                                        help="Model option (repeatable).")] = None,
+    threads: Annotated[int, typer.Option(help="CPU threads (0 = all).")] = 0,
+    compile: Annotated[bool, typer.Option(help="torch.compile the model.")] = False,
+    amp: Annotated[str, typer.Option(help="Training precision: none (fp32), bf16 (autocast; about 1.7x for "
+                                          "medlit_seed on CPUs with AVX512-BF16 / AMX) or auto.")] = "none",
+    tensorboard: Annotated[bool, typer.Option(help="Also log to TensorBoard.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Train a classifier, keep the best-validation-AUC checkpoint, evaluate it on test.
+
+    Runs on one process; for several, launch with `torchrun --nproc_per_node N -m medlite train`.
+    """
+    from medlite.engine.tasks.classify import TrainConfig
+    from medlite.engine.tasks.classify import train as run_train
+
+    known_model(model, task="classification")
+    cfg = TrainConfig(model=model, data=data, size=size, epochs=epochs, batch_size=batch_size, lr=lr,
+                      optimizer=optimizer, weight_decay=weight_decay, schedule=schedule,
+                      warmup_epochs=warmup_epochs, augment=augment, seed=seed, out=out, init=init,
+                      download=download, data_root=data_root, model_kwargs=parse_kv(model_opt),
+                      threads=threads, compile=compile, amp=amp, tensorboard=tensorboard, progress=progress)
+    results = run_train(cfg, resume=resume)
+    if results:  # empty on the non-zero ranks of a torchrun launch
+        console.print(Markdown(Path(results["run_dir"], "report.md").read_text()))
+
+
+@app.command()
+@checked
+def evaluate(
+    run: Annotated[str, typer.Argument(help="Run folder or .safetensors checkpoint.")],
+    data: Annotated[str, typer.Option(help="Dataset to evaluate on (default: the one it was trained on).")] = "",
+    split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for 95 % CIs.")] = 1000,
+    out: Annotated[str, typer.Option(help="Folder for evaluation.json and ROC / confusion PNGs.")] = "",
+    data_root: Annotated[str, typer.Option(help=DATA_ROOT_HELP)] = "",
+) -> None:
+    """Evaluate a trained classifier with the official MedMNIST AUC/ACC and bootstrap 95 % CIs."""
+    from medlite.data import load_classification
+    from medlite.data.medmnist import MEDMNIST
+    from medlite.engine.checkpoint import load_model
+    from medlite.engine.evaluate import evaluate_split
+
+    if split not in ("train", "val", "test"):
+        raise typer.BadParameter(f"--split '{split}': choose from train, val, test")
+    model, meta = load_model(run)
+    pre, dmeta = meta["preprocessing"], meta["data"]
+    spec = data or (dmeta["name"] if dmeta["name"] in MEDMNIST else dmeta["source"])
+    ds = load_classification(spec, size=pre["size"], root=data_root or None)
+    if ds.channels != pre["channels"]:
+        raise typer.BadParameter(f"{data}: {ds.channels}-channel images, the model expects {pre['channels']}")
+    if ds.num_classes != meta["model"]["num_classes"]:
+        raise typer.BadParameter(f"{data}: {ds.num_classes} classes, the model has {meta['model']['num_classes']}")
+    rep, probs, labels = evaluate_split(model, ds.splits()[split], pre["mean"], pre["std"], ds.task, n_boot,
+                                        label_names=ds.label_names)
+    table = Table(title=f"{meta['model']['name']} on {ds.name} ({split}, n={rep['n']})")
+    for col in ("metric", "value", "95 % CI"):
+        table.add_column(col)
+    for k in ("auc", "acc"):
+        table.add_row(k.upper(), f"{rep[k]:.4f}", f"{rep[k + '_ci'][0]:.4f} – {rep[k + '_ci'][1]:.4f}")
+    console.print(table)
+    if out:
+        from medlite.report.plots import plot_confusion, plot_roc
+
+        od = Path(out)
+        od.mkdir(parents=True, exist_ok=True)
+        (od / "evaluation.json").write_text(json.dumps(rep, indent=2, default=float) + "\n")
+        plot_roc(labels, probs, ds.task, ds.label_names, od / "roc.png")
+        if ds.task != "multi-label":
+            plot_confusion(labels, probs, ds.task, ds.label_names, od / "confusion.png")
+        console.print(f"wrote {od}/evaluation.json, roc.png, confusion.png")
+
+
+@app.command()
+@checked
+def pretrain(
+    model: Annotated[str, typer.Argument(help="MedLiT model to pretrain, e.g. medlit_nano_28.")],
+    data: Annotated[str, typer.Option(help="Comma-separated subsets or paths; their TRAIN splits are pooled "
+                                           "(grey images repeated to 3 channels).",
+                                      show_default="breastmnist, pneumoniamnist, dermamnist")]
+    = "breastmnist,pneumoniamnist,dermamnist",
+    size: Annotated[int, typer.Option(help="Input size in pixels.")] = 28,
+    epochs: Annotated[int, typer.Option(help="Epochs over the pooled train images.")] = 50,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 256,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (warmup + cosine).")] = 1.5e-3,
+    mask_ratio: Annotated[float, typer.Option(help="Fraction of patches hidden from the encoder.")] = 0.75,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    out: Annotated[str, typer.Option(help="Run folder (default: runs/ mae-MODEL-sSEED).")] = "",
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
+    data_root: Annotated[str, typer.Option(help=DATA_ROOT_HELP)] = "",
+    threads: Annotated[int, typer.Option(help="CPU threads (0 = all).")] = 0,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Masked-autoencoder pretraining of a MedLiT encoder (mask 75 %, light decoder, normalised-pixel
+    loss). Fine-tune the result with `medlite train MODEL --init RUN/encoder.safetensors`."""
+    from medlite.engine.tasks.mae import PretrainConfig
+    from medlite.engine.tasks.mae import pretrain as run_pretrain
+
+    known_model(model)
+    cfg = PretrainConfig(model=model, data=data, size=size, epochs=epochs, batch_size=batch_size, lr=lr,
+                         mask_ratio=mask_ratio, seed=seed, out=out, data_root=data_root, threads=threads,
+                         progress=progress)
+    res = run_pretrain(cfg, resume=resume)
+    console.print(f"encoder written to [bold]{res['encoder']}[/bold] (final MAE loss {res['final_loss']:.4f}); "
+                  f"fine-tune with `medlite train {model} --data SUBSET --init {res['encoder']}`")
+
+
+@app.command()
+@checked
+def explain(
+    run: Annotated[str, typer.Argument(help="Run folder or .safetensors checkpoint of a MedLiT (ViT) model.")],
+    image: Annotated[str, typer.Argument(help="Image file: PNG, JPEG, BMP, TIFF, DICOM or NIfTI (`file::slice`).")],
+    out: Annotated[str, typer.Option(help="Output PNG (default IMAGE_explain.png in the run folder).")] = "",
+    discard_ratio: Annotated[float, typer.Option(help="Rollout: drop this fraction of the weakest "
+                                                      "attention links per layer.")] = 0.0,
+) -> None:
+    """Save the image with an attention-rollout heat map overlaid, and the predicted class probabilities."""
+    import torch
+
+    from medlite.data.io import read_image, to_model_input
+    from medlite.engine.checkpoint import load_model, resolve_checkpoint
+    from medlite.engine.evaluate import probabilities
+    from medlite.explain import rollout_heatmap
+    from medlite.report.plots import plot_attention_overlay
+
+    model, meta = load_model(run)
+    if not hasattr(model, "attention_maps"):
+        raise CliError(f"{meta['model']['name']} has no attention maps; `explain` needs a MedLiT (or other "
+                       "ViT-style) model")
+    pre = meta["preprocessing"]
+    img = read_image(image)
+    x = torch.from_numpy(to_model_input(img, pre["size"], pre["channels"], pre["mean"], pre["std"]))
+    with torch.no_grad():
+        probs = probabilities(model(x), meta["data"]["task"])[0].numpy()
+    heat = rollout_heatmap(model, x, discard_ratio)[0].numpy()
+    names = meta["data"]["label_names"]
+    path = Path(out) if out else resolve_checkpoint(run).parent / f"{Path(image.split('::')[0]).stem}_explain.png"
+    plot_attention_overlay(img, heat, probs, names, path, title=f"{meta['model']['name']} — {Path(image).name}")
+    table = Table(title=f"{Path(image).name}")
+    table.add_column("class")
+    table.add_column("probability", justify="right")
+    for i in probs.argsort()[::-1]:
+        table.add_row(names[i], f"{probs[i]:.3f}")
+    console.print(table)
+    console.print(f"overlay written to [bold]{path}[/bold]")
+
+
+@app.command()
+@checked
+def demo(
+    out: Annotated[str, typer.Option(help="Folder for the run, exported models and the report.")] = "demo_run",
+    model: Annotated[str, typer.Option(help="Model to train.")] = "medlit_nano_28",
+    data: Annotated[str, typer.Option(help="MedMNIST subset (or path).")] = "pneumoniamnist",
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 8,
+    recipe: Annotated[str, typer.Option(help="Training recipe: vit (AdamW, warmup + cosine, light "
+                                              "augmentation) or medmnist (the paper's CNN recipe).")] = "vit",
+    download: Annotated[bool, typer.Option(help="Download the subset if it is not under $MEDLITE_DATA.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """The main job end to end: train, evaluate with the official metrics, export to ONNX + int8, time it on
+    this CPU, print the report."""
+    from medlite.demo import report_markdown, run_demo
+
+    known_model(model, task="classification")
+    report = run_demo(out, model, data, epochs, download, progress, recipe)
+    console.print(Markdown(report_markdown(report)))

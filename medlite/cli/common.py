@@ -1,0 +1,152 @@
+"""What every command shares: the Typer app, the consoles, the one error wrapper, the one logging set-up and
+the option parsers. The area modules (classify, seg, sam, compress, deploy) import from here and register
+their commands on :data:`app`; ``medlite.cli`` imports them. Nothing here imports torch, so
+``medlite --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+from medlite.errors import MedliteError
+
+app = typer.Typer(
+    help="medlite: lightweight medical-image AI that trains on a laptop CPU and runs on a phone.\n\n"
+    "Typical use: `medlite datasets` to see the data, `medlite train resnet18 --data breastmnist` to train, "
+    "`medlite evaluate runs/RUN` to evaluate, `medlite export runs/RUN` to deploy.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    pretty_exceptions_show_locals=False,
+)
+console = Console()  # results: tables, reports, the files written
+err_console = Console(stderr=True)  # errors and log lines, so that stdout stays parseable (predict --json)
+
+F = TypeVar("F", bound=Callable)
+
+
+class CliError(MedliteError):
+    """A mistake on the command line that the CLI spots before calling the library (an unknown model name,
+    nothing to do); printed like every other :class:`MedliteError`."""
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Library log records (INFO, DEBUG with ``verbose``) as Rich lines on stderr; replaces earlier set-ups."""
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", force=True,
+                        handlers=[RichHandler(console=err_console, show_path=False)])
+
+
+def print_error(message: object) -> None:
+    """``error: message`` in red on stderr, unwrapped so that paths stay whole and copyable."""
+    from rich.markup import escape
+
+    err_console.print(f"[red]error:[/red] {escape(str(message))}", soft_wrap=True, highlight=False)
+
+
+def fail(message: object, code: int = 2) -> NoReturn:
+    """:func:`print_error`, then exit with ``code``."""
+    print_error(message)
+    raise typer.Exit(code)
+
+
+def checked(command: F) -> F:
+    """Decorate every command with this (under ``@app.command()``): it sets up logging (``--verbose`` if
+    the command has it) and turns a user-caused error into one red line and exit code 2.
+
+    User-caused means a :class:`~medlite.errors.MedliteError` (bad data, checkpoint, image, export, or a
+    :class:`CliError`), a missing file, or an ``ImportError`` whose message names the extra to install.
+    Anything else is a bug and keeps its traceback.
+    """
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        setup_logging(bool(kwargs.get("verbose", False)))
+        try:
+            return command(*args, **kwargs)
+        except (MedliteError, FileNotFoundError) as e:
+            fail(e)
+        except ImportError as e:
+            if "pip install" not in str(e):
+                raise
+            fail(e)
+
+    run.medlite_checked = True  # tests/cli/test_app.py checks that every command has it
+    return run  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------------------- option parsers
+def parse_kv(items: list[str] | None) -> dict:
+    """``["embed_dim=96", "drop=0.1"]`` -> ``{"embed_dim": 96, "drop": 0.1}`` (values parsed as JSON)."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise typer.BadParameter(f"'{item}' is not KEY=VALUE")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def parse_ints(text: str, what: str) -> tuple[int, ...] | None:
+    """``"2,5,8"`` -> ``(2, 5, 8)``; ``""`` -> None."""
+    if not text:
+        return None
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError as e:
+        raise typer.BadParameter(f"{what} '{text}' is not a comma-separated list of integers") from e
+
+
+def parse_floats(text: str, n: int, what: str) -> list[float]:
+    """``"1,2.5,3"`` -> ``[1.0, 2.5, 3.0]``, exactly ``n`` of them."""
+    try:
+        v = [float(x) for x in text.split(",")]
+    except ValueError:
+        v = []
+    if len(v) != n:
+        raise typer.BadParameter(f"{what} must be {n} comma-separated numbers; got '{text}'")
+    return v
+
+
+def parse_choices(text: str, choices: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """``"box, point"`` -> ``("box", "point")``, each one of ``choices``."""
+    items = tuple(s.strip() for s in text.split(",") if s.strip())
+    unknown = [s for s in items if s not in choices]
+    if unknown or not items:
+        raise typer.BadParameter(f"{what} '{text}': choose from {', '.join(choices)}")
+    return items
+
+
+def known_model(name: str, task: str | None = None) -> str:
+    """``name`` if it is a registered model (of ``task``, when given), else a :class:`CliError` that says
+    what to use instead. Imports the model modules (torch)."""
+    import difflib
+
+    import medlite
+
+    names = medlite.list_models()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise CliError(f"unknown model '{name}'; {hint}`medlite models` lists them all")
+    card = medlite.model_card(name)
+    if task and card.task != task:
+        fits = ", ".join(n for n in names if medlite.model_card(n).task == task)
+        raise CliError(f"'{name}' is a {card.task} model; this command needs a {task} model: {fits}")
+    return name
+
+
+def model_or_checkpoint(spec: str, task: str | None = None) -> str:
+    """``spec`` if it is an existing checkpoint / run folder or a registered model name."""
+    return spec if Path(spec).exists() else known_model(spec, task)

@@ -1,0 +1,121 @@
+"""The app as a whole: one error wrapper on every command, help that reads at 80 columns, the layering."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+import medlite
+from medlite.cli import app
+from medlite.cli.common import CliError, checked
+from medlite.data.base import DataError
+
+runner = CliRunner()
+PACKAGE = Path(medlite.__file__).parent
+
+
+def _typer_commands(t: typer.Typer, prefix: tuple[str, ...] = ()):
+    for c in t.registered_commands:
+        yield (*prefix, c.name or c.callback.__name__.replace("_", "-")), c.callback
+    for g in t.registered_groups:
+        yield from _typer_commands(g.typer_instance, (*prefix, g.name))
+
+
+COMMANDS = dict(_typer_commands(app))
+
+
+def test_every_command_goes_through_the_one_wrapper():
+    assert len(COMMANDS) == 20
+    unchecked = [" ".join(k) for k, fn in COMMANDS.items() if not getattr(fn, "medlite_checked", False)]
+    assert not unchecked
+
+
+@pytest.mark.parametrize("path", sorted(COMMANDS), ids=" ".join)
+def test_help_reads_at_80_columns(path):
+    r = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    assert "…" not in r.output  # nothing cut short
+    assert max(len(line) for line in r.output.splitlines()) <= 80
+
+
+def _tiny_app(exc: BaseException) -> typer.Typer:
+    t = typer.Typer()
+
+    @t.command()
+    @checked
+    def boom(verbose: bool = False) -> None:
+        raise exc
+
+    return t
+
+
+@pytest.mark.parametrize("exc", [DataError("data.npz: no such subset [x]"), CliError("bad [option]"),
+                                 FileNotFoundError("missing.png"),
+                                 ImportError("ExecuTorch export needs executorch: pip install medlite[mobile]")])
+def test_user_errors_are_one_red_line_and_exit_2(exc):
+    r = runner.invoke(_tiny_app(exc), [])
+    assert r.exit_code == 2
+    assert r.output.strip() == f"error: {exc}"  # markup in the message is printed, not interpreted
+
+
+@pytest.mark.parametrize("exc", [ImportError("No module named 'foo'"), ValueError("a bug"), KeyError("k")])
+def test_bugs_keep_their_traceback(exc):
+    r = runner.invoke(_tiny_app(exc), [])
+    assert r.exit_code == 1 and r.exception is exc
+
+
+def test_unknown_model_names_are_user_errors(tmp_path):
+    r = runner.invoke(app, ["train", "resnet81", "--data", "breastmnist", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "unknown model 'resnet81'" in r.output and "resnet18" in r.output
+    r = runner.invoke(app, ["seg", "train", "resnet18", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "segmentation model" in r.output
+    r = runner.invoke(app, ["bench", "nosuchnet", "--runtime", "torch"])
+    assert r.exit_code == 2 and "nosuchnet" in r.output
+
+
+def test_bad_options_fail_before_any_work(tmp_path):
+    r = runner.invoke(app, ["prune", str(tmp_path / "no-run")])
+    assert r.exit_code == 2 and "nothing to prune" in r.output
+    r = runner.invoke(app, ["prune", str(tmp_path / "no-run"), "--heads", "1.5"])
+    assert r.exit_code == 2 and "[0, 1)" in r.output
+    r = runner.invoke(app, ["sam", "evaluate", str(tmp_path / "no-run"), "--prompt", "box,lasso"])
+    assert r.exit_code == 2 and "lasso" in r.output
+    r = runner.invoke(app, ["sam", "train", "--data", "nosuchset"])
+    assert r.exit_code == 2 and "nosuchset" in r.output
+
+
+def _imports(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+    return out
+
+
+def test_nothing_below_cli_imports_cli_and_export_stands_alone():
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE)
+        if rel.parts[0] in ("cli", "__main__.py"):
+            continue
+        mods = _imports(path)
+        assert not any(m == "medlite.cli" or m.startswith("medlite.cli.") for m in mods), rel
+        if rel.parts[0] == "export":
+            assert not any(m.startswith(("medlite.bench", "medlite.engine")) for m in mods), rel
+
+
+def test_library_code_does_not_print():
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE)
+        if rel.parts[0] in ("cli", "engine"):  # the CLI prints; engine/ has its own rewrite
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                f = node.func
+                name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+                assert name != "print", f"{rel}:{node.lineno} prints; return data and let medlite.cli print"
