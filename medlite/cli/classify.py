@@ -14,7 +14,7 @@ import typer
 from rich.markdown import Markdown
 from rich.table import Table
 
-from medlite.cli.common import CliError, app, checked, console, known_model, parse_kv
+from medlite.cli.common import CliError, app, checked, console, known_model, load_kind, parse_kv
 
 DATA_ROOT_HELP = "Data folder (default $MEDLITE_DATA)."
 
@@ -130,12 +130,11 @@ def evaluate(
     """Evaluate a trained classifier with the official MedMNIST AUC/ACC and bootstrap 95 % CIs."""
     from medlite.data import load_classification
     from medlite.data.medmnist import MEDMNIST
-    from medlite.engine.checkpoint import load_model
     from medlite.engine.evaluate import evaluate_split
 
     if split not in ("train", "val", "test"):
         raise typer.BadParameter(f"--split '{split}': choose from train, val, test")
-    model, meta = load_model(run)
+    model, meta = load_kind(run, "classifier", "medlite evaluate")
     pre, dmeta = meta["preprocessing"], meta["data"]
     spec = data or (dmeta["name"] if dmeta["name"] in MEDMNIST else dmeta["source"])
     ds = load_classification(spec, size=pre["size"], root=data_root or None)
@@ -211,12 +210,12 @@ def explain(
     import torch
 
     from medlite.data.io import read_image, to_model_input
-    from medlite.engine.checkpoint import load_model, resolve_checkpoint
+    from medlite.engine.checkpoint import resolve_checkpoint
     from medlite.engine.evaluate import probabilities
     from medlite.explain import rollout_heatmap
     from medlite.report.plots import plot_attention_overlay
 
-    model, meta = load_model(run)
+    model, meta = load_kind(run, "classifier", "medlite explain")
     if not hasattr(model, "attention_maps"):
         raise CliError(f"{meta['model']['name']} has no attention maps; `explain` needs a MedLiT (or other "
                        "ViT-style) model")

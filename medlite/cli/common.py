@@ -150,3 +150,14 @@ def known_model(name: str, task: str | None = None) -> str:
 def model_or_checkpoint(spec: str, task: str | None = None) -> str:
     """``spec`` if it is an existing checkpoint / run folder or a registered model name."""
     return spec if Path(spec).exists() else known_model(spec, task)
+
+
+def load_kind(path: str, kinds: str | tuple[str, ...], command: str):
+    """(model, meta) of a checkpoint or run folder whose run record is of one of ``kinds``; a clear error
+    naming the command that fits otherwise (e.g. a segmentation run given to `medlite predict`)."""
+    from medlite.engine.checkpoint import load_model, resolve_checkpoint
+    from medlite.record import require_kind
+
+    model, meta = load_model(path)
+    require_kind(meta, kinds, str(resolve_checkpoint(path)), command)
+    return model, meta

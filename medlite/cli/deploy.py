@@ -22,6 +22,7 @@ from medlite.cli.common import (
     checked,
     console,
     err_console,
+    load_kind,
     model_or_checkpoint,
     parse_ints,
     print_error,
@@ -55,12 +56,12 @@ def export(
 
     int8 formats also write the fp32 graph beside the output (STEM.fp32.onnx) and, when the training data
     can be loaded, compare AUC / ACC of fp32 and int8 on its test split."""
-    from medlite.engine.checkpoint import load_model, resolve_checkpoint
+    from medlite.engine.checkpoint import resolve_checkpoint
     from medlite.export.classifier import FORMATS, export_path, fp32_path
 
     if fmt not in FORMATS:
         raise CliError(f"unknown format '{fmt}'; choose from {', '.join(FORMATS)}")
-    model, meta = load_model(run)
+    model, meta = load_kind(run, "classifier", "medlite export")
     path = Path(out) if out else export_path(resolve_checkpoint(run), meta["model"]["name"], fmt)
     if fmt == "executorch":
         from medlite.export.executorch import export_executorch
@@ -166,10 +167,9 @@ def _load_classifier(path: str, threads: int | None):
     if suffix == ".pte":
         raise ModelFileError(f"{path}: .pte programs run in ExecuTorch apps; predict with the .onnx export or "
                              "the checkpoint")
-    from medlite.engine.checkpoint import load_model
     from medlite.export.classifier import TorchClassifier
 
-    return TorchClassifier(*load_model(path), threads=threads)
+    return TorchClassifier(*load_kind(path, "classifier", "medlite predict"), threads=threads)
 
 
 def _print_predictions(results: list[dict], clf, model_path: str) -> None:

@@ -14,7 +14,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from medlite.cli.common import app, checked, console, known_model, parse_choices, parse_floats
+from medlite.cli.common import app, checked, console, known_model, load_kind, parse_choices, parse_floats, parse_kv
 
 sam_app = typer.Typer(help="LiteSAM: box-, point- and scribble-prompted segmentation on a CPU.",
                       no_args_is_help=True, rich_markup_mode="markdown")
@@ -41,6 +41,7 @@ def train(
                                             "...).")] = "litesam_swin_xs",
     data: Annotated[list[str], typer.Option(help=f"{DATA_HELP}; repeat to combine.")] = ["busi", "ph2"],  # noqa: B006
     fold: Annotated[int, typer.Option(help="Fold of k-fold datasets (PH2).")] = 0,
+    img_size: Annotated[int, typer.Option(help="Model input side in pixels.")] = 256,
     epochs: Annotated[int, typer.Option(help="Passes over the combined training cases.")] = 16,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 8,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (warmup + cosine).")] = 5e-4,
@@ -52,17 +53,26 @@ def train(
     out_dir: Annotated[str, typer.Option(help="Folder that holds the run folder.")] = "runs/sam",
     name: Annotated[str, typer.Option(help="Run folder name (default: the model name).")] = "",
     seed: Annotated[int, typer.Option(help="Seed for init, prompts, order and augmentation.")] = 0,
+    model_opt: Annotated[list[str] | None, typer.Option(metavar="KEY=VALUE",
+                                                        help="LiteSAMConfig option (repeatable).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
-    """Train LiteSAM on prompts sampled from ground-truth masks (resumes an interrupted run)."""
+    """Train LiteSAM on prompts sampled from ground-truth masks (resumes an interrupted run).
+
+    Runs on one process; for several, launch with
+    `torchrun --nproc_per_node N -m medlite sam train ...`."""
     from medlite.engine.tasks.promptable import SamTrainConfig, train_sam
 
     known_model(model, task="promptable-segmentation")
-    cfg = SamTrainConfig(model=model, datasets=tuple(_dataset(d) for d in data), fold=fold, epochs=epochs,
+    cfg = SamTrainConfig(model=model, model_kwargs=parse_kv(model_opt), datasets=tuple(_dataset(d) for d in data),
+                         fold=fold, img_size=img_size, epochs=epochs, progress=progress,
                          batch_size=batch_size, lr=lr, augment=augment, teacher=teacher or None,
                          distill_weight=distill_weight, time_budget_s=time_budget or None, threads=threads,
                          out_dir=out_dir, name=name or None, seed=seed)
     res = train_sam(cfg)
+    if not res:  # a torchrun rank other than 0: rank 0 reports
+        return
     console.print(f"trained {model}: {res['steps']} steps, best val Dice {res['best_val_dice']:.4f} -> "
                   f"{cfg.run_dir()}")
 
@@ -81,14 +91,13 @@ def evaluate(
     """Challenge DSC / NSD (NSD at 2 px where DSC > 0.2) at the original size, and CPU time per image."""
     import torch
 
-    from medlite.engine.checkpoint import load_model
     from medlite.engine.tasks.promptable import evaluate_sam, load_dataset
 
     prompts = parse_choices(prompt, ("box", "point"), "--prompt")
     parse_choices(split, ("train", "val", "test"), "--split")
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    model, meta = load_model(run)
+    model, meta = load_kind(run, "promptable", "medlite sam evaluate")
     load_s = time.perf_counter() - t0
     ds = load_dataset(_dataset(data), model.cfg.img_size, fold)
     res = evaluate_sam(model, getattr(ds, split), prompts)
@@ -133,7 +142,6 @@ def predict(
     import torch
 
     from medlite.data.segmentation import read_rgb
-    from medlite.engine.checkpoint import load_model
     from medlite.models.litesam import LiteSAMPredictor
 
     src = Path(image)
@@ -146,7 +154,7 @@ def predict(
         raise typer.BadParameter("give a prompt: --box, --point or --scribble")
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    net, _ = load_model(model)
+    net, _ = load_kind(model, "promptable", "medlite sam predict")
     p = LiteSAMPredictor(net)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -183,10 +191,10 @@ def export(
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
 ) -> None:
     """Export the image encoder and the prompt decoder as two ONNX graphs, parity-checked against PyTorch."""
-    from medlite.engine.checkpoint import load_model, resolve_checkpoint
+    from medlite.engine.checkpoint import resolve_checkpoint
     from medlite.export.sam_onnx import export_litesam
 
-    net, meta = load_model(run)
+    net, meta = load_kind(run, "promptable", "medlite sam export")
     dest = out or str(resolve_checkpoint(run).parent / "onnx")
     res = export_litesam(net, meta, dest, opset=opset)
     console.print(f"encoder {res['encoder']} (max |ORT - torch| {res['encoder_max_abs_diff']:.1e}), decoder "

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from medlite.cli.common import app, checked, console, known_model, parse_kv, print_error
+from medlite.cli.common import app, checked, console, known_model, load_kind, parse_kv, print_error
 from medlite.errors import MedliteError
 
 seg_app = typer.Typer(help="Lesion segmentation: MedLiteNet, its ablations and a U-Net baseline.",
@@ -53,7 +53,10 @@ def train(
 ) -> None:
     """Train a segmentation model; the best validation-Dice checkpoint is then scored on the test split at
     the original image size. The run folder gets results.json, per_case.csv, report.md, curves.png and a
-    grid of the best and worst test cases (cases.png)."""
+    grid of the best and worst test cases (cases.png).
+
+    Runs on one process; for several, launch with
+    `torchrun --nproc_per_node N -m medlite seg train ...`."""
     from medlite.engine.tasks.segment import SegTrainConfig, train_segmentation
 
     known_model(model, task="segmentation")
@@ -68,6 +71,8 @@ def train(
         "folds": folds, "train_list": train_list, "test_list": test_list, "seed": seed, "out": out,
         "threads": threads, "amp": amp, "data_root": data_root, **extra})
     res = train_segmentation(cfg, resume=resume)
+    if not res:  # a torchrun rank other than 0: rank 0 reports
+        return
     _print_summary(res["test"], f"{model} on {res['data']} (test)")
 
 
@@ -106,12 +111,12 @@ def evaluate(
     import torch
 
     from medlite.data.segmentation import build_split, find_pairs
-    from medlite.engine.checkpoint import load_model, resolve_checkpoint
+    from medlite.engine.checkpoint import resolve_checkpoint
     from medlite.engine.tasks.segment.evaluate import evaluate_original, predict_probs
     from medlite.engine.tasks.segment.train import SegTrainConfig, case_grid, load_seg_data
 
     _check_layout(layout)
-    model, meta = load_model(run)
+    model, meta = load_kind(run, "segmentation", "medlite seg evaluate")
     model = model.to(memory_format=torch.channels_last)
     pre = meta["preprocessing"]
     cfg = SegTrainConfig.from_dict(meta["train_config"])
@@ -177,10 +182,10 @@ def export(
 ) -> None:
     """Export a segmentation model to ONNX (fp32), checked against PyTorch; the file carries its
     preprocessing, so `medlite seg predict FILE.onnx IMAGE...` needs nothing else."""
-    from medlite.engine.checkpoint import load_model, resolve_checkpoint
+    from medlite.engine.checkpoint import resolve_checkpoint
     from medlite.export.onnx import export_onnx
 
-    model, meta = load_model(run)
+    model, meta = load_kind(run, "segmentation", "medlite seg export")
     path = Path(out) if out else resolve_checkpoint(run).parent / "export" / f"{meta['model']['name']}.onnx"
     info = export_onnx(model, meta, path, opset=opset)
     console.print(f"wrote {info['path']} ({info['size_bytes'] / 1e6:.2f} MB, max |ORT - torch| "

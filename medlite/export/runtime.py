@@ -11,7 +11,6 @@ Preprocessing (size, channels, mean, std), task and label names come from the fi
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ import onnxruntime as ort
 # medlite.data imports lazily, so its io module (numpy + Pillow) loads without torch.
 from medlite.data.io import read_image, to_model_input  # noqa: E402
 from medlite.export.meta import META_KEY, ModelFileError, task_kind
+from medlite.record import parse, require_kind
 
 ImageLike = str | os.PathLike | np.ndarray
 
@@ -128,7 +128,8 @@ class OnnxClassifier(Classifier):
         raw = self.session.get_modelmeta().custom_metadata_map.get(META_KEY)
         if raw is None:
             raise ModelFileError(f"{self.path}: no '{META_KEY}' metadata (not exported by medlite)")
-        self.meta = json.loads(raw)
+        self.meta = parse(raw, str(self.path))  # validated run record (torch-free)
+        require_kind(self.meta, "classifier", str(self.path), "medlite predict")
         self.input_name = self.session.get_inputs()[0].name
 
     def logits(self, x: np.ndarray) -> np.ndarray:
