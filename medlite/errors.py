@@ -14,3 +14,14 @@ class MedliteError(Exception):
 
 class ModelFileError(MedliteError, ValueError):
     """An exported model file (ONNX, .pte) that cannot be used; the message names the file."""
+
+
+class ConfigError(MedliteError, ValueError):
+    """A training or command option that cannot work (unknown schedule, wrong kind of model for a task, ...)."""
+
+
+class UnknownModelError(MedliteError, KeyError):
+    """A model name the registry does not know; the message lists the known ones."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0]) if self.args else ""

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 
 from torch import nn
 
+from medlite.errors import UnknownModelError
+
 
 @dataclass(frozen=True)
 class ModelCard:
@@ -76,7 +78,7 @@ def model_card(name: str) -> ModelCard:
     """The card of a registered model; KeyError naming the known models for an unknown name."""
     _load_all()
     if name not in _REGISTRY:
-        raise KeyError(f"unknown model '{name}'; known models: {', '.join(list_models())}")
+        raise UnknownModelError(f"unknown model '{name}'; known models: {', '.join(list_models())}")
     return _REGISTRY[name][1]
 
 

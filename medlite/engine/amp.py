@@ -13,6 +13,8 @@ import sys
 
 import torch
 
+from medlite.errors import ConfigError
+
 AMP_CHOICES = ("auto", "bf16", "none")
 
 
@@ -35,7 +37,7 @@ def native_bf16() -> bool:
 def resolve_amp(amp: str, device: str = "cpu") -> str:
     """ "auto" -> "bf16" or "none" for this machine and device; other values are checked and returned."""
     if amp not in AMP_CHOICES:
-        raise ValueError(f"amp must be one of {AMP_CHOICES}; got {amp!r}")
+        raise ConfigError(f"amp must be one of {AMP_CHOICES}; got {amp!r}")
     if amp == "auto":
         if torch.device(device).type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "none"

@@ -38,6 +38,7 @@ from medlite.engine.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
+from medlite.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def config_from_dict(cls, d: dict[str, Any]):
     known = {f.name: f for f in fields(cls)}
     unknown = set(d) - set(known)
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+        raise ConfigError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
     d = dict(d)
     for k, v in d.items():
         if isinstance(v, list) and "tuple" in str(known[k].type):

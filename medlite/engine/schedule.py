@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from medlite.errors import ConfigError
+
 SCHEDULES = ("cosine", "step")
 OPTIMIZERS = ("adam", "adamw")
 
@@ -37,7 +39,7 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int = 0, schedule: str 
         return 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
     if schedule == "step":
         return gamma ** sum(step >= m for m in milestones)
-    raise ValueError(f"unknown schedule '{schedule}' (use one of {', '.join(SCHEDULES)})")
+    raise ConfigError(f"unknown schedule '{schedule}' (use one of {', '.join(SCHEDULES)})")
 
 
 def epoch_milestones(fractions: Sequence[float], epochs: int, steps_per_epoch: int) -> list[int]:
@@ -72,7 +74,7 @@ def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
         fused: one kernel per step instead of ~10 per tensor (CPU and CUDA); off keeps the foreach path.
     """
     if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer '{name}' (use one of {', '.join(OPTIMIZERS)})")
+        raise ConfigError(f"unknown optimizer '{name}' (use one of {', '.join(OPTIMIZERS)})")
     params = (param_groups(model, weight_decay) if decay_groups
               else [p for p in model.parameters() if p.requires_grad])
     cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW

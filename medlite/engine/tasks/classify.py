@@ -37,6 +37,7 @@ from medlite.engine.amp import autocast
 from medlite.engine.checkpoint import read_checkpoint, save_checkpoint
 from medlite.engine.evaluate import evaluate_split, loss_fn, predict
 from medlite.engine.loop import Task, config_from_dict, fit
+from medlite.errors import ConfigError
 from medlite.record import RunRecord
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 def with_recipe(cfg: TrainConfig, name: str) -> TrainConfig:
     """``cfg`` with the named recipe applied (``warmup_fraction`` becomes warmup epochs)."""
     if name not in RECIPES:
-        raise ValueError(f"unknown recipe '{name}' (choose from {', '.join(RECIPES)})")
+        raise ConfigError(f"unknown recipe '{name}' (choose from {', '.join(RECIPES)})")
     out = TrainConfig.from_dict(asdict(cfg))
     for k, v in RECIPES[name].items():
         if k == "warmup_fraction":

@@ -32,6 +32,7 @@ from medlite.compress.distill import (
 )
 from medlite.engine import schedule
 from medlite.engine.loop import Task, fit
+from medlite.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ class TeacherTargets:
             n_s, n_t = len(student.blocks), len(teacher.blocks)
             self.map = list(cfg.layer_map) if cfg.layer_map else layer_map(n_s, n_t)
             if len(self.map) != n_s or max(self.map) >= n_t:
-                raise ValueError(f"layer_map {self.map} must give one of {n_t} teacher blocks per student block")
+                raise ConfigError(f"layer_map {self.map} must give one of {n_t} teacher blocks per student block")
 
     @torch.no_grad()
     def compute(self, x01: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -163,7 +164,7 @@ class DistillTask(Task):
         ref_meta = tmeta or (load_model(cfg.student)[1] if Path(cfg.student).exists() else {})
         data_name = cfg.data or ref_meta.get("data", {}).get("name", "")
         if not data_name:
-            raise ValueError("no data: pass --data (the student is new and there is no teacher to take it from)")
+            raise ConfigError("no data: pass --data (the student is new and there is no teacher to take it from)")
         size = int(ref_meta["preprocessing"]["size"]) if ref_meta else 28
         self.data = data = load_classification(data_name, size=size, root=cfg.data_root or None, seed=cfg.seed)
         self.model, self.meta = _student(cfg, data, size)

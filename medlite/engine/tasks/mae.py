@@ -24,6 +24,7 @@ from medlite.data.base import ArraySplit
 from medlite.data.transforms import to_float
 from medlite.engine import schedule
 from medlite.engine.loop import Task, fit
+from medlite.errors import ConfigError
 from medlite.record import RunRecord
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class MAETask(Task):
         self.data = pooled_train_images(cfg)
         encoder = medlite.create_model(cfg.model, num_classes=2, in_chans=3, img_size=cfg.size)
         if not hasattr(encoder, "patch_embed"):
-            raise ValueError(f"MAE pretraining needs a MedLiT encoder; '{cfg.model}' is not one")
+            raise ConfigError(f"MAE pretraining needs a MedLiT encoder; '{cfg.model}' is not one")
         self.model = MAEPretrainer(encoder, mask_ratio=cfg.mask_ratio, decoder_dim=cfg.decoder_dim,
                                    decoder_depth=cfg.decoder_depth)
         self.trainable = _MAEStep(self.model)

@@ -9,7 +9,7 @@ import torch
 from litesam_tiny import TINY
 from PIL import Image
 
-from medlite.engine.checkpoint import load_model
+from medlite.engine.checkpoint import load_model, read_checkpoint
 from medlite.engine.tasks.promptable import (
     SamTrainConfig,
     evaluate_sam,
@@ -77,3 +77,15 @@ def test_distillation_from_a_teacher_checkpoint(tmp_path, blob_folder):
                          teacher=str(teacher_cfg.run_dir() / "best.safetensors"))
     res = train_sam(cfg, data)
     assert res["steps"] >= 1 and np.isfinite(res["history"][0]["loss"])
+
+
+def test_time_budget_sizes_the_schedule(tmp_path, blob_folder):
+    spec = f"folder:{blob_folder}"
+    cfg = SamTrainConfig(model="litesam_swin_xs", model_kwargs=TINY, datasets=(spec,), img_size=64, epochs=1,
+                         batch_size=4, warmup_steps=1, out_dir=str(tmp_path), time_budget_s=1.0, progress=False)
+    data = {spec: load_dataset(spec, 64)}
+    res = train_sam(cfg, data)
+    _, meta, _ = read_checkpoint(cfg.run_dir() / "last.safetensors")
+    planned, per_epoch = meta["resume"]["total_steps"], len(data[spec].train) // cfg.batch_size
+    assert res["steps"] == planned >= 1  # the timed plan, run to its end; cfg.epochs no longer limits it
+    assert res["epochs_run"] == -(-planned // per_epoch)

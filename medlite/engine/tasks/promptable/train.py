@@ -178,7 +178,7 @@ class PromptableTask(Task):
             return cfg.epochs * self.steps_per_epoch
         if resumed is not None:
             return resumed
-        per_step = _time_steps(self.model, self.train_split, cfg)  # size the schedule to the budget
+        per_step = _time_steps(self.trainable, self.train_split, cfg)  # size the schedule to the budget
         total = max(1, int(cfg.time_budget_s / per_step))
         log.info("time budget %.0f s at %.2f s/step -> %d steps", cfg.time_budget_s, per_step, total)
         return total
@@ -251,22 +251,21 @@ def train_sam(cfg: SamTrainConfig, data: dict[str, SegmentationData] | None = No
     return fit(PromptableTask(cfg, data), resume=resume)
 
 
-def _time_steps(model, split: SegSplit, cfg: SamTrainConfig, n: int = 3) -> float:
-    """Seconds per training step (median of ``n`` after one warm-up), weights restored afterwards."""
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    opt = torch.optim.AdamW(model.parameters(), lr=0.0)
+def _time_steps(trainable: torch.nn.Module, split: SegSplit, cfg: SamTrainConfig, n: int = 3) -> float:
+    """Seconds per training step of ``trainable`` (median of ``n`` after one warm-up); weights restored."""
+    state = {k: v.clone() for k, v in trainable.state_dict().items()}
+    opt = torch.optim.AdamW(trainable.parameters(), lr=0.0)
     rng = np.random.default_rng(cfg.seed)
+    idx = torch.arange(min(cfg.batch_size, len(split)))
     times = []
-    model.train()
+    trainable.train()
     for i in range(n + 1):
-        idx = torch.arange(min(cfg.batch_size, len(split)))
         t0 = time.perf_counter()
-        coords, labels, dense, has_dense = prompt_batch(split.masks[idx], rng, cfg)
-        logits, iou = model(normalise(split.images[idx]), coords, labels, dense, has_dense)
-        sam_loss(logits, iou, split.masks[idx].float())[0].backward()
+        masks = split.masks[idx]
+        trainable((normalise(split.images[idx]), masks, prompt_batch(masks, rng, cfg), len(idx)))[0].backward()
         opt.step()
         opt.zero_grad()
         if i:
             times.append(time.perf_counter() - t0)
-    model.load_state_dict(state)
+    trainable.load_state_dict(state)
     return float(np.median(times)) * 1.05  # augmentation and bookkeeping

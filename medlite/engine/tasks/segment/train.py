@@ -33,6 +33,7 @@ from medlite.engine.tasks.segment.evaluate import (
     predict_probs,
     seg_loss,
 )
+from medlite.errors import ConfigError
 from medlite.record import RunRecord
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def load_seg_data(cfg: SegTrainConfig) -> SegmentationData:
         return load_builtin(cfg.data, cfg.size, cfg.mode, cfg.data_root or None, fold=cfg.fold, split=cfg.split,
                             seed=cfg.seed, val_fraction=cfg.val_fraction)
     if cfg.layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}; got {cfg.layout!r}")
+        raise ConfigError(f"layout must be one of {LAYOUTS}; got {cfg.layout!r}")
     split: dict[str, Any] = {"seed": cfg.seed, "val_fraction": cfg.val_fraction}
     if cfg.test_list:
         split.update(train_list=cfg.train_list or None, test_list=cfg.test_list)
@@ -126,7 +127,7 @@ class SegmentTask(Task):
         self.data = load_seg_data(cfg)
         card = medlite.model_card(cfg.model)
         if card.task != "segmentation":
-            raise ValueError(f"'{cfg.model}' is a {card.task} model; choose a segmentation model "
+            raise ConfigError(f"'{cfg.model}' is a {card.task} model; choose a segmentation model "
                              f"(medlitenet, medlitenet_nobaa, medlitenet_r18, unet)")
         self.mean, self.std = norm_stats(card, 3)
         model = medlite.create_model(cfg.model, num_classes=1, in_chans=3, img_size=cfg.size, **cfg.model_kwargs)
