@@ -56,7 +56,7 @@ def mae_cfg(model: str, epochs: int, runs: Path, threads: int) -> PretrainConfig
 
 def run_mae(cfg: PretrainConfig) -> str:
     enc = cfg.run_dir() / "encoder.safetensors"
-    if (cfg.run_dir() / "pretrain.csv").is_file() and enc.is_file():
+    if enc.is_file():
         done = json.loads(enc.with_suffix(".json").read_text())["epoch"] + 1
         if done >= cfg.epochs:
             return str(enc)
