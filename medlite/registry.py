@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 from torch import nn
 
-from medlite.errors import UnknownModelError
+from medlite.errors import ConfigError, UnknownModelError
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class ModelCard:
     mean: tuple[float, ...] = (0.5,)  # per-channel normalisation mean (repeated to in_chans)
     std: tuple[float, ...] = (0.5,)  # per-channel normalisation std
     weights: str = "none (trained by medlite)"  # where pretrained weights come from
+    pretrained: str = ""  # name of the medlite.weights entry the factory loads with pretrained=True; "" = none
     licence: str = "Apache-2.0 (code)"
     intended_use: str = "research; not a medical device"
     extra: dict = field(default_factory=dict)
@@ -89,7 +90,8 @@ def model_entrypoint(name: str) -> Callable[..., nn.Module]:
 
 
 def create_model(
-    name: str, num_classes: int = 2, in_chans: int = 3, img_size: int | None = None, **kwargs
+    name: str, num_classes: int = 2, in_chans: int = 3, img_size: int | None = None, pretrained: bool = False,
+    **kwargs
 ) -> nn.Module:
     """Build a registered model.
 
@@ -98,6 +100,8 @@ def create_model(
         num_classes: number of output logits.
         in_chans: input channels (1 for grey, 3 for colour).
         img_size: input side length in pixels; ``None`` takes the model card's default.
+        pretrained: start from the weights the model card names (``card.pretrained``; from the package its
+            extra installs, converted once and cached: see :mod:`medlite.weights`).
         **kwargs: model-specific options (documented on each factory).
 
     Returns:
@@ -106,6 +110,11 @@ def create_model(
     card = model_card(name)
     fn = _REGISTRY[name][0]
     size = card.default_size if img_size is None else int(img_size)
+    if pretrained and not card.pretrained:
+        with_weights = [n for n in list_models() if _REGISTRY[n][1].pretrained]
+        raise ConfigError(f"'{name}' has no pretrained weights (models with weights: {', '.join(with_weights)})")
+    if pretrained:
+        kwargs["pretrained"] = True  # the factory loads card.pretrained and adapts it (channels, classes)
     model = fn(num_classes=num_classes, in_chans=in_chans, img_size=size, **kwargs)
     model.medlite_name = name  # lets checkpoints record what built the model
     return model
