@@ -172,5 +172,5 @@ def _state_digest(state: dict[str, torch.Tensor]) -> str:
     for k in sorted(state):
         v = state[k].detach().cpu().contiguous()
         h.update(json.dumps([k, str(v.dtype), list(v.shape)]).encode())
-        h.update(v.view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
     return h.hexdigest()

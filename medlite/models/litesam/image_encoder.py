@@ -75,20 +75,22 @@ class SwinImageEncoder(nn.Module):
 
 
 class TinyViTImageEncoder(nn.Module):
-    """LiteMedSAM's encoder as published: TinyViT-5M (timm ``tiny_vit_5m_224`` layout) whose patch-merging
-    layers keep the resolution, so every stage runs at stride 4 (64x64 tokens at 256 px), then SAM's neck
+    """LiteMedSAM's encoder exactly as published (the MedSAM authors' ``tiny_vit_sam``): TinyViT-5M blocks
+    (timm ``TinyVit``) behind a 1x1, stride-1 patch embedding, patch merging at stride 2, 2 and 1, so the four
+    stages run at strides 1, 2, 4 and 4 (256, 128, 64 and 64 tokens per side at 256 px); then SAM's neck
     (1x1 conv, LayerNorm, 3x3 conv, LayerNorm) to an ``embed_dim``-channel stride-4 embedding. No skips."""
 
     def __init__(self, img_size: int, in_chans: int, dims, depths, heads, windows, embed_dim: int,
                  drop_path: float = 0.0) -> None:
         super().__init__()
-        from timm.models.tiny_vit import TinyVit
+        from timm.models.tiny_vit import ConvNorm, TinyVit
 
         vit = TinyVit(in_chans=in_chans, num_classes=0, embed_dims=tuple(dims), depths=tuple(depths),
                       num_heads=tuple(heads), window_sizes=tuple(windows), drop_path_rate=drop_path)
-        for stage in vit.stages[1:]:
-            stage.downsample.conv2.conv.stride = (1, 1)  # LiteMedSAM: all stages at the stride-4 grid
-        self.patch_embed, self.stages = vit.patch_embed, vit.stages
+        pe = vit.patch_embed  # LiteMedSAM: point-wise patch embedding at full resolution
+        pe.conv1, pe.conv2 = ConvNorm(in_chans, dims[0] // 2, 1, 1, 0), ConvNorm(dims[0] // 2, dims[0], 1, 1, 0)
+        vit.stages[-1].downsample.conv2.conv.stride = (1, 1)  # the last merge keeps the stride-4 grid
+        self.patch_embed, self.stages = pe, vit.stages
         self.neck = nn.Sequential(nn.Conv2d(dims[-1], embed_dim, 1, bias=False), LayerNorm2d(embed_dim),
                                   nn.Conv2d(embed_dim, embed_dim, 3, padding=1, bias=False), LayerNorm2d(embed_dim))
 

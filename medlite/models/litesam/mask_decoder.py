@@ -93,7 +93,7 @@ class MaskDecoder(nn.Module):
     """
 
     def __init__(self, dim: int, depth: int, heads: int, mlp_dim: int, num_mask_tokens: int = 1,
-                 skip_dims: tuple[int, ...] = (), prompt_map_pool: int = 0) -> None:
+                 skip_dims: tuple[int, ...] = (), prompt_map_pool: int = 0, iou_hidden: int = 0) -> None:
         super().__init__()
         self.num_mask_tokens = num_mask_tokens
         self.iou_token = nn.Parameter(torch.zeros(1, 1, dim))
@@ -114,7 +114,8 @@ class MaskDecoder(nn.Module):
         self.prompt_map_pool = prompt_map_pool
         self.prompt_fine = nn.Conv2d(2, c2, 1) if prompt_map_pool else None
         self.hyper = nn.ModuleList(_mlp([dim, dim, dim, c2]) for _ in range(num_mask_tokens))
-        self.iou_head = _mlp([dim, dim // 2, dim // 2, num_mask_tokens])
+        iou_hidden = iou_hidden or dim // 2  # SAM / LiteMedSAM: 256 (= dim)
+        self.iou_head = _mlp([dim, iou_hidden, iou_hidden, num_mask_tokens])
 
     def forward(self, embedding: torch.Tensor, skips: tuple[torch.Tensor, ...], image_pe: torch.Tensor,
                 sparse: torch.Tensor, dense: torch.Tensor,

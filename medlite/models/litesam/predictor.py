@@ -79,6 +79,10 @@ class LiteSAMPredictor:
         self.features = self.model.forward_features(x.to(self.device))
         self.encoder_calls += 1
 
+    def _iou(self, iou: torch.Tensor) -> torch.Tensor:
+        score = getattr(self.model, "iou_score", None)  # a LiteSAM; exported graphs give logits
+        return score(iou) if score is not None else torch.sigmoid(iou)
+
     def reset_image(self) -> None:
         self.features, self.geometry = None, None
 
@@ -126,7 +130,7 @@ class LiteSAMPredictor:
             torch.from_numpy(labels)[None].to(self.device), torch.from_numpy(dense)[None, None].to(self.device),
             torch.tensor([0.0 if scribble is None else 1.0], device=self.device))
         prob = restore(torch.sigmoid(logits[0, 0]).cpu(), g)
-        return (prob if return_probs else prob > 0.5), float(torch.sigmoid(iou[0, 0]))
+        return (prob if return_probs else prob > 0.5), float(self._iou(iou[:1])[0, 0])
 
     @torch.no_grad()
     def predict_boxes(self, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -145,4 +149,4 @@ class LiteSAMPredictor:
                                               torch.zeros(len(boxes), device=self.device))
         probs = torch.sigmoid(logits[:, 0]).cpu()
         masks = np.stack([restore(p, g) > 0.5 for p in probs])
-        return masks, torch.sigmoid(iou[:, 0]).cpu().numpy()
+        return masks, self._iou(iou)[:, 0].cpu().numpy()

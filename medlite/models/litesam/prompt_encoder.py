@@ -47,7 +47,8 @@ class PositionEmbeddingRandom(nn.Module):
 class PromptEncoder(nn.Module):
     """Points/boxes -> sparse tokens; scribble map -> dense embedding at the image-embedding resolution."""
 
-    def __init__(self, embed_dim: int, img_size: int, embed_stride: int, prompt_maps: bool = False) -> None:
+    def __init__(self, embed_dim: int, img_size: int, embed_stride: int, prompt_maps: bool = False,
+                 mask_in_chans: int = 0) -> None:
         super().__init__()
         if embed_stride < 2 or embed_stride & (embed_stride - 1):
             raise ValueError(f"embed_stride must be a power of two >= 2; got {embed_stride}")
@@ -58,9 +59,10 @@ class PromptEncoder(nn.Module):
         # stride-2 2x2 convs down to the embedding grid (SAM's mask_downscaling, extended to any stride)
         self.use_prompt_maps = prompt_maps
         self.sigma = img_size / 32  # click blob width (px)
-        layers, c = [], 3 if prompt_maps else 1
-        for i in range(int(math.log2(embed_stride))):
-            nxt = max(4, embed_dim // 2 ** (int(math.log2(embed_stride)) - i + 1))
+        layers, c, n = [], 3 if prompt_maps else 1, int(math.log2(embed_stride))
+        for i in range(n):
+            # SAM: mask_in_chans // 4 then mask_in_chans (4, 16 at stride 4); else widths from embed_dim
+            nxt = mask_in_chans // 4 ** (n - 1 - i) if mask_in_chans else max(4, embed_dim // 2 ** (n - i + 1))
             layers += [nn.Conv2d(c, nxt, 2, stride=2), LayerNorm2d(nxt), nn.GELU()]
             c = nxt
         self.dense_down = nn.Sequential(*layers, nn.Conv2d(c, embed_dim, 1))
