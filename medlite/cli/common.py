@@ -153,11 +153,39 @@ def model_or_checkpoint(spec: str, task: str | None = None) -> str:
 
 
 def load_kind(path: str, kinds: str | tuple[str, ...], command: str):
-    """(model, meta) of a checkpoint or run folder whose run record is of one of ``kinds``; a clear error
-    naming the command that fits otherwise (e.g. a segmentation run given to `medlite predict`)."""
+    """(model, meta) of a checkpoint or run folder whose run record is of one of ``kinds``, or of a model
+    name with pretrained weights (e.g. ``litemedsam``); a clear error naming the command that fits otherwise
+    (e.g. a segmentation run given to `medlite predict`)."""
     from medlite.engine.checkpoint import load_model, resolve_checkpoint
     from medlite.record import require_kind
 
+    if not Path(path).exists() and _pretrained_name(path):
+        model, meta = _load_pretrained(path)
+        require_kind(meta, kinds, path, command)
+        return model, meta
     model, meta = load_model(path)
     require_kind(meta, kinds, str(resolve_checkpoint(path)), command)
     return model, meta
+
+
+def _pretrained_name(name: str) -> bool:
+    import medlite
+
+    try:
+        return bool(medlite.model_card(name).pretrained)
+    except KeyError:
+        return False
+
+
+def _load_pretrained(name: str):
+    """A registered model with its pretrained weights, and its run record."""
+    import medlite
+
+    card = medlite.model_card(name)
+    if card.task != "promptable-segmentation":
+        raise CliError(f"{name}: pretrained weights apply here only to promptable models so far; train a "
+                       f"checkpoint with `medlite train {name} --data ...`")
+    from medlite.engine.tasks.promptable.train import model_meta
+
+    model = medlite.create_model(name, num_classes=1, pretrained=True).eval()
+    return model, model_meta(model, data={"pretrained": card.weights})

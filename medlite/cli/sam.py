@@ -80,7 +80,8 @@ def train(
 @sam_app.command()
 @checked
 def evaluate(
-    run: Annotated[str, typer.Argument(help="Run folder or .safetensors checkpoint.")],
+    run: Annotated[str, typer.Argument(help="Run folder, .safetensors checkpoint, or litemedsam (the "
+                                            "pretrained LiteMedSAM; needs medlite[sam]).")],
     data: Annotated[str, typer.Option(help=f"{DATA_HELP} of challenge cases.")] = "busi",
     split: Annotated[str, typer.Option(help="train / val / test.")] = "test",
     prompt: Annotated[str, typer.Option(help="Comma-separated: box, point.")] = "box,point",
@@ -128,7 +129,8 @@ def _overlay(path: Path, image: np.ndarray, mask: np.ndarray) -> None:
 @sam_app.command()
 @checked
 def predict(
-    model: Annotated[str, typer.Argument(help="Run folder or .safetensors checkpoint.")],
+    model: Annotated[str, typer.Argument(help="Run folder, .safetensors checkpoint, or litemedsam (the "
+                                              "pretrained LiteMedSAM; needs medlite[sam]).")],
     image: Annotated[str, typer.Argument(help="Image (PNG/JPEG/BMP/TIFF/DICOM/NIfTI) or a challenge .npz case.")],
     box: Annotated[str, typer.Option(help="x0,y0,x1,y1 in image pixels.")] = "",
     point: Annotated[list[str], typer.Option(help="x,y,label (label 1 inside, 0 outside); repeatable.")] = [],  # noqa: B006
@@ -186,7 +188,8 @@ def predict(
 @sam_app.command()
 @checked
 def export(
-    run: Annotated[str, typer.Argument(help="Run folder or .safetensors checkpoint.")],
+    run: Annotated[str, typer.Argument(help="Run folder, .safetensors checkpoint, or litemedsam (the "
+                                            "pretrained LiteMedSAM; needs medlite[sam]).")],
     out: Annotated[str, typer.Option(help="Folder for encoder.onnx and decoder.onnx (default: RUN/onnx).")] = "",
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
 ) -> None:

