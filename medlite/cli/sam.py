@@ -190,7 +190,8 @@ def predict(
 def export(
     run: Annotated[str, typer.Argument(help="Run folder, .safetensors checkpoint, or litemedsam (the "
                                             "pretrained LiteMedSAM; needs medlite[sam]).")],
-    out: Annotated[str, typer.Option(help="Folder for encoder.onnx and decoder.onnx (default: RUN/onnx).")] = "",
+    out: Annotated[str, typer.Option(help="Folder for encoder.onnx and decoder.onnx (default: RUN/onnx, or "
+                                          "NAME_onnx for a pretrained model).")] = "",
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
 ) -> None:
     """Export the image encoder and the prompt decoder as two ONNX graphs, parity-checked against PyTorch."""
@@ -198,7 +199,7 @@ def export(
     from medlite.export.sam_onnx import export_litesam
 
     net, meta = load_kind(run, "promptable", "medlite sam export")
-    dest = out or str(resolve_checkpoint(run).parent / "onnx")
+    dest = out or (str(resolve_checkpoint(run).parent / "onnx") if Path(run).exists() else f"{run}_onnx")
     res = export_litesam(net, meta, dest, opset=opset)
     console.print(f"encoder {res['encoder']} (max |ORT - torch| {res['encoder_max_abs_diff']:.1e}), decoder "
                   f"{res['decoder']} ({res['decoder_max_abs_diff']:.1e})")
