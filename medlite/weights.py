@@ -145,12 +145,15 @@ def load_weights(name: str, cache: str | os.PathLike | None = None) -> dict[str,
     w = PACKAGE_WEIGHTS[name]
     target = cache_dir(cache) / f"{w.name}-{w.sha256[:12]}.safetensors"
     if target.is_file():
-        with safe_open(str(target), framework="pt") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-        if meta.get("sha256") == _state_digest(state):
-            return state
-        target.unlink()  # a damaged or stale cache entry: convert again
+        try:
+            with safe_open(str(target), framework="pt") as f:
+                meta = f.metadata() or {}
+                state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+            if meta.get("sha256") == _state_digest(state):
+                return state
+        except Exception:  # noqa: BLE001  (safetensors raises several types for truncated / foreign files)
+            pass
+        target.unlink()  # a damaged, truncated or stale cache entry: convert again
     state = convert(w, package_file(w))
     meta = {"sha256": _state_digest(state), "source": f"{w.package}:{w.resource}", "source_sha256": w.sha256,
             "licence": w.licence}

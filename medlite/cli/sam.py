@@ -46,8 +46,15 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 8,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (warmup + cosine).")] = 5e-4,
     augment: Annotated[str, typer.Option(help="none / light / strong.")] = "light",
-    teacher: Annotated[str, typer.Option(help="Checkpoint to distil image embeddings from (MSE).")] = "",
+    teacher: Annotated[str, typer.Option(help="Checkpoint, or litemedsam (pretrained), to distil image "
+                                              "embeddings from (MSE).")] = "",
     distill_weight: Annotated[float, typer.Option(help="Weight of the embedding MSE (with --teacher).")] = 1.0,
+    stage: Annotated[str, typer.Option(help="prompt (masks from sampled prompts) or distill (encoder only: "
+                                            "MSE to cached teacher embeddings).")] = "prompt",
+    teacher_cache: Annotated[str, typer.Option(help="Folder of teacher embeddings from `medlite sam "
+                                                    "cache-teacher` (stage distill).")] = "",
+    init: Annotated[str, typer.Option(help="Checkpoint to start from (e.g. the distill stage's "
+                                           "best.safetensors).")] = "",
     time_budget: Annotated[float, typer.Option(help="Fit the schedule into this many seconds (0: off).")] = 0.0,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
     out_dir: Annotated[str, typer.Option(help="Folder that holds the run folder.")] = "runs/sam",
@@ -68,6 +75,8 @@ def train(
     cfg = SamTrainConfig(model=model, model_kwargs=parse_kv(model_opt), datasets=tuple(_dataset(d) for d in data),
                          fold=fold, img_size=img_size, epochs=epochs, progress=progress,
                          batch_size=batch_size, lr=lr, augment=augment, teacher=teacher or None,
+                         stage=parse_choices(stage, ("prompt", "distill"), "--stage")[0],
+                         teacher_cache=teacher_cache, init=init,
                          distill_weight=distill_weight, time_budget_s=time_budget or None, threads=threads,
                          out_dir=out_dir, name=name or None, seed=seed)
     res = train_sam(cfg)
@@ -75,6 +84,43 @@ def train(
         return
     console.print(f"trained {model}: {res['steps']} steps, best val Dice {res['best_val_dice']:.4f} -> "
                   f"{cfg.run_dir()}")
+
+
+@sam_app.command("cache-teacher")
+@checked
+def cache_teacher(
+    teacher: Annotated[str, typer.Option(help="litemedsam (pretrained; needs medlite[sam]) or a checkpoint.")
+                       ] = "litemedsam",
+    data: Annotated[list[str], typer.Option(help=f"{DATA_HELP}; repeat to combine.")] = ["busi", "ph2"],  # noqa: B006
+    split: Annotated[str, typer.Option(help="Comma-separated splits to cache (never test).")] = "train,val",
+    fold: Annotated[int, typer.Option(help="Fold of k-fold datasets (PH2).")] = 0,
+    img_size: Annotated[int, typer.Option(help="Model input side in pixels.")] = 256,
+    out: Annotated[str, typer.Option(help="Cache folder (give it to `sam train --teacher-cache`).")
+                   ] = "runs/sam/teacher_cache",
+    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the train / val split.")] = 0,
+) -> None:
+    """Compute a teacher's image embeddings once per training image (resumable: cached cases are
+    skipped), for encoder distillation with `medlite sam train --stage distill`."""
+    import torch
+    from rich.progress import Progress
+
+    from medlite.engine.tasks.promptable import load_dataset
+    from medlite.engine.tasks.promptable.teacher import cache_embeddings, dataset_folder, load_teacher
+
+    splits = parse_choices(split, ("train", "val"), "--split")
+    torch.set_num_threads(threads)
+    model, name = load_teacher(teacher)
+    root = Path(out) / f"{name}-{img_size}"
+    with Progress(console=console, transient=True) as bar:
+        for spec in data:
+            ds = load_dataset(_dataset(spec), img_size, fold, seed)
+            for sp in splits:
+                task = bar.add_task(f"{spec} {sp}", total=None)
+                n = cache_embeddings(model, getattr(ds, sp), root / dataset_folder(_dataset(spec)),
+                                     progress=lambda k, t, task=task: bar.update(task, completed=k, total=t))
+                console.print(f"{spec} {sp}: {n} new, {len(getattr(ds, sp)) - n} already cached")
+    console.print(f"teacher embeddings in [bold]{root}[/bold]")
 
 
 @sam_app.command()

@@ -60,6 +60,7 @@ class Task:
 
     kind: str = ""  # run-record kind of the checkpoints: classifier, segmentation, promptable, mae-encoder
     metric: str | None = None  # validation key that selects the best epoch (higher is better); None: latest
+    minimize: bool = False  # the metric is a loss: lower is better
     best_file: str = "best.safetensors"  # where the selected weights go in the run folder
     resume_options: tuple[str, ...] = ()  # further options a resumed run takes from the new config
     model: nn.Module
@@ -225,7 +226,7 @@ def fit(task: Task, resume: bool = False) -> dict[str, Any]:
             row = {"epoch": epoch + 1, **train_terms, **val, "lr": opt.param_groups[0]["lr"],
                    "images_per_s": seen / seconds, "epoch_seconds": seconds}
             history.append(row)
-            score = val[task.metric] if task.metric else float(epoch)
+            score = (-val[task.metric] if task.minimize else val[task.metric]) if task.metric else float(epoch)
             improved = score > best
             if improved:
                 best, best_epoch = score, epoch
@@ -248,7 +249,7 @@ def fit(task: Task, resume: bool = False) -> dict[str, Any]:
                             writer.add_scalar(k, v, epoch + 1)
             info = " ".join(f"{k} {v:.3f}" for k, v in val.items() if k != "val_loss")
             if task.metric:
-                info += f" (best {best:.3f} @ {best_epoch + 1})"
+                info += f" (best {abs(best):.3f} @ {best_epoch + 1})"
             progress.update(bar, advance=1, info=info)
             log.debug("epoch %d/%d %s", epoch + 1, epochs, row)
             D.barrier(dist)

@@ -5,6 +5,6 @@ Each registered variant is a module-level function named after the model, e.g.
 ``mae`` (the MAE pretraining wrapper) is not a registered model.
 """
 
-from medlite.models import baselines, litesam, medlit, medlitenet
+from medlite.models import baselines, efficientnet_lite, litesam, medlit, medlitenet
 
-__all__ = ["baselines", "litesam", "medlit", "medlitenet"]
+__all__ = ["baselines", "efficientnet_lite", "litesam", "medlit", "medlitenet"]

@@ -89,3 +89,41 @@ def test_time_budget_sizes_the_schedule(tmp_path, blob_folder):
     planned, per_epoch = meta["resume"]["total_steps"], len(data[spec].train) // cfg.batch_size
     assert res["steps"] == planned >= 1  # the timed plan, run to its end; cfg.epochs no longer limits it
     assert res["epochs_run"] == -(-planned // per_epoch)
+
+
+def test_encoder_distillation_from_cached_teacher_embeddings(tmp_path, blob_folder):
+    from medlite.engine.checkpoint import save_checkpoint
+    from medlite.engine.tasks.promptable.teacher import cache_embeddings, dataset_folder, load_teacher
+    from medlite.engine.tasks.promptable.train import model_meta
+    from medlite.errors import ConfigError
+    from medlite.registry import create_model
+
+    spec = f"folder:{blob_folder}"
+    data = {spec: load_dataset(spec, 64)}
+    torch.manual_seed(0)
+    t = create_model("litemedsam_xs", num_classes=1, img_size=64, **{**TINY, "windows": (4, 4, 4, 4)})
+    teacher_ckpt = save_checkpoint(tmp_path / "teacher" / "best.safetensors", t,
+                                   model_meta(t, SamTrainConfig(model="litemedsam_xs", img_size=64,
+                                                                model_kwargs={**TINY, "windows": (4, 4, 4, 4)})))
+    teacher, name = load_teacher(str(teacher_ckpt))
+    cfg = SamTrainConfig(model="litesam_swin_xs", model_kwargs=TINY, datasets=(spec,), img_size=64, epochs=3,
+                         batch_size=4, warmup_steps=1, augment="none", out_dir=str(tmp_path), name="distill",
+                         stage="distill", teacher=str(teacher_ckpt), teacher_cache=str(tmp_path / "cache"),
+                         progress=False)
+    with pytest.raises(ConfigError, match="cache-teacher"):  # nothing cached yet: says how to make it
+        train_sam(cfg, data)
+    folder = tmp_path / "cache" / f"{name}-64" / dataset_folder(spec)
+    n = sum(cache_embeddings(teacher, getattr(data[spec], s), folder) for s in ("train", "val"))
+    assert n == len(data[spec].train) + len(data[spec].val)
+    assert cache_embeddings(teacher, data[spec].train, folder) == 0  # resumable: nothing left to do
+    assert not any((folder / f"{c}.safetensors").exists() for c in data[spec].test.names)  # test untouched
+    res = train_sam(cfg, data)
+    mse = [h["val_distill_mse"] for h in res["history"]]
+    assert mse[-1] < mse[0]  # the student's embedding moves towards the teacher's
+    _, meta, _ = read_checkpoint(cfg.run_dir() / "best.safetensors")
+    assert meta["epoch"] == int(np.argmin(mse))  # selected on the lowest validation MSE
+    prompt = SamTrainConfig(model="litesam_swin_xs", model_kwargs=TINY, datasets=(spec,), img_size=64, epochs=1,
+                            batch_size=4, warmup_steps=1, out_dir=str(tmp_path), name="prompt",
+                            init=str(cfg.run_dir() / "best.safetensors"), progress=False)
+    res2 = train_sam(prompt, data)
+    assert res2["epochs_run"] == 1 and 0.0 <= res2["best_val_dice"] <= 1.0

@@ -32,9 +32,9 @@ from medlite.data.prompts import sample_prompt
 from medlite.data.seg_augment import augment_pairs
 from medlite.data.segmentation import SegmentationData, SegSplit
 from medlite.engine import schedule
-from medlite.engine.checkpoint import load_model
 from medlite.engine.loop import Task, fit
 from medlite.engine.tasks.promptable.evaluate import val_dice
+from medlite.errors import ConfigError
 from medlite.models.litesam.predictor import normalise
 from medlite.record import RunRecord
 from medlite.registry import create_model
@@ -58,8 +58,11 @@ class SamTrainConfig:
     prompt_probs: tuple[float, float, float] = (0.5, 0.3, 0.2)  # box / points / scribble
     box_jitter: float = 5.0  # max box-coordinate jitter in training (model-frame px)
     iou_weight: float = 1.0  # weight of the IoU-head MSE
-    teacher: str | None = None  # checkpoint whose image embeddings the encoder is distilled towards
-    distill_weight: float = 1.0
+    teacher: str | None = None  # checkpoint, or a model with pretrained weights (litemedsam), to distil from
+    distill_weight: float = 1.0  # weight of the embedding MSE when prompt training with a teacher
+    teacher_cache: str = ""  # folder of cached teacher embeddings (`medlite sam cache-teacher`); stage distill
+    stage: str = "prompt"  # "prompt": masks from sampled prompts; "distill": encoder only, MSE to the teacher
+    init: str = ""  # checkpoint to start from (e.g. the distill stage's best.safetensors); not on resume
     time_budget_s: float | None = None  # if set: fit the schedule to this many seconds (steps estimated)
     grad_clip: float = 1.0  # max gradient norm (model + distillation adapter); 0 disables
     threads: int = 1  # torch CPU threads
@@ -133,21 +136,24 @@ def model_meta(model, cfg: SamTrainConfig | None = None, metrics: dict | None = 
 
 
 class _Distiller(torch.nn.Module):
-    """Teacher embeddings as an MSE target for the student's (1x1 projection + bilinear resize)."""
+    """A teacher's image embedding as an MSE target for the student's (1x1 projection + bilinear resize).
 
-    def __init__(self, teacher_path: str, student_dim: int) -> None:
+    The target comes from the batch (cached embeddings) or, without one, from running the teacher online."""
+
+    def __init__(self, teacher_spec: str | None, student_dim: int, teacher_dim: int | None = None) -> None:
         super().__init__()
-        teacher, _ = load_model(teacher_path)
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-        self._teacher = (teacher,)  # not a submodule: neither trained, saved, nor switched to train mode
-        self.proj = torch.nn.Conv2d(student_dim, teacher.cfg.embed_dim, 1)
+        from medlite.engine.tasks.promptable.teacher import load_teacher
 
-    def forward(self, x: torch.Tensor, student_emb: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            target = self._teacher[0].forward_features(x).embedding
+        teacher = load_teacher(teacher_spec)[0] if teacher_spec else None
+        self._teacher = (teacher,)  # not a submodule: neither trained, saved, nor switched to train mode
+        self.proj = torch.nn.Conv2d(student_dim, teacher_dim or teacher.cfg.embed_dim, 1)
+
+    def forward(self, x: torch.Tensor, student_emb: torch.Tensor, target: torch.Tensor | None = None):
+        if target is None:
+            with torch.no_grad():
+                target = self._teacher[0].forward_features(x).embedding
         s = F.interpolate(self.proj(student_emb), size=target.shape[-2:], mode="bilinear", align_corners=False)
-        return F.mse_loss(s, target)
+        return F.mse_loss(s, target.float())
 
 
 class PromptableTask(Task):
@@ -164,13 +170,40 @@ class PromptableTask(Task):
 
     def setup(self, run_dir: Path) -> None:
         cfg = self.cfg
+        if cfg.stage not in ("prompt", "distill"):
+            raise ConfigError(f"stage must be 'prompt' or 'distill'; got {cfg.stage!r}")
         data = self.preloaded or {d: load_dataset(d, cfg.img_size, cfg.fold, cfg.seed) for d in cfg.datasets}
         self.train_split = concat([data[d].train for d in cfg.datasets])
         self.val_split = concat([data[d].val for d in cfg.datasets])
         self.model = create_model(cfg.model, num_classes=1, img_size=cfg.img_size, **cfg.model_kwargs)
-        distiller = _Distiller(cfg.teacher, self.model.cfg.embed_dim) if cfg.teacher else None
-        self.trainable = _PromptableStep(self.model, distiller, cfg.iou_weight, cfg.distill_weight)
+        if cfg.init and not self.resuming:
+            from medlite.engine.checkpoint import read_checkpoint
+
+            self.model.load_state_dict(read_checkpoint(cfg.init)[0])
+        self.targets = None
+        if cfg.stage == "distill":
+            if not (cfg.teacher and cfg.teacher_cache):
+                raise ConfigError("stage 'distill' needs --teacher and --teacher-cache (run `medlite sam "
+                                  "cache-teacher` first)")
+            if cfg.augment != "none":
+                raise ConfigError("stage 'distill' regresses cached embeddings of un-augmented images: use "
+                                  "augment 'none'")
+            self.targets = {s: self._cached(data, s) for s in ("train", "val")}
+            distiller = _Distiller(None, self.model.cfg.embed_dim, self.targets["train"].shape[1])
+            self.metric, self.minimize = "val_distill_mse", True
+        else:
+            distiller = _Distiller(cfg.teacher, self.model.cfg.embed_dim) if cfg.teacher else None
+        self.trainable = _PromptableStep(self.model, distiller, cfg.iou_weight, cfg.distill_weight,
+                                         distill_only=cfg.stage == "distill")
         self.steps_per_epoch = max(1, len(self.train_split) // cfg.batch_size)
+
+    def _cached(self, data: dict[str, SegmentationData], split: str) -> torch.Tensor:
+        """Cached teacher embeddings of every case of ``split``, in the order of the concatenated split."""
+        from medlite.engine.tasks.promptable.teacher import dataset_folder, load_embeddings, teacher_name
+
+        root = Path(self.cfg.teacher_cache) / f"{teacher_name(self.cfg.teacher)}-{self.cfg.img_size}"
+        return torch.cat([load_embeddings(root / dataset_folder(d), getattr(data[d], split).names)
+                          for d in self.cfg.datasets])
 
     def total_steps(self, resumed: int | None) -> int:
         cfg = self.cfg
@@ -199,11 +232,22 @@ class PromptableTask(Task):
         for b in range(self.steps_per_epoch):
             idx = torch.from_numpy(order[b * cfg.batch_size:(b + 1) * cfg.batch_size])
             images, masks = augment_pairs(split.images[idx], split.masks[idx], rng, cfg.augment)
+            if self.targets is not None:  # encoder distillation: image -> cached teacher embedding
+                yield normalise(images[mine]), self.targets["train"][idx][mine], None, len(idx)
+                continue
             prompts = prompt_batch(masks, rng, cfg)
             yield normalise(images[mine]), masks[mine], tuple(p[mine] for p in prompts), len(idx)
 
     def validate(self) -> dict[str, float]:
-        return {"val_dice": val_dice(self.model, self.val_split)}
+        if self.targets is None:
+            return {"val_dice": val_dice(self.model, self.val_split)}
+        self.trainable.eval()
+        total, images, targets = 0.0, self.val_split.images, self.targets["val"]
+        with torch.no_grad():
+            for i in range(0, len(images), 8):
+                batch = (normalise(images[i:i + 8]), targets[i:i + 8], None, 1)
+                total += float(self.trainable(batch)[0]) * len(batch[1])
+        return {"val_distill_mse": total / max(len(images), 1)}
 
     def record(self) -> dict[str, Any]:
         return model_meta(self.model, self.cfg, data={"datasets": list(self.cfg.datasets), "fold": self.cfg.fold,
@@ -213,19 +257,25 @@ class PromptableTask(Task):
     def finalize(self, run_dir: Path, history: list[dict], best_epoch: int) -> dict[str, Any]:
         result = {"config": asdict(self.cfg), "steps": self.steps_done, "epochs_run": len(history),
                   "train_cases": len(self.train_split), "val_cases": len(self.val_split),
-                  "best_val_dice": max((h["val_dice"] for h in history), default=-1.0),
+                  f"best_{self.metric}": (min if self.minimize else max)((h[self.metric] for h in history),
+                                                                           default=float("nan")),
                   "train_time_s": sum(h["epoch_seconds"] for h in history), "history": history}
         (run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
         return result
 
 
 class _PromptableStep(torch.nn.Module):
-    def __init__(self, model, distiller: _Distiller | None, iou_weight: float, distill_weight: float) -> None:
+    def __init__(self, model, distiller: _Distiller | None, iou_weight: float, distill_weight: float,
+                 distill_only: bool = False) -> None:
         super().__init__()
         self.model, self.distiller = model, distiller
-        self.iou_weight, self.distill_weight = iou_weight, distill_weight
+        self.iou_weight, self.distill_weight, self.distill_only = iou_weight, distill_weight, distill_only
 
     def forward(self, batch):
+        if self.distill_only:  # x, cached teacher embeddings (B, E_t, h, w), -, n
+            x, target, _, n = batch
+            loss = self.distiller(x, self.model.forward_features(x).embedding, target)
+            return loss, {"distill_mse": loss.detach()}, n
         x, masks, (coords, labels, dense, has_dense), n = batch
         feats = self.model.forward_features(x)
         logits, iou = self.model.forward_head(feats, coords, labels, dense, has_dense)

