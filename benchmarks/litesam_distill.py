@@ -1,0 +1,237 @@
+"""LiteSAM distilled from the real LiteMedSAM, against LiteMedSAM zero-shot and the box-only references.
+
+Stages (each resumes or is skipped when its output exists; runs under --runs, which is not committed):
+
+1. cache: LiteMedSAM's image embedding (256x64x64, float16) of every train / val image of every
+   segmentation set in $MEDLITE_DATA (BUSI split 1, PH2 fold 0, HC18, MoNuSeg, CXR lungs); test splits
+   are never read, so no evaluation image is ever seen, not even unlabelled;
+2. distill: ``litesam_swin_xs``'s encoder (+ a 1x1 adapter, embedding upsampled 16 -> 64) regresses the
+   cached embeddings (MSE), all of those images, no augmentation, selected on validation MSE;
+3. prompt: the whole model from the distilled weights on box / point / scribble prompts with the ground truth
+   (the recipe of ``results/litesam.md``: BUSI + PH2 fold-0 train), selected on validation Dice;
+   cross-domain runs: BUSI train only (tested on all of PH2) and PH2 fold-0 train only (tested on BUSI);
+4. evaluate: box / point DSC and NSD at the original size; LiteMedSAM zero-shot and the references on the
+   same cases; encoder and decoder time of both models on 1 thread, interleaved.
+
+    python benchmarks/litesam_distill.py --threads 1     # writes results/litesam_distill.md and .json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from common import RESULTS, ROOT, header
+from litesam import _subset, box_references
+
+import medlite
+from medlite.data.base import data_root
+from medlite.engine.checkpoint import load_model
+from medlite.engine.tasks.promptable import SamTrainConfig, evaluate_sam, load_dataset, train_sam
+from medlite.engine.tasks.promptable.teacher import cache_embeddings, dataset_folder, load_teacher
+from medlite.engine.tasks.promptable.train import concat
+
+STUDENT, TEACHER = "litesam_swin_xs", "litemedsam"
+
+
+def distill_sets() -> tuple[str, ...]:
+    root = data_root(None)
+    return ("busi", "ph2", *(f"folder:{root / n}" for n in ("hc18", "monuseg", "cxr_lung") if (root / n).is_dir()))
+
+
+def datasets(sets, smoke: bool) -> dict:
+    """Every dataset once, letterboxed to 256 px (``smoke``: 4 cases per split)."""
+    out = {}
+    for spec in sets:
+        ds = load_dataset(spec, 256)
+        if smoke:
+            ds.train, ds.val, ds.test = _subset(ds.train, 8), _subset(ds.val, 4), _subset(ds.test, 4)
+        out[spec] = ds
+    return out
+
+
+def stage_cache(args, data: dict) -> Path:
+    model, name = load_teacher(TEACHER)
+    root = Path(args.runs) / "teacher_cache"
+    for spec, ds in data.items():
+        for split in ("train", "val"):
+            t0 = time.time()
+            n = cache_embeddings(model, getattr(ds, split), root / f"{name}-256" / dataset_folder(spec))
+            print(f"[cache] {spec} {split}: {n} new in {time.time() - t0:.0f} s", flush=True)
+    return root
+
+
+def cfg(args, name: str, **kw) -> SamTrainConfig:
+    base = dict(model=STUDENT, img_size=256, batch_size=8, threads=args.threads, out_dir=args.runs, name=name,
+                progress=False)
+    return SamTrainConfig(**{**base, **kw})
+
+
+def run(c: SamTrainConfig, data: dict) -> dict:
+    done = c.run_dir() / "results.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    t0 = time.time()
+    res = train_sam(c, {k: data[k] for k in c.datasets})
+    print(f"[{c.name}] {res['steps']} steps in {(time.time() - t0) / 60:.1f} min", flush=True)
+    return res
+
+
+def test_sets(data: dict) -> dict:
+    ph2 = data["ph2"]
+    return {"busi": data["busi"].test, "ph2": ph2.test, "ph2_all": concat([ph2.train, ph2.val, ph2.test])}
+
+
+def evaluate(model, split, runs: Path, key: str) -> dict:
+    f = runs / "eval" / f"{key}.json"
+    if f.is_file():
+        return json.loads(f.read_text())
+    res = evaluate_sam(model, split, prompts=("box", "point"))
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text(json.dumps(res, default=float) + "\n")
+    return res
+
+
+def encoder_times(models: dict, image: torch.Tensor, repeats: int) -> dict:
+    """Median encoder / box-decoder ms per model on this thread count, candidates interleaved."""
+    coords, labels = torch.tensor([[[60.0, 60.0], [180.0, 190.0]]]), torch.tensor([[2.0, 3.0]])
+    enc = {k: [] for k in models}
+    dec = {k: [] for k in models}
+    with torch.no_grad():
+        feats = {k: m.forward_features(image) for k, m in models.items()}  # warm-up
+        for _ in range(repeats):
+            for k, m in models.items():
+                t0 = time.perf_counter()
+                feats[k] = m.forward_features(image)
+                t1 = time.perf_counter()
+                m.forward_head(feats[k], coords, labels, torch.zeros(1, 1, 256, 256), torch.zeros(1))
+                enc[k].append(1000 * (t1 - t0))
+                dec[k].append(1000 * (time.perf_counter() - t1))
+    return {k: {"encoder_ms": statistics.median(enc[k]), "decoder_ms": statistics.median(dec[k])} for k in models}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--distill-epochs", type=int, default=10)
+    ap.add_argument("--distill-lr", type=float, default=1e-3)
+    ap.add_argument("--epochs", type=int, default=12, help="prompt-stage epochs (results/litesam.md: 12)")
+    ap.add_argument("--lr", type=float, default=8e-4, help="prompt-stage peak LR (results/litesam.md: 8e-4)")
+    ap.add_argument("--cross", action=argparse.BooleanOptionalAction, default=True,
+                    help="also the cross-domain runs (BUSI only, PH2 only)")
+    ap.add_argument("--repeats", type=int, default=10, help="timed encoder runs per model")
+    ap.add_argument("--runs", default=str(ROOT / "runs" / "litesam_distill"))
+    ap.add_argument("--out", default=str(RESULTS / "litesam_distill.md"))
+    ap.add_argument("--smoke", action="store_true", help="4-8 cases per split, 1 epoch per stage (own folders)")
+    args = ap.parse_args()
+    if args.smoke:
+        args.runs, args.out = args.runs + "_smoke", str(Path(args.runs + "_smoke") / "litesam_distill.md")
+        args.distill_epochs = args.epochs = 1
+        args.repeats = 2
+    torch.set_num_threads(args.threads)
+    runs = Path(args.runs)
+    sets = distill_sets()
+    data = datasets(sets, args.smoke)
+    t0 = time.time()
+    cache = stage_cache(args, data)
+    cache_min = (time.time() - t0) / 60
+    d = run(cfg(args, "distill", datasets=sets, stage="distill", teacher=TEACHER, teacher_cache=str(cache),
+                augment="none", epochs=args.distill_epochs, lr=args.distill_lr), data)
+    init = str(runs / "distill" / "best.safetensors")
+    prompt = dict(epochs=args.epochs, lr=args.lr, init=init)
+    trained = {"both": run(cfg(args, "prompt", datasets=("busi", "ph2"), **prompt), data)}
+    if args.cross:
+        trained["busi_only"] = run(cfg(args, "prompt_busi", datasets=("busi",), **prompt), data)
+        trained["ph2_only"] = run(cfg(args, "prompt_ph2", datasets=("ph2",), **prompt), data)
+
+    tests = test_sets(data)
+    teacher = medlite.create_model(TEACHER, num_classes=1, pretrained=True).eval()
+    ev: dict = {"litemedsam": {k: evaluate(teacher, tests[k], runs, f"litemedsam_{k}") for k in tests}}
+    plan = {"both": ("busi", "ph2"), "busi_only": ("busi", "ph2_all"), "ph2_only": ("ph2", "busi")}
+    for name in trained:
+        model, _ = load_model(runs / {"both": "prompt", "busi_only": "prompt_busi",
+                                      "ph2_only": "prompt_ph2"}[name] / "best.safetensors")
+        ev[name] = {k: evaluate(model, tests[k], runs, f"{name}_{k}") for k in plan[name]}
+    refs = {k: box_references({"busi": SimpleNamespace(test=v), "ph2": SimpleNamespace(test=v)})["busi"]
+            for k, v in tests.items()}  # the helper scores two named sets; both are this one
+    student, _ = load_model(runs / "prompt" / "best.safetensors")
+    x = torch.rand(1, 3, 256, 256)
+    times = encoder_times({"LiteSAM xs (distilled)": student.eval(), "LiteMedSAM": teacher}, x, args.repeats)
+    write(args, sets, d, trained, ev, refs, times, cache_min)
+
+
+def _c(r: dict) -> str:
+    return f"{r['mean']:.3f} ± {r['std']:.3f}"
+
+
+def write(args, sets, d, trained, ev, refs, times, cache_min) -> None:
+    lines = header("LiteSAM distilled from LiteMedSAM: box / point DSC, in-domain and cross-domain")
+    lines += [f"- torch threads: {args.threads}; distillation images: {d['train_cases']} train + {d['val_cases']} "
+              f"val from {', '.join(Path(s.split(':')[-1]).name for s in sets)} (test splits never read)",
+              f"- teacher cache: {cache_min:.0f} min this run (0 when it existed); distill stage: "
+              f"{d['steps']} steps, {d['train_time_s'] / 60:.1f} min, best val MSE {d['best_val_distill_mse']:.4f}",
+              *(f"- prompt stage '{k}': {r['steps']} steps, {r['train_time_s'] / 60:.1f} min, best val Dice "
+                f"{r['best_val_dice']:.3f}" for k, r in trained.items()), "",
+              "| model | trained on (prompts) | test | box DSC | box NSD | point DSC |", "|---|---|---|---|---|---|"]
+    n = {k: ev["litemedsam"][k]["box"]["dsc"]["n"] for k in ev["litemedsam"]}
+    names = {"busi": f"BUSI test list ({n['busi']})", "ph2": f"PH2 fold-0 test ({n['ph2']})",
+             "ph2_all": f"PH2 dev half, all ({n['ph2_all']})"}
+    for k in ("busi", "ph2", "ph2_all"):
+        r = ev["litemedsam"][k]
+        lines.append(f"| LiteMedSAM (real, zero-shot) | – | {names[k]} | {_c(r['box']['dsc'])} | "
+                     f"{_c(r['box']['nsd'])} | {_c(r['point']['dsc'])} |")
+        for ref in ("box ellipse", "box fill"):
+            lines.append(f"| {ref} (no model) | – | {names[k]} | {_c(refs[k][ref]['dsc'])} | "
+                         f"{_c(refs[k][ref]['nsd'])} | – |")
+    on = {"both": "BUSI + PH2 f0", "busi_only": "BUSI only", "ph2_only": "PH2 f0 only"}
+    for name, res in ev.items():
+        if name == "litemedsam":
+            continue
+        for k, r in res.items():
+            lines.append(f"| LiteSAM xs distilled | {on[name]} | {names[k]} | {_c(r['box']['dsc'])} | "
+                         f"{_c(r['box']['nsd'])} | {_c(r['point']['dsc'])} |")
+    lines += ["", "| encoder, 1 image | encoder ms | box decoder ms |", "|---|---|---|"]
+    lines += [f"| {k} | {v['encoder_ms']:.1f} | {v['decoder_ms']:.1f} |" for k, v in times.items()]
+    ratio = times["LiteMedSAM"]["encoder_ms"] / times["LiteSAM xs (distilled)"]["encoder_ms"]
+    lines += ["", f"Encoder speed-up over LiteMedSAM in the same run: {ratio:.1f}x ({args.threads} thread(s), "
+              "PyTorch eager, interleaved). LiteMedSAM was trained with box prompts only; its point-prompt "
+              "column shows what a single click gives it.", ""]
+    lines += targets(ev, refs, times)
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    Path(args.out).with_suffix(".json").write_text(json.dumps(
+        {"eval": {m: {k: {p: {q: r[p][q] for q in ("dsc", "nsd")} for p in ("box", "point")}
+                      for k, r in res.items()} for m, res in ev.items()},
+         "references": refs, "times": times, "train": {"distill": d, **trained}}, indent=2, default=float) + "\n")
+    print("\n".join(lines))
+
+
+def targets(ev, refs, times) -> list[str]:
+    out = ["## Targets", ""]
+    rows = [("both", "busi", "in-domain BUSI"), ("both", "ph2", "in-domain PH2"),
+            ("ph2_only", "busi", "cross-domain BUSI (trained on PH2)"),
+            ("busi_only", "ph2_all", "cross-domain PH2 (trained on BUSI)")]
+    for m, k, what in rows:
+        if m not in ev:
+            continue
+        dsc = ev[m][k]["box"]["dsc"]["mean"]
+        ell = refs[k]["box ellipse"]["dsc"]["mean"]
+        lm = ev["litemedsam"][k]["box"]["dsc"]["mean"]
+        out.append(f"- {what}: box DSC {dsc:.3f}; ellipse {ell:.3f} (margin {dsc - ell:+.3f}, target >= +0.03: "
+                   f"{'met' if dsc - ell >= 0.03 else 'missed'}); LiteMedSAM zero-shot {lm:.3f} (ratio "
+                   f"{dsc / lm:.3f}, target >= 0.97: {'met' if dsc / lm >= 0.97 else 'missed'})")
+    s, t = times["LiteSAM xs (distilled)"], times["LiteMedSAM"]
+    out.append(f"- encoder >= 5x faster than LiteMedSAM's: {t['encoder_ms'] / s['encoder_ms']:.1f}x "
+               f"({'met' if t['encoder_ms'] / s['encoder_ms'] >= 5 else 'missed'}); prompt from the cached embedding "
+               f"< 10 ms: {s['decoder_ms']:.1f} ms ({'met' if s['decoder_ms'] < 10 else 'missed'})")
+    return [*out, ""]
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
