@@ -178,6 +178,9 @@ def write(args, sets, d, trained, ev, refs, times, cache_min) -> None:
               f"{d['steps']} steps, {d['train_time_s'] / 60:.1f} min, best val MSE {d['best_val_distill_mse']:.4f}",
               *(f"- prompt stage '{k}': {r['steps']} steps, {r['train_time_s'] / 60:.1f} min, best val Dice "
                 f"{r['best_val_dice']:.3f}" for k, r in trained.items()), "",
+              "- evaluations are cached per (model, test set) under --runs/eval; the LiteMedSAM rows of this run "
+              "reuse the per-case results of `litemedsam_zeroshot.py` (same weights, protocol and cases; the PH2 "
+              "fold-0 row is the fold's 20 cases of it)", "",
               "| model | trained on (prompts) | test | box DSC | box NSD | point DSC |", "|---|---|---|---|---|---|"]
     n = {k: ev["litemedsam"][k]["box"]["dsc"]["n"] for k in ev["litemedsam"]}
     names = {"busi": f"BUSI test list ({n['busi']})", "ph2": f"PH2 fold-0 test ({n['ph2']})",

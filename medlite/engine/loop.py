@@ -5,8 +5,8 @@ happens here, once:
 
     seed, threads, DDP (``torchrun``: gloo on CPU, NCCL on GPU), run folder and config.json
     resume from last.safetensors (weights, optimizer, RNG, history: at most one epoch lost to ``kill -9``)
-    per step: learning rate (medlite.engine.schedule), AMP (the task's forward), finite-loss check,
-              backward, gradient clipping, optimizer step
+    per step: learning rate (medlite.engine.schedule, times a parameter group's ``lr_mult`` where it has
+              one), AMP (the task's forward), finite-loss check, backward, gradient clipping, optimizer step
     per epoch: validation, best checkpoint, last checkpoint, metrics.csv, TensorBoard, progress bars
     at the end: the task's report on its best checkpoint (rank 0)
 
@@ -201,8 +201,9 @@ def fit(task: Task, resume: bool = False) -> dict[str, Any]:
                 step = first + i
                 if step >= total:
                     break
+                lr = task.lr(step, total)
                 for group in opt.param_groups:
-                    group["lr"] = task.lr(step, total)
+                    group["lr"] = lr * group.get("lr_mult", 1.0)  # per-group multiplier: schedule.param_groups
                 loss, terms, n = net(batch)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"{task.kind} loss is {loss.item()} at epoch {epoch + 1} step "

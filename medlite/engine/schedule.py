@@ -4,12 +4,14 @@ Schedules are multipliers of the peak learning rate per optimizer step: a linear
 ``warmup_steps`` (step ``s`` gets ``(s + 1) / warmup_steps``), then either a half cosine from 1 to 0 at
 ``total_steps`` or a step schedule (x ``gamma`` at each milestone step). Tasks translate their own units
 (warmup in epochs, as a fraction of the run, or in steps) into steps; the curve itself lives only here.
+A parameter group may carry an ``lr_mult`` (:func:`param_groups`): its rate is that multiple of the curve
+(e.g. a pretrained encoder fine-tuned at 0.1x the decoder's rate).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -54,28 +56,53 @@ def epoch_lr_factor(step: int, total_steps: int, steps_per_epoch: int, cfg) -> f
                      epoch_milestones(cfg.milestones, cfg.epochs, steps_per_epoch), cfg.gamma)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: weights with decay; biases, norms (ndim <= 1) and the model's ``no_weight_decay()`` without."""
+def param_groups(model: nn.Module, weight_decay: float, lr_mults: Mapping[str, float] | None = None) -> list[dict]:
+    """Weights with decay; biases, norms (ndim <= 1) and the model's ``no_weight_decay()`` without.
+
+    Without ``lr_mults``: those two groups. With ``lr_mults`` (parameter-name prefix -> learning-rate
+    multiplier, e.g. ``{"encoder.": 0.1}``): the two groups of the parameters no prefix matches come first
+    (so ``param_groups[0]`` carries the schedule's own rate), then each prefix's two non-empty groups, each
+    group with its ``lr_mult`` (the training loop sets its rate to ``lr_mult`` x the schedule). A prefix that
+    matches no trainable parameter is a :class:`ConfigError`.
+    """
     skip = set(getattr(model, "no_weight_decay", lambda: set())())
-    decay, no_decay = [], []
+    prefixes = list(lr_mults or {})
+    groups: dict[tuple[str, bool], list[nn.Parameter]] = {(p, d): [] for p in ["", *prefixes] for d in (True, False)}
     for n, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 or n in skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        prefix = next((pre for pre in prefixes if n.startswith(pre)), "")
+        groups[(prefix, not (p.ndim <= 1 or n in skip))].append(p)
+    out = [{"params": groups[("", True)], "weight_decay": weight_decay},
+           {"params": groups[("", False)], "weight_decay": 0.0}]
+    if not lr_mults:
+        return out
+    for pre in prefixes:
+        if not groups[(pre, True)] and not groups[(pre, False)]:
+            raise ConfigError(f"a learning-rate multiplier for '{pre}' parameters, but the model has none")
+        out += [{"params": groups[(pre, d)], "weight_decay": wd, "lr_mult": float(lr_mults[pre])}
+                for d, wd in ((True, weight_decay), (False, 0.0)) if groups[(pre, d)]]
+    for g in out[:2]:
+        g["lr_mult"] = 1.0
+    return out
 
 
 def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, *, decay_groups: bool = True,
-                    fused: bool = True, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+                    fused: bool = True, betas: tuple[float, float] = (0.9, 0.999),
+                    lr_mults: Mapping[str, float] | None = None) -> torch.optim.Optimizer:
     """Adam or AdamW over ``model``'s trainable parameters.
 
     Args:
         decay_groups: exempt biases, norms and ``no_weight_decay()`` parameters from weight decay.
         fused: one kernel per step instead of ~10 per tensor (CPU and CUDA); off keeps the foreach path.
+        lr_mults: parameter-name prefix -> learning-rate multiplier (see :func:`param_groups`); needs
+            ``decay_groups``.
     """
     if name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer '{name}' (use one of {', '.join(OPTIMIZERS)})")
-    params = (param_groups(model, weight_decay) if decay_groups
+    if lr_mults and not decay_groups:
+        raise ConfigError("learning-rate multipliers need decay_groups=True (they split its parameter groups)")
+    params = (param_groups(model, weight_decay, lr_mults) if decay_groups
               else [p for p in model.parameters() if p.requires_grad])
     cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
     kwargs = {"fused": True} if fused else {}

