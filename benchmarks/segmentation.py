@@ -293,6 +293,7 @@ def main() -> None:
                     help="check the jobs in minutes: 1 epoch of 2 steps, PH2 fold 0, no latency; runs and report "
                          "go to --runs (a temp folder by default), results/ is not touched")
     ap.add_argument("--report-only", action="store_true", help="skip training; rewrite the results file")
+    ap.add_argument("--out", type=Path, default=RESULTS / "segmentation.md", help="the results file to write")
     ap.add_argument("--no-latency", action="store_true", help="do not time the models")
     ap.add_argument("--no-progress", dest="progress", action="store_false")
     args = ap.parse_args()
@@ -324,7 +325,7 @@ def main() -> None:
         png = args.runs / f"medlitenet-{data}-f{fold}" / "cases.png"
         if png.is_file():
             shutil.copyfile(png, RESULTS / f"segmentation_{data}_cases.png")
-    (RESULTS / "segmentation.md").write_text(text)
+    args.out.write_text(text)
     print(text)
 
 
