@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import torch
 from common import RESULTS, ROOT, header
 from litesam import _subset, box_references, efficiency
@@ -231,5 +230,4 @@ def targets(ev, refs, times) -> list[str]:
 
 
 if __name__ == "__main__":
-    np.seterr(all="ignore")
     main()

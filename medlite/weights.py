@@ -23,7 +23,6 @@ import importlib.util
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from pathlib import Path
 import torch
 
 from medlite.errors import MedliteError
+from medlite.files import atomic_write
 
 KeyMap = Sequence[tuple[str, str]]  # (regex on the source key, replacement), first match wins
 
@@ -157,15 +157,7 @@ def load_weights(name: str, cache: str | os.PathLike | None = None) -> dict[str,
     state = convert(w, package_file(w))
     meta = {"sha256": _state_digest(state), "source": f"{w.package}:{w.resource}", "source_sha256": w.sha256,
             "licence": w.licence}
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in state.items()}, tmp, metadata=meta)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(target, lambda tmp: save_file({k: v.contiguous() for k, v in state.items()}, tmp, metadata=meta))
     return state
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 
 def _need_data(path: Path) -> Path:
@@ -47,3 +48,20 @@ def tiny_npz(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.npz"
     np.savez(path, **arrays)
     return path
+
+
+@pytest.fixture
+def seg_folder(tmp_path: Path) -> Path:
+    """12 cases of 48x72 images with a bright rectangle as the lesion."""
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        img = rng.integers(0, 60, (48, 72, 3), dtype=np.uint8)
+        m = np.zeros((48, 72), np.uint8)
+        r, c = rng.integers(4, 20), rng.integers(4, 40)
+        m[r:r + 20, c:c + 24] = 255
+        img[m > 0] += 150
+        (tmp_path / "images").mkdir(exist_ok=True)
+        (tmp_path / "masks").mkdir(exist_ok=True)
+        Image.fromarray(img).save(tmp_path / "images" / f"case{i}.png")
+        Image.fromarray(m).save(tmp_path / "masks" / f"case{i}_mask.png")
+    return tmp_path

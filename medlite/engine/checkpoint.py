@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from medlite.errors import MedliteError
+from medlite.files import atomic_write
 from medlite.record import META_KEY, RecordError, RunRecord
 
 STATE_PREFIX = "state."
@@ -30,20 +30,6 @@ STATE_PREFIX = "state."
 
 class CheckpointError(MedliteError, ValueError):
     """A checkpoint that cannot be read; the message names the file."""
-
-
-def _atomic_write_bytes(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def save_checkpoint(
@@ -77,8 +63,8 @@ def save_checkpoint(
             tensors[k] = v.clone()
         seen[ptr] = k
     text = json.dumps(meta, indent=2, default=_json_default)
-    _atomic_write_bytes(path, lambda tmp: save_file(tensors, tmp, metadata={META_KEY: text}))
-    _atomic_write_bytes(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text + "\n"))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={META_KEY: text}))
+    atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text + "\n"))
     return path
 
 

@@ -11,11 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from litesam_tiny import TINY
-from PIL import Image
 
 from medlite.engine import loop, schedule
 from medlite.engine.checkpoint import read_checkpoint
@@ -24,24 +22,6 @@ TINY_SEG = {"encoder": "mobilenetv2_035", "bottleneck_dim": 32, "transformer_dim
             "transformer_heads": 2, "aspp_branch": 16, "decoder_dims": [16, 16, 16, 16]}
 TINY_MEDLIT = {"embed_dim": 32, "num_heads": 4, "num_kv_groups": 2, "depth": 2, "experts_per_stage": [2, 3],
                "expert_hidden_start": 24, "expert_hidden_end": 12}
-
-
-@pytest.fixture
-def seg_folder(tmp_path: Path) -> Path:
-    """16 grey 48x64 cases with a bright rectangle as the lesion (a folder-layout dataset)."""
-    rng = np.random.default_rng(0)
-    root = tmp_path / "segdata"
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for i in range(16):
-        img = rng.integers(0, 60, (48, 64), dtype=np.uint8)
-        m = np.zeros((48, 64), np.uint8)
-        r, c = rng.integers(4, 20), rng.integers(4, 30)
-        m[r:r + 20, c:c + 24] = 255
-        img[m > 0] += 150
-        Image.fromarray(img).save(root / "images" / f"c{i}.png")
-        Image.fromarray(m).save(root / "masks" / f"c{i}.png")
-    return root
 
 
 # ------------------------------------------------------------------------------------------ schedule

@@ -15,23 +15,6 @@ from medlite.engine.tasks.segment.evaluate import seg_loss
 from medlite.engine.tasks.segment.train import SegTrainConfig, train_segmentation
 
 
-@pytest.fixture
-def seg_folder(tmp_path: Path) -> Path:
-    """12 cases of 48x72 images with a bright rectangle as the lesion."""
-    rng = np.random.default_rng(0)
-    for i in range(12):
-        img = rng.integers(0, 60, (48, 72, 3), dtype=np.uint8)
-        m = np.zeros((48, 72), np.uint8)
-        r, c = rng.integers(4, 20), rng.integers(4, 40)
-        m[r:r + 20, c:c + 24] = 255
-        img[m > 0] += 150
-        (tmp_path / "images").mkdir(exist_ok=True)
-        (tmp_path / "masks").mkdir(exist_ok=True)
-        Image.fromarray(img).save(tmp_path / "images" / f"case{i}.png")
-        Image.fromarray(m).save(tmp_path / "masks" / f"case{i}_mask.png")
-    return tmp_path
-
-
 def _cfg(data: Path, out: Path, epochs: int = 2) -> SegTrainConfig:
     return SegTrainConfig(model="medlitenet", data=str(data), layout="folder", size=64, epochs=epochs,
                           batch_size=4, folds=4, fold=0, val_fraction=0.15, augment="strong", out=str(out),

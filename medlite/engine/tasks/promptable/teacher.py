@@ -16,13 +16,13 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 
 from medlite.data.segmentation import SegSplit
 from medlite.errors import ConfigError
+from medlite.files import atomic_write
 from medlite.models.litesam.predictor import normalise
 
 log = logging.getLogger(__name__)
@@ -89,15 +89,7 @@ def cache_embeddings(teacher: torch.nn.Module, split: SegSplit, folder: str | os
     todo = [i for i, n in enumerate(split.names) if not _case_file(folder, n).is_file()]
     for k, i in enumerate(todo):
         emb = teacher.forward_features(normalise(split.images[i:i + 1])).embedding[0].half().contiguous()
-        target = _case_file(folder, split.names[i])
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-        os.close(fd)
-        try:
-            save_file({"embedding": emb}, tmp)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(_case_file(folder, split.names[i]), lambda tmp, emb=emb: save_file({"embedding": emb}, tmp))
         if progress is not None:
             progress(k + 1, len(todo))
     return len(todo)
