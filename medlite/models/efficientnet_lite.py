@@ -102,7 +102,9 @@ def _load_imagenet(model: nn.Module, num_classes: int, in_chans: int) -> None:
     """Load the ImageNet weights into ``model`` (built with ``num_classes`` / ``in_chans`` 1 or 3).
 
     The stem as :func:`imagenet_state`. ``num_classes`` other than 1000: the ImageNet classifier is dropped
-    and the new one stays random. Everything else must load: a missing or unexpected key is a
+    and the new one starts near zero (normal, std 0.01; bias 0): timm's EfficientNet init draws a linear
+    layer from U(+-1/sqrt(fan_out)), which for 2 classes gives logits of about +-30 on the pretrained
+    features and a first loss near 7. Everything else must load: a missing or unexpected key is a
     :class:`WeightsError`.
     """
     state = imagenet_state(in_chans)
@@ -113,6 +115,9 @@ def _load_imagenet(model: nn.Module, num_classes: int, in_chans: int) -> None:
     if unexpected or set(missing) != new_head:
         raise WeightsError(f"{WEIGHTS.name} weights do not fit tf_efficientnet_lite0: missing "
                            f"{sorted(set(missing) - new_head)}, unexpected {sorted(unexpected)}")
+    if new_head:
+        nn.init.normal_(model.classifier.weight, std=0.01)
+        nn.init.zeros_(model.classifier.bias)
 
 
 @register_model(ModelCard(

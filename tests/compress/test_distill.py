@@ -150,3 +150,44 @@ def test_cnn_teacher_distils_with_logits_only(tiny_npz, tmp_path):
     assert set(k for k in res["history"][0] if k.startswith("loss_")) == {"loss_task", "loss_kd", "loss_aux"}
     _, meta = load_model(tmp_path / "d")
     assert meta["compress"][-1]["weights"]["attn"] == 0.0 and meta["compress"][-1]["layer_map"] is None
+
+
+def test_hard_term_is_cross_entropy_with_the_teacher_decision():
+    from medlite.compress.distill import hard_labels
+
+    t = torch.tensor([[0.1, 2.0, -1.0], [3.0, 0.0, 0.0]])
+    assert hard_labels(t, "multi-class").tolist() == [1, 0]
+    assert hard_labels(torch.tensor([[1.0, -2.0]]), "multi-label").tolist() == [[1.0, 0.0]]
+    s = torch.randn(2, 3)
+    _, terms = distill_loss(s, torch.tensor([2, 2]), "multi-class", LossWeights(0, 0, 0, 4.0, hard=0.5), t)
+    want = 0.5 * torch.nn.functional.cross_entropy(s, torch.tensor([1, 0]))
+    assert set(terms) == {"hard"} and abs(terms["hard"] - float(want)) < 1e-6
+
+
+def test_teacher_at_its_own_size_teaches_a_smaller_student(tiny_npz, tmp_path):
+    """A CNN teacher recorded at 2x the student's size sees the student's batch resized to its size (the
+    large-input teacher of a 28 px student); DeiT's hard term and augmentation run with it online."""
+    from medlite.engine.checkpoint import save_checkpoint
+    from medlite.engine.tasks.distill import TeacherTargets
+
+    torch.manual_seed(0)
+    cnn = medlite.create_model("resnet18", num_classes=3, in_chans=1, img_size=2 * SIZE)
+    meta = meta_for("resnet18", {}, str(tiny_npz))
+    meta["preprocessing"]["size"] = meta["model"]["img_size"] = 2 * SIZE
+    save_checkpoint(tmp_path / "cnn" / "best.safetensors", cnn, meta)
+    seen = []
+    cnn.register_forward_pre_hook(lambda m, a: seen.append(tuple(a[0].shape[-2:])))
+    targets = TeacherTargets(cnn, meta, tiny_medlit(), DistillConfig(), need_attn=False)
+    x = torch.randint(0, 256, (4, 1, SIZE, SIZE), dtype=torch.uint8)
+    logits, rows = targets.compute(x)
+    assert seen == [(2 * SIZE, 2 * SIZE)] and rows is None
+    big = torch.nn.functional.interpolate(x.float() / 255, size=(2 * SIZE, 2 * SIZE), mode="bilinear")
+    torch.testing.assert_close(logits, cnn.eval()(big * 2 - 1), atol=1e-5, rtol=0)
+
+    res = distill(DistillConfig(student="medlit_nano_28", teacher=str(tmp_path / "cnn"), size=SIZE, epochs=1,
+                                batch_size=48, out=str(tmp_path / "d"), n_boot=10, augment="light",
+                                task_weight=0.5, kd_weight=0.0, hard_weight=0.5,
+                                student_kwargs={"embed_dim": 32, "num_heads": 4, "num_kv_groups": 2, "depth": 2}))
+    assert {k for k in res["history"][0] if k.startswith("loss_")} == {"loss_task", "loss_hard", "loss_aux"}
+    model, smeta = load_model(tmp_path / "d")
+    assert smeta["preprocessing"]["size"] == SIZE and model(torch.zeros(1, 1, SIZE, SIZE)).shape == (1, 3)

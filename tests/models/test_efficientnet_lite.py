@@ -110,6 +110,10 @@ def test_new_head_is_random_and_the_rest_is_loaded(pretrained, shared_cache):
     torch.manual_seed(0)
     model = pretrained(num_classes=2)
     assert model.classifier.weight.shape == (2, 1280)
+    # the new head starts near zero (timm's U(+-1/sqrt(2)) would give logits of +-30 and a first loss ~7)
+    assert 0.005 < float(model.classifier.weight.std()) < 0.02 and not model.classifier.bias.any()
+    with torch.no_grad():
+        assert model.eval()(torch.rand(4, 3, 64, 64) * 2 - 1).abs().max() < 2
     torch.testing.assert_close(model.conv_head.weight, state["conv_head.weight"], atol=0, rtol=0)
     torch.testing.assert_close(model.blocks[6][0].bn3.running_var, state["blocks.6.0.bn3.running_var"])
     with pytest.raises(ConfigError, match="in_chans 1 .* or 3, got 2"):

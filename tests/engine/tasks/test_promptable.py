@@ -127,3 +127,25 @@ def test_encoder_distillation_from_cached_teacher_embeddings(tmp_path, blob_fold
                             init=str(cfg.run_dir() / "best.safetensors"), progress=False)
     res2 = train_sam(prompt, data)
     assert res2["epochs_run"] == 1 and 0.0 <= res2["best_val_dice"] <= 1.0
+
+
+def test_distiller_meets_the_teacher_on_either_grid():
+    """grid "student": the 64x64 teacher embedding average-pooled to the 16x16 student grid (a student equal
+    to the pooled target scores 0); grid "teacher": the student upsampled, which cannot match detail inside
+    a 4x4 cell; anything else is refused."""
+    from medlite.engine.tasks.promptable.train import _Distiller
+    from medlite.errors import ConfigError
+
+    torch.manual_seed(0)
+    teacher = torch.randn(2, 8, 64, 64)
+    pooled = torch.nn.functional.avg_pool2d(teacher, 4)
+    d = _Distiller(None, 8, 8, grid="student")
+    with torch.no_grad():
+        d.proj.weight.copy_(torch.eye(8).view(8, 8, 1, 1))
+        d.proj.bias.zero_()
+    assert float(d(None, pooled, teacher)) < 1e-10
+    up = _Distiller(None, 8, 8, grid="teacher")
+    up.load_state_dict(d.state_dict())
+    assert float(up(None, pooled, teacher)) > 0.5  # white-noise detail stays in the loss
+    with pytest.raises(ConfigError, match="distill_grid"):
+        _Distiller(None, 8, 8, grid="both")

@@ -61,6 +61,8 @@ class SamTrainConfig:
     teacher: str | None = None  # checkpoint, or a model with pretrained weights (litemedsam), to distil from
     distill_weight: float = 1.0  # weight of the embedding MSE when prompt training with a teacher
     teacher_cache: str = ""  # folder of cached teacher embeddings (`medlite sam cache-teacher`); stage distill
+    distill_grid: str = "teacher"  # where embeddings are compared: "teacher" (student upsampled to the
+    # teacher's grid) or "student" (teacher average-pooled to the student's grid)
     stage: str = "prompt"  # "prompt": masks from sampled prompts; "distill": encoder only, MSE to the teacher
     init: str = ""  # checkpoint to start from (e.g. the distill stage's best.safetensors); not on resume
     time_budget_s: float | None = None  # if set: fit the schedule to this many seconds (steps estimated)
@@ -136,24 +138,37 @@ def model_meta(model, cfg: SamTrainConfig | None = None, metrics: dict | None = 
 
 
 class _Distiller(torch.nn.Module):
-    """A teacher's image embedding as an MSE target for the student's (1x1 projection + bilinear resize).
+    """A teacher's image embedding as an MSE target for the student's, through a 1x1 projection.
 
-    The target comes from the batch (cached embeddings) or, without one, from running the teacher online."""
+    Where the grids differ (LiteMedSAM 64x64, LiteSAM 16x16), ``grid`` says where they meet: "teacher" upsamples
+    the projected student embedding bilinearly to the teacher's grid (detail inside a student cell cannot be
+    matched and stays in the loss); "student" average-pools the teacher's embedding to the student's grid (the
+    target the student can represent). The target comes from the batch (cached embeddings) or, without one,
+    from running the teacher online."""
 
-    def __init__(self, teacher_spec: str | None, student_dim: int, teacher_dim: int | None = None) -> None:
+    def __init__(self, teacher_spec: str | None, student_dim: int, teacher_dim: int | None = None,
+                 grid: str = "teacher") -> None:
         super().__init__()
         from medlite.engine.tasks.promptable.teacher import load_teacher
 
+        if grid not in ("teacher", "student"):
+            raise ConfigError(f"distill_grid must be 'teacher' or 'student'; got {grid!r}")
         teacher = load_teacher(teacher_spec)[0] if teacher_spec else None
         self._teacher = (teacher,)  # not a submodule: neither trained, saved, nor switched to train mode
         self.proj = torch.nn.Conv2d(student_dim, teacher_dim or teacher.cfg.embed_dim, 1)
+        self.grid = grid
 
     def forward(self, x: torch.Tensor, student_emb: torch.Tensor, target: torch.Tensor | None = None):
         if target is None:
             with torch.no_grad():
                 target = self._teacher[0].forward_features(x).embedding
-        s = F.interpolate(self.proj(student_emb), size=target.shape[-2:], mode="bilinear", align_corners=False)
-        return F.mse_loss(s, target.float())
+        s, target = self.proj(student_emb), target.float()
+        if s.shape[-2:] != target.shape[-2:]:
+            if self.grid == "student":
+                target = F.adaptive_avg_pool2d(target, s.shape[-2:])
+            else:
+                s = F.interpolate(s, size=target.shape[-2:], mode="bilinear", align_corners=False)
+        return F.mse_loss(s, target)
 
 
 class PromptableTask(Task):
@@ -189,10 +204,12 @@ class PromptableTask(Task):
                 raise ConfigError("stage 'distill' regresses cached embeddings of un-augmented images: use "
                                   "augment 'none'")
             self.targets = {s: self._cached(data, s) for s in ("train", "val")}
-            distiller = _Distiller(None, self.model.cfg.embed_dim, self.targets["train"].shape[1])
+            distiller = _Distiller(None, self.model.cfg.embed_dim, self.targets["train"].shape[1],
+                                   grid=cfg.distill_grid)
             self.metric, self.minimize = "val_distill_mse", True
         else:
-            distiller = _Distiller(cfg.teacher, self.model.cfg.embed_dim) if cfg.teacher else None
+            distiller = (_Distiller(cfg.teacher, self.model.cfg.embed_dim, grid=cfg.distill_grid)
+                         if cfg.teacher else None)
         self.trainable = _PromptableStep(self.model, distiller, cfg.iou_weight, cfg.distill_weight,
                                          distill_only=cfg.stage == "distill")
         self.steps_per_epoch = max(1, len(self.train_split) // cfg.batch_size)

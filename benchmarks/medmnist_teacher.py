@@ -1,0 +1,240 @@
+"""A strong teacher for the small MedMNIST models: ImageNet EfficientNet-Lite0 fine-tuned on 28 px images
+upsampled to 64 px, distilled into MedLiT-nano and MedLiT-seed at 28 px.
+
+Stages per subset (each skipped when its run folder is finished, resumed when interrupted):
+
+1. teacher: ``efficientnet_lite0`` with its ImageNet weights (``medlite[pretrained]``), 28 px images resized
+   to 64 px (bilinear, as MedMNIST+'s larger sizes are made by upsampling), fine-tuned whole: AdamW lr 1e-3,
+   weight decay 0.05, batch 64, 1 warmup epoch then cosine, light augmentation, fp32;
+2. students, from scratch at 28 px, the teacher run online on the same augmented batch (resized to 64 px):
+   - ``kd``: label cross-entropy + T^2-scaled KL on logits (T = 4), Hinton et al.;
+   - ``deit``: 0.5 label CE + 0.5 CE with the teacher's hard decision (DeiT's hard distillation; MedLiT has
+     no distillation token, so both terms act on the class token's head);
+   AdamW lr 1e-3, weight decay 0.05, batch 64, 10 % warmup + cosine, light augmentation.
+
+Both student recipes were fixed before any run; the one with the better VALIDATION AUC is the row of the
+results table (the other is listed too). MedLiT-seed (about 3x nano's cost) runs only the recipe that won
+on nano's validation AUC for the subset, and by default only on DermaMNIST (``--seed-subsets``), the
+subset where a published row is within reach. Test AUC is read only for the table.
+
+Writes ``results/medmnist_teacher.md`` / ``.json`` and adds compact records to ``results/medmnist_runs.json``
+(read by ``medmnist_medlit.py``, whose table gains the teacher and distilled rows).
+
+    python benchmarks/medmnist_teacher.py --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from common import PUBLISHED, RESULTS, ROOT, header, parse_map, remember, run_job, stored
+from medmnist_baselines import SUBSETS
+
+from medlite.engine.tasks.classify import TrainConfig
+
+RUNS = ROOT / "runs" / "medmnist_teacher"
+TEACHER = "efficientnet_lite0"
+TEACHER_SIZE = 64
+TEACHER_EPOCHS = {"breastmnist": 30, "pneumoniamnist": 10, "dermamnist": 10}
+STUDENT_EPOCHS = {"breastmnist": 100, "pneumoniamnist": 20, "dermamnist": 15}
+STUDENTS = ("medlit_nano_28", "medlit_seed_28")
+RECIPES = {  # DistillConfig fields of each student recipe
+    "kd": {"task_weight": 1.0, "kd_weight": 1.0, "hard_weight": 0.0, "temperature": 4.0},
+    "deit": {"task_weight": 0.5, "kd_weight": 0.0, "hard_weight": 0.5},
+}
+LABELS = {"medlit_nano_28": "MedLiT-nano", "medlit_seed_28": "MedLiT-seed"}
+OURS = "medmnist_medlit.md"  # where the same-recipe ResNet-18 and from-scratch MedLiT rows live
+
+
+def teacher_cfg(subset: str, epochs: int, threads: int, progress: bool) -> TrainConfig:
+    return TrainConfig(model=TEACHER, data=subset, size=TEACHER_SIZE, epochs=epochs, batch_size=64,
+                       optimizer="adamw", lr=1e-3, weight_decay=0.05, schedule="cosine", warmup_epochs=1.0,
+                       augment="light", seed=0, pretrained=True, out=str(RUNS / f"teacher-{subset}"),
+                       progress=progress, threads=threads, plots=False)
+
+
+def run_student(student: str, subset: str, recipe: str, epochs: int, threads: int, progress: bool) -> dict:
+    from medlite.engine.tasks.distill import DistillConfig, distill
+
+    out = RUNS / f"{student}-{recipe}-{subset}"
+    done = out / "results.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    t0 = time.time()
+    cfg = DistillConfig(student=student, teacher=str(RUNS / f"teacher-{subset}"), size=28, epochs=epochs,
+                        batch_size=64, lr=1e-3, weight_decay=0.05, attn_weight=0.0, augment="light",
+                        out=str(out), threads=threads, progress=progress, **RECIPES[recipe])
+    res = distill(cfg, resume=(out / "last.safetensors").is_file())
+    print(f"[{time.time() - t0:.0f}s] {student} {recipe} {subset}: val AUC {res['val']['auc']:.3f} "
+          f"test AUC {res['test']['auc']:.3f}", flush=True)
+    return res
+
+
+def _compact(run_dir: Path) -> dict | None:
+    """Test AUC / ACC and validation AUC of a finished run (recorded in medmnist_runs.json, which also
+    serves them when the run folder is not on this machine); None if it has not finished."""
+    res_file = run_dir / "results.json"
+    if res_file.is_file():
+        res = json.loads(res_file.read_text())
+        rec = remember(run_dir, {**res, "model": res.get("model", res.get("student"))})
+    else:
+        rec = stored(run_dir)
+    if rec is None:
+        return None
+    val = (rec.get("val") or {}).get("auc")
+    if val is None and rec.get("val_auc_per_epoch"):
+        val = max(rec["val_auc_per_epoch"])
+    return {"test_auc": rec["test"]["auc"], "test_acc": rec["test"]["acc"],
+            "val_auc": float("nan") if val is None else val, "best_epoch": rec.get("best_epoch")}
+
+
+def _wall(run_dir: Path) -> float | None:
+    res_file = run_dir / "results.json"
+    if not res_file.is_file():
+        return None
+    hist = json.loads(res_file.read_text()).get("history", [])
+    return sum(float(h.get("epoch_time", h.get("time", 0.0)) or 0.0) for h in hist) or None
+
+
+def report(args) -> None:
+    import medlite
+    from medlite.models.flops import count_macs, count_params
+
+    ours = _ours()
+    data = {}
+    lines = header("MedMNIST: an ImageNet EfficientNet-Lite0 teacher and MedLiT students distilled from it")
+    lines[-1:-1] = ["- precision: fp32 training and evaluation (no bf16 autocast in these runs, whatever the CPU)"]
+    lines += [__doc__.split("\n\n", 1)[1].split("\n\n    python")[0].strip(), ""]
+    sizes = {}
+    for name, size in ((TEACHER, TEACHER_SIZE), *((s, 28) for s in STUDENTS)):
+        m = medlite.create_model(name, num_classes=2, in_chans=1, img_size=size)
+        sizes[name] = (count_params(m) / 1e6, count_macs(m, (1, 1, size, size)) / 1e6)
+    head = "| model | input | params | MACs | " + " | ".join(s.replace("mnist", "MNIST").capitalize()
+                                                              for s in SUBSETS) + " |"
+    lines += ["Cells: test AUC / ACC (validation AUC in brackets: it chose the student recipe and every "
+              "checkpoint). Params and MACs for 1 channel and 2 classes.", "", head,
+              "|" + "---|" * (4 + len(SUBSETS))]
+
+    def cell(rec):
+        if rec is None:
+            return "not run"
+        return f"{rec['test_auc']:.3f} / {rec['test_acc']:.3f} ({rec['val_auc']:.3f})"
+
+    teacher = {s: _compact(RUNS / f"teacher-{s}") for s in SUBSETS}
+    p, m = sizes[TEACHER]
+    lines.append(f"| EfficientNet-Lite0, ImageNet, fine-tuned (teacher) | 64 px | {p:.2f} M | {m:.0f} M | "
+                 + " | ".join(cell(teacher[s]) for s in SUBSETS) + " |")
+    best = {}
+    for st in STUDENTS:
+        p, m = sizes[st]
+        per = {s: {r: _compact(RUNS / f"{st}-{r}-{s}") for r in RECIPES} for s in SUBSETS}
+        chosen = {}
+        for s in SUBSETS:
+            done = {r: rec for r, rec in per[s].items() if rec is not None}
+            chosen[s] = max(done, key=lambda r: done[r]["val_auc"]) if done else None
+        best[st] = {s: per[s][chosen[s]] if chosen[s] else None for s in SUBSETS}
+        lines.append(f"| {LABELS[st]} distilled (recipe chosen on val) | 28 px | {p:.2f} M | {m:.0f} M | "
+                     + " | ".join(cell(best[st][s]) + (f" [{chosen[s]}]" if chosen[s] else "") for s in SUBSETS)
+                     + " |")
+        for r in RECIPES:
+            lines.append(f"| &nbsp; {LABELS[st]}, `{r}` only | 28 px | | | "
+                         + " | ".join(cell(per[s][r]) for s in SUBSETS) + " |")
+        data[st] = per
+    for label, vals in ours.items():
+        lines.append(f"| {label} (from `{OURS}`) | 28 px | | | "
+                     + " | ".join(f"{vals[s]:.3f}" if s in vals else "" for s in SUBSETS) + " |")
+    for label, vals in PUBLISHED.items():
+        lines.append(f"| {label} (published, MedMNIST v2) | | | | "
+                     + " | ".join(f"{vals[s][0]:.3f} / {vals[s][1]:.3f}" for s in SUBSETS) + " |")
+    lines += ["", "## Targets", ""]
+    resnet = ours.get("ResNet-18 (28), ours", {})
+    wins = [s for s in SUBSETS if best["medlit_nano_28"][s] and s in resnet
+            and best["medlit_nano_28"][s]["test_auc"] >= resnet[s]]
+    diffs = "; ".join(f"{s} {best['medlit_nano_28'][s]['test_auc']:.3f} vs {resnet[s]:.3f} "
+                      f"({best['medlit_nano_28'][s]['test_auc'] - resnet[s]:+.3f})"
+                      for s in SUBSETS if best["medlit_nano_28"][s] and s in resnet)
+    lines.append(f"- MedLiT-nano distilled >= our ResNet-18 (28) test AUC on {len(wins)} of {len(SUBSETS)} "
+                 f"subsets (target 3 of 3): {diffs}")
+    seed_lines = []
+    for s in SUBSETS:
+        rec = best["medlit_seed_28"][s]
+        if rec is None:
+            continue
+        top = max(v[s][0] for v in PUBLISHED.values())
+        seed_lines.append(f"{s} {rec['test_auc']:.3f} vs best published {top:.3f} ({rec['test_auc'] - top:+.3f})")
+    n_above = sum(1 for s in SUBSETS if best["medlit_seed_28"][s]
+                  and best["medlit_seed_28"][s]["test_auc"] > max(v[s][0] for v in PUBLISHED.values()))
+    lines.append(f"- MedLiT-seed distilled above every published MedMNIST v2 row on {n_above} subset(s) "
+                 f"(target >= 1): {'; '.join(seed_lines) or 'not run'}")
+    lines += ["", "## Epochs and wall time", ""]
+    for s in SUBSETS:
+        parts = [f"teacher {TEACHER_EPOCHS[s]} epochs" + _fmt_wall(RUNS / f"teacher-{s}")]
+        for st in STUDENTS:
+            for r in RECIPES:
+                parts.append(f"{LABELS[st]} `{r}` {STUDENT_EPOCHS[s]} epochs" + _fmt_wall(RUNS / f"{st}-{r}-{s}"))
+        lines.append(f"- {s}: " + ", ".join(parts))
+    lines += ["", "Wall times are the runs' own epoch times (one thread per process, beside one other job on "
+              "the 2 cores); a run finished on another machine shows none.", ""]
+    (RESULTS / "medmnist_teacher.md").write_text("\n".join(lines))
+    (RESULTS / "medmnist_teacher.json").write_text(json.dumps(
+        {"teacher": teacher, "students": data, "best": best}, indent=2, default=float) + "\n")
+    print("\n".join(lines))
+
+
+def _fmt_wall(run_dir: Path) -> str:
+    w = _wall(run_dir)
+    return f" ({w / 60:.1f} min)" if w else ""
+
+
+def _ours() -> dict[str, dict[str, float]]:
+    """Our ResNet-18 (28) and best from-scratch MedLiT test AUCs, read from medmnist_runs.json."""
+    store = json.loads((RESULTS / "medmnist_runs.json").read_text())
+    out: dict[str, dict[str, float]] = {"ResNet-18 (28), ours": {}}
+    for s in SUBSETS:
+        rec = store.get(f"resnet18-{s}-s0")
+        if rec:
+            out["ResNet-18 (28), ours"][s] = rec["test"]["auc"]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--subsets", nargs="+", default=list(SUBSETS), choices=SUBSETS)
+    ap.add_argument("--stages", nargs="+", default=["teacher", "students"], choices=["teacher", "students"])
+    ap.add_argument("--students", nargs="+", default=list(STUDENTS), choices=STUDENTS)
+    ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    ap.add_argument("--seed-subsets", nargs="+", default=["dermamnist"], choices=SUBSETS,
+                    help="subsets medlit_seed_28 is distilled on (the nano recipe best on validation)")
+    ap.add_argument("--teacher-epochs", default="", help="subset=epochs,... (default: TEACHER_EPOCHS)")
+    ap.add_argument("--student-epochs", default="", help="subset=epochs,... (default: STUDENT_EPOCHS)")
+    ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--no-progress", dest="progress", action="store_false")
+    args = ap.parse_args()
+    t_ep = {**TEACHER_EPOCHS, **(parse_map(args.teacher_epochs) if args.teacher_epochs else {})}
+    s_ep = {**STUDENT_EPOCHS, **(parse_map(args.student_epochs) if args.student_epochs else {})}
+    if not args.report_only:
+        for s in args.subsets:
+            if "teacher" in args.stages:
+                run_job(teacher_cfg(s, t_ep[s], args.threads, args.progress))
+        if "students" in args.stages:
+            for st in args.students:
+                for s in args.subsets:
+                    if st == "medlit_seed_28":
+                        if s not in args.seed_subsets:
+                            continue
+                        val = {r: _compact(RUNS / f"medlit_nano_28-{r}-{s}") for r in RECIPES}
+                        val = {r: v["val_auc"] for r, v in val.items() if v is not None}
+                        recipes = [max(val, key=val.get)] if val else []
+                    else:
+                        recipes = args.recipes
+                    for r in recipes:
+                        run_student(st, s, r, s_ep[s], args.threads, args.progress)
+    report(args)
+
+
+if __name__ == "__main__":
+    main()
