@@ -1,7 +1,16 @@
 """Compression pipeline on DermaMNIST and PneumoniaMNIST: teacher -> distilled -> head-pruned -> FFN-pruned
--> int8, plus a logit-only distillation ablation; writes results/compress.md (and .json, attention PNGs).
+-> int8; writes results/compress.md (and .json, attention PNGs).
 
-Stages per subset (each skipped when its run folder is finished, so a rerun resumes):
+Two teachers (``--teacher``):
+
+- ``efficientnet_lite0`` (default): the ImageNet EfficientNet-Lite0 fine-tuned at 64 px by
+  ``medmnist_teacher.py`` (run that first); "distilled" is the MedLiT-nano that script distilled from it (the
+  student recipe with the better validation AUC); a CNN has no attention maps, so logit distillation only and
+  no attention ablation. Run folders: ``runs/compress_lite0``.
+- ``vit_tiny``: a timm ViT-Tiny trained here from scratch (the stages below), with the attention-alignment
+  ablation; ``--teacher vit_tiny --out results/compress_vit.md``.
+
+Stages per subset with the ViT teacher (each skipped when its run folder is finished, so a rerun resumes):
 
 1. teacher: timm ViT-Tiny at 28 px (4x4 patches, 7x7 tokens, 5.4 M parameters) trained with the "vit"
    recipe (AdamW, weight decay 0.05, batch 64, warmup 10 % + cosine, light augmentation) for a few epochs;
@@ -41,7 +50,9 @@ from medlite.engine.tasks.classify import TrainConfig, with_recipe
 SUBSETS = ("dermamnist", "pneumoniamnist")
 MAX_STEPS = 0  # steps per distillation epoch; 0 = full epochs (--max-steps, for smoke runs only)
 STAGES = ("teacher", "distilled", "logit-only", "head-pruned", "ffn-pruned", "int8")
-LABELS = {"teacher": "teacher: ViT-Tiny (timm, 28 px, patch 4)",
+TEACHER_LABELS = {"vit_tiny": "teacher: ViT-Tiny (timm, 28 px, patch 4)",
+                  "efficientnet_lite0": "teacher: EfficientNet-Lite0 (ImageNet, fine-tuned, 64 px)"}
+LABELS = {"teacher": TEACHER_LABELS["vit_tiny"],
           "distilled": "distilled: MedLiT-nano (task + KD + attention)",
           "logit-only": "ablation: MedLiT-nano, logit-only KD",
           "head-pruned": "head-pruned + recovered",
@@ -76,6 +87,8 @@ def run_prune(out: Path, src: Path, threads: int, **targets) -> Path:
 
 def pipeline(subset: str, args, runs: Path) -> dict[str, Path]:
     """Train / distil / prune everything not yet done; returns stage -> checkpoint run folder."""
+    if args.teacher == "efficientnet_lite0":
+        return pipeline_lite0(subset, args, runs)
     run_job(teacher_cfg(subset, args.teacher_epochs, runs, args.threads, args.teacher_amp))
     teacher = runs / f"teacher-vit_tiny-{subset}"
     ep = parse_map(args.distill_epochs) if "=" in args.distill_epochs else {}
@@ -89,6 +102,31 @@ def pipeline(subset: str, args, runs: Path) -> dict[str, Path]:
     f = run_distill(runs / f"{subset}-ffn-pruned", str(fp), teacher, args.recover_epochs, args.threads)
     return {"teacher": teacher, "distilled": d, "logit-only": lo, "head-pruned": h, "ffn-pruned": f,
             "pruned_ckpts": {"head-pruned": hp, "ffn-pruned": fp}}
+
+
+def pipeline_lite0(subset: str, args, runs: Path) -> dict[str, Path]:
+    """The stages after medmnist_teacher.py's teacher and distilled MedLiT-nano: prune, recover, prune, recover."""
+    import medmnist_teacher as mt
+
+    teacher = mt.RUNS / f"teacher-{subset}"
+    done = {r: mt.RUNS / f"medlit_nano_28-{r}-{subset}" for r in mt.RECIPES}
+    done = {r: json.loads((d / "results.json").read_text())["val"]["auc"] for r, d in done.items()
+            if (d / "results.json").is_file()}
+    if not (teacher / "results.json").is_file() or not done:
+        raise SystemExit(f"{subset}: run `python benchmarks/medmnist_teacher.py --subsets {subset}` first (the "
+                         "teacher and the distilled MedLiT-nano come from it)")
+    d = mt.RUNS / f"medlit_nano_28-{max(done, key=done.get)}-{subset}"
+    hp = run_prune(runs / f"{subset}-heads.safetensors", d, args.threads, heads=args.head_ratio)
+    h = run_distill(runs / f"{subset}-head-pruned", str(hp), teacher, args.recover_epochs, args.threads)
+    fp = run_prune(runs / f"{subset}-ffn.safetensors", h, args.threads, ffn=args.ffn_ratio)
+    f = run_distill(runs / f"{subset}-ffn-pruned", str(fp), teacher, args.recover_epochs, args.threads)
+    return {"teacher": teacher, "distilled": d, "head-pruned": h, "ffn-pruned": f,
+            "pruned_ckpts": {"head-pruned": hp, "ffn-pruned": fp}}
+
+
+def stages_of(stages: dict) -> list[str]:
+    """The stages this pipeline produced, in order (the CNN teacher has no logit-only ablation)."""
+    return [st for st in STAGES if st in stages or st == "int8"]
 
 
 def int8_model(src: Path, data, out_dir: Path) -> tuple[Path, Path]:
@@ -125,18 +163,21 @@ def measure(subset: str, stages: dict, args) -> dict:
     out: dict = {"subset": subset, "n_test": len(test), "rows": {}, "records": {},
                  "sizes": {k: len(v) for k, v in data.splits().items()}}
     maps, n_show = {}, 4
-    for st in STAGES[:-1]:
+    order = stages_of(stages)
+    for st in order[:-1]:
         model, meta = load_model(stages[st])
         pre = meta["preprocessing"]
-        probs, labels, _ = predict(model, test, pre["mean"], pre["std"], data.task)
-        row = {"params": count_params(model), "macs": count_macs(model, (1, data.channels, 28, 28)),
+        split = test if pre["size"] == 28 else load_classification(subset, size=pre["size"]).test
+        probs, labels, _ = predict(model, split, pre["mean"], pre["std"], data.task)
+        row = {"params": count_params(model), "macs": count_macs(model, (1, data.channels, pre["size"], pre["size"])),
                "auc": float(medmnist_auc(labels, probs, data.task)),
                "acc": float(medmnist_acc(labels, probs, data.task))}
         if st != "teacher":
             agree = attention_agreement(teacher, tmeta, model, meta, test.images, frac=0.1, keep=n_show)
             row["iou"] = agree["iou"]
-            maps[st] = agree["student_maps"]
-            maps.setdefault("teacher", agree["teacher_maps"])
+            if agree["iou"] is not None:
+                maps[st] = agree["student_maps"]
+                maps.setdefault("teacher", agree["teacher_maps"])
             out["records"][st] = meta.get("compress", [])
         out["rows"][st] = row
     work = Path(args.runs) / f"{subset}-int8"
@@ -152,12 +193,12 @@ def measure(subset: str, stages: dict, args) -> dict:
                            "acc": float(medmnist_acc(labels, p8, data.task)), "iou": None,
                            "file_mb": int8.stat().st_size / 2**20}
     # Latency: the five PyTorch checkpoints exported to ONNX (and static int8), timed interleaved.
-    specs = [stages[st] for st in STAGES[:-1]]
+    specs = [stages[st] for st in order[:-1]]
     load0 = os.getloadavg()
     rows = bench(specs, threads=(1, 2), runtimes=("onnx", "onnx-int8-static"), compute_floor=False,
                  warmup=10, repeats=args.repeats)
     out["loadavg"] = {"before": load0, "after": os.getloadavg()}
-    for st in STAGES:
+    for st in order:
         src = stages["ffn-pruned" if st == "int8" else st]
         rt = "onnx-int8-static" if st == "int8" else "onnx"
         for r in rows:
@@ -166,19 +207,21 @@ def measure(subset: str, stages: dict, args) -> dict:
                 out["rows"][st].setdefault("file_mb", r["file_mb"])
     out["latency_rows"] = rows
     out["train_seconds"] = train_seconds(stages)
-    png = RESULTS / f"compress_{subset}_attention.png"
-    order = ["teacher", "distilled", "logit-only", "head-pruned", "ffn-pruned"]
-    plot_attention_pairs(test.images[:n_show].numpy(), {LABELS[k].split(":")[0] if k == "teacher" else k:
-                                                         maps[k] for k in order}, png,
-                         title=f"{subset}: attention rollout, test images 0-{n_show - 1}")
-    out["png"] = png.name
+    out["png"] = None
+    if "teacher" in maps:  # a ViT teacher: attention maps of every stage side by side
+        png = RESULTS / f"compress_{subset}_attention.png"
+        plot_attention_pairs(test.images[:n_show].numpy(), {k: maps[k] for k in order[:-1]}, png,
+                             title=f"{subset}: attention rollout, test images 0-{n_show - 1}")
+        out["png"] = png.name
+    out["stages"] = order
+    out["distilled"] = str(stages["distilled"])
     return out
 
 
 def train_seconds(stages: dict) -> dict[str, float]:
     """Training wall time of each stage, as its own run recorded it (epochs summed; cache and eval excluded)."""
     out = {}
-    for st in STAGES[:-1]:
+    for st in stages_of(stages)[:-1]:
         res = json.loads((Path(stages[st]) / "results.json").read_text())
         if "history" in res:
             out[st] = sum(h["epoch_seconds"] for h in res["history"])
@@ -193,19 +236,35 @@ def _fmt(v, spec=".3f", none="–"):
 
 def report(results: dict, args, seconds: dict) -> list[str]:
     lines = header("Compression: distillation, head pruning, FFN pruning, int8 (28 px MedMNIST)")
-    lines += [
-        f"Teacher: timm ViT-Tiny at 28 px (patch 4, 7x7 tokens), \"vit\" recipe (AdamW lr 1e-3, weight decay "
-        f"0.05, batch 64, 10 % warmup + cosine, light augmentation), {args.teacher_epochs} epochs, "
-        f"precision {resolve_amp(args.teacher_amp)} (bf16 = autocast, fp32 weights), best "
-        "validation AUC. Student: medlit_nano_28 from scratch, distilled for "
-        f"{args.distill_epochs} epochs (loss = CE + 4^2 KL(T=4) on logits + attention KL over the layer map "
-        "teacher blocks 2/5/8/11 -> student blocks 0-3, AdamW lr 1e-3, batch 64, no augmentation: teacher "
-        f"outputs cached). Head pruning: {args.head_ratio:.0%} of all query heads, FFN pruning: "
+    if args.teacher == "vit_tiny":
+        lines += [
+            f"Teacher: timm ViT-Tiny at 28 px (patch 4, 7x7 tokens), \"vit\" recipe (AdamW lr 1e-3, weight decay "
+            f"0.05, batch 64, 10 % warmup + cosine, light augmentation), {args.teacher_epochs} epochs, "
+            f"precision {resolve_amp(args.teacher_amp)} (bf16 = autocast, fp32 weights), best "
+            "validation AUC. Student: medlit_nano_28 from scratch, distilled for "
+            f"{args.distill_epochs} epochs (loss = CE + 4^2 KL(T=4) on logits + attention KL over the layer map "
+            "teacher blocks 2/5/8/11 -> student blocks 0-3, AdamW lr 1e-3, batch 64, no augmentation: teacher "
+            "outputs cached)."]
+    else:
+        import medmnist_teacher as mt
+
+        lines += [
+            "Teacher: EfficientNet-Lite0 from its ImageNet weights, fine-tuned on the 28 px images upsampled to "
+            f"64 px ({', '.join(f'{k} {v}' for k, v in mt.TEACHER_EPOCHS.items() if k in SUBSETS)} epochs; AdamW "
+            "lr 1e-3, weight decay 0.05, batch 64, 1 warmup epoch + cosine, light augmentation, fp32), best "
+            "validation AUC (`medmnist_teacher.py`, `results/medmnist_teacher.md`). Student: medlit_nano_28 "
+            "from scratch at 28 px, distilled from it by `medmnist_teacher.py` (teacher online on the same "
+            "augmented batch, resized to 64 px; of the two fixed recipes, `kd` = CE + 4^2 KL(T=4) and `deit` = "
+            "0.5 CE + 0.5 CE with the teacher's hard labels, the one with the better validation AUC; see the "
+            "notes). A CNN has no attention maps: no attention alignment, no attention IoU."]
+    lines[-1] += (
+        f" Head pruning: {args.head_ratio:.0%} of all query heads, FFN pruning: "
         f"{args.ffn_ratio:.0%} of all MoE hidden units (experts never routed on validation also removed), "
         "both scored by accumulated |dL/dgate| on the validation split and each followed by "
-        f"{args.recover_epochs} epochs of distillation from the teacher. Checkpoints selected on validation "
-        "AUC; test used only for the figures below.", "",
-        "Latency: ONNX Runtime, batch 1, median of "
+        f"{args.recover_epochs} epochs of distillation from the teacher (logits; cached, no augmentation). "
+        "Checkpoints selected on validation AUC; test used only for the figures below.")
+    lines += [
+        "", "Latency: ONNX Runtime, batch 1, median of "
         f"{args.repeats} interleaved runs (`medlite.bench.latency`); absolute times depend on what else runs "
         "on the 2 cores (load average during timing in the notes), ratios much less. "
         "Attention IoU: mean over the test split of the IoU of the top-10 % attention-rollout cells "
@@ -216,17 +275,19 @@ def report(results: dict, args, seconds: dict) -> list[str]:
                   "| stage | params | x smaller | MACs (M) | ms, 1 thread | ms, 2 threads | x faster (1 thr) | "
                   "test AUC | test ACC | AUC retention | attention IoU |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for st in STAGES:
-            r = rows[st]
+        for st in res["stages"]:
+            r, label = rows[st], TEACHER_LABELS[args.teacher] if st == "teacher" else LABELS[st]
             ratio = t["params"] / r["params"]
             speed = (t.get("ms_1t") or 0) / r["ms_1t"] if r.get("ms_1t") else None
             lines.append(
-                f"| {LABELS[st]} | {r['params'] / 1e6:.3f} M | {ratio:.1f}x | {r['macs'] / 1e6:.1f} | "
+                f"| {label} | {r['params'] / 1e6:.3f} M | {ratio:.1f}x | {r['macs'] / 1e6:.1f} | "
                 f"{_fmt(r.get('ms_1t'), '.2f')} | {_fmt(r.get('ms_2t'), '.2f')} | {_fmt(speed, '.1f')}x | "
                 f"{r['auc']:.3f} | {r['acc']:.3f} | {100 * r['auc'] / t['auc']:.1f} % | "
                 f"{_fmt(r.get('iou')) if st != 'teacher' else '1 (ref)'} |")
-        lines += ["", f"Attention maps (teacher, each student stage): `{res['png']}`. int8: same weights as the "
-                  "FFN-pruned row; its ONNX graph returns logits only, so no attention IoU.", ""]
+        lines += ["", (f"Attention maps (teacher, each student stage): `{res['png']}`. " if res["png"] else "")
+                  + "int8: same weights as the FFN-pruned row; its ONNX graph returns logits only, so no attention "
+                  "IoU." + (" The teacher's latency and MACs are at its own 64 px input, the students' at 28 px."
+                            if args.teacher != "vit_tiny" else ""), ""]
     lines += ["## Targets", "", "Final student = the int8 FFN-pruned model (the fp32 FFN-pruned row in "
               "brackets). Targets: >= 8x smaller, >= 3x faster on CPU (1 thread), >= 97 % of the teacher's "
               "test AUC.", ""]
@@ -239,12 +300,14 @@ def report(results: dict, args, seconds: dict) -> list[str]:
                        f"speed {speed:.1f}x ({'met' if speed >= 3 else f'missed by {3 - speed:.1f}x'})",
                        f"AUC retention {ret:.1f} % ({'met' if ret >= 97 else f'missed by {97 - ret:.1f} points'})"]
             lines.append(f"- {subset}, {'int8' if st == 'int8' else '(fp32 FFN-pruned)'}: " + "; ".join(verdict))
-    lines += ["", "## Ablation: what attention alignment adds", "",
-              "| subset | distillation | test AUC | test ACC | attention IoU with teacher |", "|---|---|---|---|---|"]
-    for subset, res in results.items():
-        for st, name in (("distilled", "task + KD + attention"), ("logit-only", "task + KD (logit-only)")):
-            r = res["rows"][st]
-            lines.append(f"| {subset} | {name} | {r['auc']:.3f} | {r['acc']:.3f} | {_fmt(r['iou'])} |")
+    if args.teacher == "vit_tiny":
+        lines += ["", "## Ablation: what attention alignment adds", "",
+                  "| subset | distillation | test AUC | test ACC | attention IoU with teacher |",
+                  "|---|---|---|---|---|"]
+        for subset, res in results.items():
+            for st, name in (("distilled", "task + KD + attention"), ("logit-only", "task + KD (logit-only)")):
+                r = res["rows"][st]
+                lines.append(f"| {subset} | {name} | {r['auc']:.3f} | {r['acc']:.3f} | {_fmt(r['iou'])} |")
     lines += ["", "## Notes", ""]
     for subset, res in results.items():
         recs = res["records"]["ffn-pruned"]
@@ -259,12 +322,14 @@ def report(results: dict, args, seconds: dict) -> list[str]:
                      f"{res['loadavg']['before'][0]:.1f} -> {res['loadavg']['after'][0]:.1f}.")
     for subset, res in results.items():
         t = res["rows"]["teacher"]["auc"]
-        above = [st for st in STAGES[1:] if res["rows"][st]["auc"] > t]
-        lines.append(f"- {subset}: split sizes {res['sizes']}. " + (
-            f"Stages above the teacher's test AUC ({t:.3f}): {', '.join(above)}. The teacher is a ViT-Tiny "
-            f"trained for only {args.teacher_epochs} epochs (this benchmark's CPU budget), so it is the weaker "
-            "model here; retention above 100 % says the student matches it, not that an 8x compression of a "
-            "strong teacher keeps 97 %." if above else f"Every stage is below the teacher's test AUC ({t:.3f})."))
+        above = [st for st in res["stages"][1:] if res["rows"][st]["auc"] > t]
+        weak = (f" The teacher is a ViT-Tiny trained for only {args.teacher_epochs} epochs (this benchmark's CPU "
+                "budget), so it is the weaker model here; retention above 100 % says the student matches it, not "
+                "that an 8x compression of a strong teacher keeps 97 %." if args.teacher == "vit_tiny" else "")
+        lines.append(f"- {subset}: split sizes {res['sizes']}; distilled student from "
+                     f"`{Path(res['distilled']).name}`. " + (
+                         f"Stages above the teacher's test AUC ({t:.3f}): {', '.join(above)}.{weak}" if above
+                         else f"Every stage is below the teacher's test AUC ({t:.3f})."))
     for subset, res in results.items():
         lines.append(f"- {subset}: training time per stage as recorded by its run (s, epochs only): "
                      + ", ".join(f"{k} {v:.0f}" for k, v in res["train_seconds"].items())
@@ -272,12 +337,16 @@ def report(results: dict, args, seconds: dict) -> list[str]:
     lines.append("- Where 2 threads are no faster than 1 (the students especially), batch-1 inference of a "
                  "model this small gives ONNX Runtime's intra-op threads too little work per operator to pay for "
                  "their synchronisation; with a load average above 1 the second core was also partly busy.")
-    lines.append("- An earlier run of this script (2026-11-22, commit 686581e) used a 4-epoch fp32 teacher "
+    if args.teacher == "vit_tiny":
+        lines.append("- An earlier run of this script (2026-11-22, commit 686581e) used a 4-epoch fp32 teacher "
                  "(test AUC 0.880 DermaMNIST / 0.891 PneumoniaMNIST); the 15-epoch bf16 teacher here is stronger "
                  "and the students still match it, so on these 28 px subsets a from-scratch ViT-Tiny teacher is "
                  "not much stronger than MedLiT-nano itself. Logit-only KD matched the attention-aligned student "
                  "on test AUC in this run; attention alignment raised the attention IoU on PneumoniaMNIST, not on "
-                 "DermaMNIST.")
+                     "DermaMNIST.")
+    else:
+        lines.append("- The ViT-Tiny-teacher version of this pipeline, with the attention-alignment ablation, is "
+                     "`results/compress_vit.md`.")
     lines.append("- Wall time of this run's stages (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
                  + " (stages finished by an earlier run are skipped and not counted).")
     return lines
@@ -286,6 +355,8 @@ def report(results: dict, args, seconds: dict) -> list[str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--subsets", default=",".join(SUBSETS))
+    p.add_argument("--teacher", default="efficientnet_lite0", choices=("efficientnet_lite0", "vit_tiny"),
+                   help="ImageNet EfficientNet-Lite0 from medmnist_teacher.py, or a ViT-Tiny trained here")
     p.add_argument("--teacher-epochs", type=int, default=15)
     p.add_argument("--teacher-amp", default="auto", help="teacher training precision: auto, bf16 or none")
     p.add_argument("--distill-epochs", default="6", help="epochs, or per subset: dermamnist=6,pneumoniamnist=8")
@@ -294,7 +365,7 @@ def main() -> None:
     p.add_argument("--ffn-ratio", type=float, default=0.4)
     p.add_argument("--repeats", type=int, default=50)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--runs", default=str(ROOT / "runs" / "compress"))
+    p.add_argument("--runs", default="", help="run folders (default runs/compress_lite0, ViT: runs/compress)")
     p.add_argument("--max-steps", type=int, default=0, help="cap steps per distillation epoch (smoke runs)")
     p.add_argument("--train-only", action="store_true",
                    help="run the training stages and stop (e.g. one process per subset); a later run without "
@@ -304,7 +375,8 @@ def main() -> None:
     global MAX_STEPS
     MAX_STEPS = args.max_steps
     torch.set_num_threads(args.threads)
-    runs = Path(args.runs)
+    runs = Path(args.runs or ROOT / "runs" / ("compress" if args.teacher == "vit_tiny" else "compress_lite0"))
+    args.runs = str(runs)
     results, seconds = {}, {}
     for subset in args.subsets.split(","):
         t0 = time.time()

@@ -101,12 +101,26 @@ def create_model(
         in_chans: input channels (1 for grey, 3 for colour).
         img_size: input side length in pixels; ``None`` takes the model card's default.
         pretrained: start from the weights the model card names (``card.pretrained``; from the package its
-            extra installs, converted once and cached: see :mod:`medlite.weights`).
+            extra installs, converted once and cached: see :mod:`medlite.weights`). With a model-zoo name
+            (``medlite models`` lists them, e.g. ``medlit_nano_28_dermamnist``) it loads those weights, and
+            the architecture, classes and channels are the weights' own (the other arguments are ignored).
         **kwargs: model-specific options (documented on each factory).
 
     Returns:
         an ``nn.Module`` mapping (B, in_chans, img_size, img_size) float32 to (B, num_classes) logits.
     """
+    _load_all()
+    if name not in _REGISTRY:
+        from medlite import zoo  # zoo weights by name; imported here, not at module level (it reads files)
+
+        if zoo.has(name):
+            entry = zoo.get(name)
+            if not pretrained:
+                raise ConfigError(f"'{name}' names weights of the model zoo: create_model('{name}', pretrained=True) "
+                                  f"loads them; create_model('{entry.model}') builds the untrained architecture")
+            model, _ = zoo.load(name)  # architecture, classes and channels are those the weights were trained with
+            model.medlite_name = entry.model
+            return model
     card = model_card(name)
     fn = _REGISTRY[name][0]
     size = card.default_size if img_size is None else int(img_size)

@@ -49,20 +49,38 @@ def datasets(
 def models(
     family: Annotated[str, typer.Option(help="Only this family (baseline, medlit, ...).")] = "",
     size: Annotated[int, typer.Option(help="Input size used to count parameters.")] = 0,
+    card: Annotated[str, typer.Option(help="Print the model card of these zoo weights (e.g. "
+                                           "medlit_nano_28_dermamnist) and stop.")] = "",
 ) -> None:
-    """List registered models with their parameter counts and descriptions."""
+    """List registered models (with which have ready-to-use weights) and the model zoo."""
     import medlite
+    from medlite import zoo
 
+    if card:
+        console.print(Markdown(zoo.card(card)))
+        return
+    entries = zoo.entries()
     table = Table(title="medlite models")
     table.add_column("name", no_wrap=True)
-    for col in ("family", "params (2 classes, 3 ch)", "default size", "description"):
+    for col in ("family", "params (2 classes, 3 ch)", "default size", "zoo weights", "description"):
         table.add_column(col)
     for name in medlite.list_models(family or None):
-        card = medlite.model_card(name)
-        m = medlite.create_model(name, num_classes=2, in_chans=3, img_size=size or card.default_size)
+        info = medlite.model_card(name)
+        m = medlite.create_model(name, num_classes=2, in_chans=3, img_size=size or info.default_size)
         n = sum(p.numel() for p in m.parameters())
-        table.add_row(name, card.family, f"{n / 1e6:.2f} M", str(card.default_size), card.description)
+        weights = [e for e, v in entries.items() if v.model == name]
+        table.add_row(name, info.family, f"{n / 1e6:.2f} M", str(info.default_size), str(len(weights) or ""),
+                      info.description)
     console.print(table)
+    zt = Table(title="model zoo: apply by name (medlite predict NAME ..., create_model(NAME, pretrained=True))")
+    for col in ("name", "architecture", "trained on", "headline", "weights"):
+        zt.add_column(col, no_wrap=col == "name")
+    for name, e in entries.items():
+        where = f"shipped, {e.size / 2**20:.1f} MB" if e.shipped else f"package ({e.package})"
+        zt.add_row(name, e.model, str(e.data.get("name", "")), e.headline(), where)
+    console.print(zt)
+    console.print("Model cards: `medlite models --card NAME`. Your own weights by name: put NAME.safetensors "
+                  "in a folder and set MEDLITE_WEIGHTS to it.")
 
 
 @app.command()
@@ -124,7 +142,8 @@ def train(
 @app.command()
 @checked
 def evaluate(
-    run: Annotated[str, typer.Argument(help="Run folder or .safetensors checkpoint.")],
+    run: Annotated[str, typer.Argument(help="Run folder, .safetensors checkpoint or zoo weights name "
+                                            "(`medlite models`).")],
     data: Annotated[str, typer.Option(help="Dataset to evaluate on (default: the one it was trained on).")] = "",
     split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for 95 % CIs.")] = 1000,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn, TypeVar
@@ -148,44 +149,52 @@ def known_model(name: str, task: str | None = None) -> str:
 
 
 def model_or_checkpoint(spec: str, task: str | None = None) -> str:
-    """``spec`` if it is an existing checkpoint / run folder or a registered model name."""
-    return spec if Path(spec).exists() else known_model(spec, task)
+    """``spec`` if it is an existing checkpoint / run folder or a registered model name; a model-zoo name
+    becomes the path of its (hash-checked) weights file."""
+    if Path(spec).exists():
+        return spec
+    from medlite import zoo
+
+    if zoo.has(spec) and zoo.get(spec).shipped:
+        return str(zoo.weights_file(spec))
+    return known_model(spec, task)
+
+
+def resolve_weights(spec: str) -> str:
+    """A checkpoint / run folder as given, or the hash-checked file of shipped model-zoo weights ``spec``."""
+    if Path(spec).exists():
+        return spec
+    from medlite import zoo
+
+    return str(zoo.weights_file(spec)) if zoo.has(spec) and zoo.get(spec).shipped else spec
 
 
 def load_kind(path: str, kinds: str | tuple[str, ...], command: str):
-    """(model, meta) of a checkpoint or run folder whose run record is of one of ``kinds``, or of a model
-    name with pretrained weights (e.g. ``litemedsam``); a clear error naming the command that fits otherwise
-    (e.g. a segmentation run given to `medlite predict`)."""
+    """(model, meta) of a checkpoint or run folder whose run record is of one of ``kinds``, or of a model-zoo
+    name (e.g. ``medlit_nano_28_dermamnist``, ``litemedsam``: weights shipped or from an installed package);
+    a clear error naming the command that fits otherwise (e.g. a segmentation run given to `medlite predict`)."""
+    from medlite import zoo
     from medlite.engine.checkpoint import load_model, resolve_checkpoint
     from medlite.record import require_kind
 
-    if not Path(path).exists() and _pretrained_name(path):
-        model, meta = _load_pretrained(path)
-        require_kind(meta, kinds, path, command)
+    if not Path(path).exists() and zoo.has(path):
+        model, meta = zoo.load(path)
+        require_kind(meta, kinds, f"{path} (model zoo)", command)
         return model, meta
+    if not Path(path).exists() and not Path(path).suffix and os.sep not in path:
+        import medlite
+
+        if path in medlite.list_models():
+            names = zoo.for_model(path)
+            raise CliError(f"'{path}' is an architecture, not weights: give a checkpoint / run folder"
+                           + (f" or one of its zoo weights: {', '.join(names)}" if names else
+                              f" (train one with `medlite train {path} --data ...`)"))
+        from medlite.errors import UnknownModelError
+
+        try:
+            zoo.get(path)  # an unknown name: the error lists the closest zoo names
+        except UnknownModelError as e:
+            raise CliError(f"{path}: no checkpoint or run folder there, and {e}") from e
     model, meta = load_model(path)
     require_kind(meta, kinds, str(resolve_checkpoint(path)), command)
     return model, meta
-
-
-def _pretrained_name(name: str) -> bool:
-    import medlite
-
-    try:
-        return bool(medlite.model_card(name).pretrained)
-    except KeyError:
-        return False
-
-
-def _load_pretrained(name: str):
-    """A registered model with its pretrained weights, and its run record."""
-    import medlite
-
-    card = medlite.model_card(name)
-    if card.task != "promptable-segmentation":
-        raise CliError(f"{name}: pretrained weights apply here only to promptable models so far; train a "
-                       f"checkpoint with `medlite train {name} --data ...`")
-    from medlite.engine.tasks.promptable.train import model_meta
-
-    model = medlite.create_model(name, num_classes=1, pretrained=True).eval()
-    return model, model_meta(model, data={"pretrained": card.weights})

@@ -26,6 +26,7 @@ from medlite.cli.common import (
     model_or_checkpoint,
     parse_ints,
     print_error,
+    resolve_weights,
 )
 
 _NARROW_COLUMNS = ("model", "runtime", "threads", "batch-1 median (ms)", "p90 (ms)", "throughput (img/s)",
@@ -36,7 +37,7 @@ _NARROW_COLUMNS = ("model", "runtime", "threads", "batch-1 median (ms)", "p90 (m
 @app.command()
 @checked
 def export(
-    run: Annotated[str, typer.Argument(help="Run folder or .safetensors checkpoint to export.")],
+    run: Annotated[str, typer.Argument(help="Run folder, .safetensors checkpoint or zoo weights name to export.")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="onnx (fp32, checked against PyTorch), onnx-int8 "
                                      "(dynamic int8, needs no data), onnx-int8-static (QDQ int8 calibrated on "
                                      "training images), or executorch (.pte with XNNPACK for phones; needs "
@@ -62,7 +63,9 @@ def export(
     if fmt not in FORMATS:
         raise CliError(f"unknown format '{fmt}'; choose from {', '.join(FORMATS)}")
     model, meta = load_kind(run, "classifier", "medlite export")
-    path = Path(out) if out else export_path(resolve_checkpoint(run), meta["model"]["name"], fmt)
+    zoo_name = resolve_weights(run) != run  # zoo weights live in the package: export into ./export/
+    path = Path(out) if out else (Path("export") / f"{run}.{'pte' if fmt == 'executorch' else 'onnx'}" if zoo_name
+                                  else export_path(resolve_checkpoint(run), meta["model"]["name"], fmt))
     if fmt == "executorch":
         from medlite.export.executorch import export_executorch
 
@@ -128,8 +131,9 @@ def _print_int8_comparison(fp32: Path, int8: Path, ds, meta: dict) -> None:
 @app.command()
 @checked
 def predict(
-    model: Annotated[str, typer.Argument(help="Exported .onnx file (runs on ONNX Runtime, no PyTorch needed) "
-                                              "or a run folder / .safetensors checkpoint.")],
+    model: Annotated[str, typer.Argument(help="Exported .onnx file (runs on ONNX Runtime, no PyTorch needed), "
+                                              "a run folder / .safetensors checkpoint, or zoo weights "
+                                              "(`medlite models`).")],
     images: Annotated[list[str], typer.Argument(help="Image files: PNG, JPEG, BMP, TIFF, DICOM or NIfTI "
                                                      "(`scan.nii.gz::40` picks axial slice 40).")],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON (file, label and probs, or error, per "
@@ -250,8 +254,7 @@ def bench(
     unknown = sorted(set(runtimes) - set(RUNTIMES))
     if unknown:
         raise CliError(f"unknown runtime(s) {unknown}; choose from {', '.join(RUNTIMES)}")
-    for spec in models:
-        model_or_checkpoint(spec)
+    models = [model_or_checkpoint(spec) for spec in models]
     rows = run_bench(models, size=size, threads=thread_counts, runtimes=runtimes, batch_for_throughput=batch,
                      warmup=warmup, repeats=repeats, in_chans=in_chans, num_classes=num_classes)
     header, cells = format_rows(rows)

