@@ -1,5 +1,6 @@
 """The main job end to end: train MedLiT-nano on a MedMNIST subset, evaluate it with the official metrics,
-export it to ONNX (fp32 and int8), time it on this CPU, and write one report.
+export it to ONNX (fp32 and int8), time it on this CPU, apply the model zoo's shipped weights for the same
+subset to a few test images next to the model just trained, and write one report.
 
 ``medlite demo`` (and ``make demo``) runs this and prints :func:`report_markdown`; nothing here prints. It
 resumes an interrupted run in the same folder.
@@ -45,11 +46,47 @@ def run_demo(out: str | Path = "demo_run", model: str = "medlit_nano_28", data: 
     test_x = to_float(ds.test.images, pre["mean"], pre["std"]).numpy().astype(np.float32)
     q = compare_on(onnx_path, int8_path, test_x, ds.test.labels.numpy(), ds.task)
     latency = _latency(run)
+    shipped = zoo_predictions(f"{model}_{Path(data).stem}", ds, net, meta, out / "images")
     report = {"model": model, "data": data, "epochs": epochs, "recipe": recipe, "results": results, "export": exp,
-              "int8": q, "latency": latency, "files": {"onnx": str(onnx_path), "int8": str(int8_path)}}
+              "int8": q, "latency": latency, "files": {"onnx": str(onnx_path), "int8": str(int8_path)},
+              "zoo": shipped}
     (out / "demo_report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (out / "demo_report.md").write_text(report_markdown(report))
     return report
+
+
+def zoo_predictions(name: str, ds, net, meta: dict, folder: Path, n: int = 6) -> dict[str, Any] | None:
+    """The zoo's shipped weights ``name`` (if the zoo has them) on the first ``n`` test images, written as PNG
+    files and classified from those files like a user would (`medlite predict NAME file.png`), beside the
+    model just trained. None when the zoo has no weights of that name."""
+    import time
+
+    from PIL import Image
+
+    from medlite import zoo
+    from medlite.export.classifier import TorchClassifier, classify_files
+
+    if not zoo.has(name):
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    files, truth = [], []
+    for i in range(min(n, len(ds.test))):
+        img = ds.test.images[i].numpy()
+        arr = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
+        f = folder / f"test_{i:03d}.png"
+        Image.fromarray(arr).save(f)
+        files.append(str(f))
+        truth.append(ds.label_names[int(ds.test.labels[i].reshape(-1)[0])])
+    t0 = time.perf_counter()
+    shipped = TorchClassifier(*zoo.load(name), threads=None)
+    theirs, _ = classify_files(shipped, files)
+    load_and_predict_s = time.perf_counter() - t0
+    ours, _ = classify_files(TorchClassifier(net, meta, threads=None), files)
+    entry = zoo.get(name)
+    return {"name": name, "headline": entry.headline(), "seconds": load_and_predict_s,
+            "rows": [{"file": Path(f).name, "truth": t, "zoo": a.get("label"), "yours": b.get("label"),
+                      "zoo_p": max(a.get("probs", {"": 0.0}).values())}
+                     for f, t, a, b in zip(files, truth, theirs, ours, strict=True)]}
 
 
 def _latency(run: Path) -> list[dict[str, Any]]:
@@ -79,6 +116,14 @@ def report_markdown(r: dict) -> str:
               f"int8 (dynamic): test AUC {_get(q, 'int8', 'auc')} vs fp32 {_get(q, 'fp32', 'auc')}.", "",
               "CPU latency (batch 1, median of 100 interleaved runs) and throughput:", ""]
     lines += [to_markdown(r["latency"])]
+    z = r.get("zoo")
+    if z:
+        lines += ["", f"Shipped weights `{z['name']}` from the model zoo ({z['headline']} on its card), loaded and "
+                  f"applied in {z['seconds']:.1f} s, next to the model you just trained "
+                  f"(`medlite predict {z['name']} IMAGE` does the same):", "",
+                  "| image | true label | zoo weights (p) | your model |", "|---|---|---|---|"]
+        lines += [f"| {row['file']} | {row['truth']} | {row['zoo']} ({row['zoo_p']:.2f}) | {row['yours']} |"
+                  for row in z["rows"]]
     lines += ["", f"Plots: `{res['run_dir']}/plots/`.", ""]
     return "\n".join(lines)
 

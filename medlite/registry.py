@@ -125,8 +125,14 @@ def create_model(
     fn = _REGISTRY[name][0]
     size = card.default_size if img_size is None else int(img_size)
     if pretrained and not card.pretrained:
+        from medlite import zoo
+
         with_weights = [n for n in list_models() if _REGISTRY[n][1].pretrained]
-        raise ConfigError(f"'{name}' has no pretrained weights (models with weights: {', '.join(with_weights)})")
+        trained = zoo.for_model(name)
+        hint = (f"; its trained weights in the model zoo: {', '.join(trained)} (create_model(NAME, pretrained=True), "
+                "or `medlite train ... --init NAME` to fine-tune)" if trained else "")
+        raise ConfigError(f"'{name}' has no pretrained weights of its own (models with weights: "
+                          f"{', '.join(with_weights)}){hint}")
     if pretrained:
         kwargs["pretrained"] = True  # the factory loads card.pretrained and adapts it (channels, classes)
     model = fn(num_classes=num_classes, in_chans=in_chans, img_size=size, **kwargs)

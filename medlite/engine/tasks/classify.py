@@ -319,7 +319,13 @@ def _plots(run_dir: Path, history, test_pred, data, model, meta) -> None:
 
 
 def _init_from(model: nn.Module, path: str) -> None:
-    """Initialise from a checkpoint: an MAE encoder (MedLiT) or any checkpoint with matching names."""
+    """Initialise from a checkpoint: an MAE encoder (MedLiT) or any checkpoint with matching names, e.g.
+    model-zoo weights by name (``medlit_nano_28_dermamnist``: fine-tuning; a head of another size is skipped)."""
+    if not Path(path).exists():
+        from medlite import zoo
+
+        if zoo.has(path):
+            path = str(zoo.weights_file(path))
     weights, meta, _ = read_checkpoint(path)
     try:
         from medlite.models.mae import load_encoder_into
