@@ -113,6 +113,37 @@ def params(model: str, **kw) -> int:
                                                        **kw).parameters())
 
 
+def teacher_rows() -> dict[str, tuple[str, str, list[dict]]]:
+    """The rows ``medmnist_teacher.py`` adds: the ImageNet EfficientNet-Lite0 teacher (64 px) and the MedLiT
+    students distilled from it (per subset the student recipe with the better VALIDATION AUC)."""
+    import medmnist_teacher as mt
+
+    from medlite.models.flops import count_macs
+
+    t = medlite.create_model(mt.TEACHER, num_classes=2, in_chans=1, img_size=mt.TEACHER_SIZE)
+    rows = {"EfficientNet-Lite0 (ImageNet, fine-tuned at 64 px; teacher)": (
+        f"{sum(p.numel() for p in t.parameters()) / 1e6:.2f} M",
+        f"{count_macs(t, (1, 1, mt.TEACHER_SIZE, mt.TEACHER_SIZE)) / 1e6:.0f} M",
+        _records([mt.RUNS / f"teacher-{s}" for s in SUBSETS]))}
+    for st in mt.STUDENTS:
+        chosen = []
+        for s in SUBSETS:
+            recs = {r: mt._compact(mt.RUNS / f"{st}-{r}-{s}") for r in mt.RECIPES}
+            recs = {r: v for r, v in recs.items() if v is not None}
+            if recs:
+                chosen.append(mt.RUNS / f"{st}-{max(recs, key=lambda r: recs[r]['val_auc'])}-{s}")
+        label = f"{st.replace('_28', '')} (distilled from it, 28 px)"
+        rows[label] = (f"{params(st) / 1e6:.2f} M", f"{macs(st) / 1e6:.0f} M", _records(chosen))
+    return rows
+
+
+def _records(run_dirs: list[Path]) -> list[dict]:
+    """Store records (data, test AUC / ACC) of finished runs; medmnist_teacher records them as it reads them."""
+    import medmnist_teacher as mt
+
+    return [stored(d) for d in run_dirs if mt._compact(d) is not None]
+
+
 def _row(label: str, n_params: str, n_macs: str, runs: list[dict]) -> str:
     cells = []
     for s in SUBSETS:
@@ -141,14 +172,20 @@ def report(groups: dict[str, list[TrainConfig]], ablation: dict[str, TrainConfig
         model = cfgs[0].model
         ours[label] = load_results([c.run_dir() for c in cfgs], use_store=True)
         lines.append(_row(label, f"{params(model) / 1e6:.2f} M", f"{macs(model) / 1e6:.0f} M", ours[label]))
+    distilled = teacher_rows()
+    for label, (n_params, n_macs, runs) in distilled.items():
+        if runs:
+            lines.append(_row(label, n_params, n_macs, runs))
     for name, pub in PUBLISHED.items():
         cells = " | ".join(f"{pub[s][0]:.3f} / {pub[s][1]:.3f}" for s in SUBSETS)
         lines.append(f"| {name} (published, MedMNIST v2) | | | {cells} |")
     lines += ["", "Parameters and MACs for a 1-channel 28 px input and 2 classes (MACs with FlopCounterMode, "
-              "attention under the MATH backend).", ""]
+              "attention under the MATH backend; the teacher at its 64 px input). The teacher and distilled rows "
+              "use their own recipes (`medmnist_teacher.py`, `results/medmnist_teacher.md`: epochs, wall time, "
+              "both student recipes), not the shared one above.", ""]
     vit = {label: load_results([c.run_dir() for c in cfgs], use_store=True)
            for label, cfgs in (vit_groups or {}).items()}
-    lines += _targets(ours, vit)
+    lines += _targets(ours, vit, {k: v[2] for k, v in distilled.items()})
     lines += ["", "## What was tried beyond the shared recipe", "",
               "MedLiT trained with the ResNet recipe takes few optimiser steps (BreastMNIST: 5 per epoch) with "
               "no warmup, which suits a CNN better than a transformer. A small-ViT recipe was therefore tried "
@@ -195,9 +232,9 @@ def report(groups: dict[str, list[TrainConfig]], ablation: dict[str, TrainConfig
     out.write_text("\n".join(lines) + "\n")
 
 
-def _targets(ours: dict[str, list[dict]], vit: dict[str, list[dict]]) -> list[str]:
+def _targets(ours: dict[str, list[dict]], vit: dict[str, list[dict]], distilled: dict[str, list[dict]]) -> list[str]:
     def auc(label, s):
-        rs = [r["test"]["auc"] for r in {**ours, **vit}.get(label, []) if r["data"] == s]
+        rs = [r["test"]["auc"] for r in {**ours, **vit, **distilled}.get(label, []) if r["data"] == s]
         return statistics.mean(rs) if rs else None
 
     lines = ["## Targets", ""]
@@ -221,9 +258,15 @@ def _targets(ours: dict[str, list[dict]], vit: dict[str, list[dict]]) -> list[st
         lines.append(f"- own recipe (ViT recipe for nano, paper recipe for ResNet-18): nano matches or beats "
                      f"ResNet-18 on {sum(a >= b for _, a, b in own)} of {len(own)}: "
                      + "; ".join(f"{s} {a:.3f} vs {b:.3f} ({a - b:+.3f})" for s, a, b in own))
+    dist = [(s, auc(k, s), auc("ResNet-18 (ours)", s)) for s in SUBSETS for k in distilled
+            if k.startswith("medlit_nano") and auc(k, s) is not None and auc("ResNet-18 (ours)", s) is not None]
+    if dist:
+        lines.append(f"- distilled from the ImageNet teacher: nano matches or beats our ResNet-18 (28) on "
+                     f"{sum(a >= b for _, a, b in dist)} of {len(dist)} (target: 3 of 3): "
+                     + "; ".join(f"{s} {a:.3f} vs {b:.3f} ({a - b:+.3f})" for s, a, b in dist))
     beats = []
     for s in SUBSETS:
-        seeds = [x for x in (auc(k, s) for k in [*ours, *vit] if k.startswith("medlit_seed")) if x]
+        seeds = [x for x in (auc(k, s) for k in [*ours, *vit, *distilled] if k.startswith("medlit_seed")) if x]
         if seeds:
             best_pub = max(p[s][0] for p in PUBLISHED.values())
             beats.append(f"{s} {max(seeds):.3f} vs best published {best_pub:.3f} ({max(seeds) - best_pub:+.3f})")
