@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 
-def measure(path: str | os.PathLike, data, latency_ms: dict[int, float] | None = None) -> dict[str, Any]:
-    """Parameters, MACs and test AUC / ACC of a checkpoint on ``data`` (a ClassificationData)."""
+def measure(path: str | os.PathLike, data, latency_ms: dict[int, float] | None = None,
+            data_root: str | None = None) -> dict[str, Any]:
+    """Parameters, MACs and test AUC / ACC of a checkpoint on ``data`` (a ClassificationData), at the
+    checkpoint's own input size (a 64 px teacher of a 28 px student sees the test split loaded at 64 px)."""
+    from medlite.data import load_classification
     from medlite.engine.checkpoint import load_model
     from medlite.engine.evaluate import predict
     from medlite.metrics.classification import medmnist_acc, medmnist_auc
@@ -23,8 +26,10 @@ def measure(path: str | os.PathLike, data, latency_ms: dict[int, float] | None =
 
     model, meta = load_model(path)
     pre = meta["preprocessing"]
-    probs, labels, _ = predict(model, data.test, pre["mean"], pre["std"], data.task)
     s = int(pre["size"])
+    if tuple(data.test.images.shape[-2:]) != (s, s):
+        data = load_classification(data.source or data.name, size=s, root=data_root)
+    probs, labels, _ = predict(model, data.test, pre["mean"], pre["std"], data.task)
     return {"path": str(path), "model": meta["model"]["name"], "params": count_params(model),
             "macs": count_macs(model, (1, int(pre["channels"]), s, s)),
             "auc": float(medmnist_auc(labels, probs, data.task)),
@@ -45,7 +50,8 @@ def compression_report(student: str | os.PathLike, reference: str | os.PathLike,
     out_dir.mkdir(parents=True, exist_ok=True)
     s_model, s_meta = load_model(student)
     r_model, r_meta = load_model(reference)
-    data = load_classification(s_meta["data"]["name"], size=int(s_meta["preprocessing"]["size"]), root=data_root)
+    spec = s_meta["data"].get("source") or s_meta["data"]["name"]  # a path dataset is found by its file
+    data = load_classification(spec, size=int(s_meta["preprocessing"]["size"]), root=data_root)
     lat: dict[str, dict[int, float]] = {"student": {}, "reference": {}}
     if latency:
         from medlite.bench.latency import bench
@@ -55,7 +61,8 @@ def compression_report(student: str | os.PathLike, reference: str | os.PathLike,
         for r in rows:
             key = "reference" if r["model"].endswith(f"({Path(reference).name})") else "student"
             lat[key][r["threads"]] = r["latency_ms_median"]
-    res = {"student": measure(student, data, lat["student"]), "reference": measure(reference, data, lat["reference"]),
+    res = {"student": measure(student, data, lat["student"], data_root),
+           "reference": measure(reference, data, lat["reference"], data_root),
            "data": data.name, "n_test": len(data.test)}
     res["auc_retention_pct"] = 100 * res["student"]["auc"] / res["reference"]["auc"]
     res["size_ratio"] = res["reference"]["params"] / res["student"]["params"]

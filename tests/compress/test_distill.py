@@ -191,3 +191,14 @@ def test_teacher_at_its_own_size_teaches_a_smaller_student(tiny_npz, tmp_path):
     assert {k for k in res["history"][0] if k.startswith("loss_")} == {"loss_task", "loss_hard", "loss_aux"}
     model, smeta = load_model(tmp_path / "d")
     assert smeta["preprocessing"]["size"] == SIZE and model(torch.zeros(1, 1, SIZE, SIZE)).shape == (1, 3)
+
+    from medlite.compress.report import compression_report
+    from medlite.data import load_classification
+    from medlite.engine.evaluate import predict
+    from medlite.metrics.classification import medmnist_auc
+
+    rep = compression_report(tmp_path / "d", tmp_path / "cnn", tmp_path / "rep", latency=False)
+    big_test = load_classification(str(tiny_npz), size=2 * SIZE).test  # the teacher is scored at its own size
+    probs, labels, _ = predict(cnn.eval(), big_test, [0.5], [0.5], "multi-class")
+    assert rep["reference"]["auc"] == pytest.approx(float(medmnist_auc(labels, probs, "multi-class")))
+    assert rep["reference"]["macs"] > 3 * rep["student"]["macs"] / 4  # counted at 32 px, not 16
