@@ -31,6 +31,9 @@ class ModelCard:
     pretrained: str = ""  # name of the medlite.weights entry the factory loads with pretrained=True; "" = none
     licence: str = "Apache-2.0 (code)"
     intended_use: str = "research; not a medical device"
+    # the keyword options a checkpoint's run record may pass to the factory (an allow-list: metadata is data,
+    # not instructions); None = the factory's named parameters only
+    options: tuple[str, ...] | None = None
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -81,6 +84,47 @@ def model_card(name: str) -> ModelCard:
     if name not in _REGISTRY:
         raise UnknownModelError(f"unknown model '{name}'; known models: {', '.join(list_models())}")
     return _REGISTRY[name][1]
+
+
+_FIXED = ("num_classes", "in_chans", "img_size", "pretrained")  # given by the record's own fields, or never
+
+
+def checkpoint_options(name: str) -> frozenset[str]:
+    """Option names a run record may give ``name``'s factory: the card's ``options``, else the factory's
+    named keyword parameters (never ``pretrained``, nor ``**kwargs`` that a factory forwards to timm / MONAI)."""
+    import inspect
+
+    card = model_card(name)
+    if card.options is not None:
+        return frozenset(card.options) - set(_FIXED)
+    params = inspect.signature(_REGISTRY[name][0]).parameters.values()
+    return frozenset(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)) - set(_FIXED)
+
+
+def check_checkpoint_options(name: str, kwargs: dict, source: str = "checkpoint") -> None:
+    """Refuse recorded options that ``name`` does not declare, and strings that name a path or a hub
+    (``hf-hub:...``, ``a/b``): loading a checkpoint must never open another file or the network."""
+    allowed = checkpoint_options(name)
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise ConfigError(f"{source}: option(s) {unknown} are not options of model '{name}' a checkpoint may set "
+                          f"(allowed: {', '.join(sorted(allowed)) or 'none'})")
+
+    def strings(v):
+        if isinstance(v, str):
+            yield v
+        elif isinstance(v, list | tuple):
+            for x in v:
+                yield from strings(x)
+        elif isinstance(v, dict):
+            for x in v.values():
+                yield from strings(x)
+
+    for key, value in kwargs.items():
+        for text in strings(value):
+            if any(c in text for c in ":/\\") or text.startswith("."):
+                raise ConfigError(f"{source}: option {key}={text!r} looks like a path or a hub reference; "
+                                  "checkpoint options may only name built-in choices")
 
 
 def model_entrypoint(name: str) -> Callable[..., nn.Module]:

@@ -122,8 +122,43 @@ def test_unknown_model_options_are_a_checkpoint_error(tmp_path):
     meta = _classifier()
     meta["model"].update(name="medlit_nano_28", kwargs={"not_an_option": 3})
     path = save_checkpoint(tmp_path / "m.safetensors", {"w": torch.zeros(1)}, meta)
-    with pytest.raises(CheckpointError, match="do not build model 'medlit_nano_28'"):
+    with pytest.raises(CheckpointError, match=r"\['not_an_option'\] are not options of model 'medlit_nano_28'"):
         load_model(path)
+
+
+@pytest.mark.parametrize("name, kwargs, match", [
+    # timm would torch.load this file: a recorded option must never reach it
+    ("resnet18", {"checkpoint_path": "weights.pth"}, "are not options of model 'resnet18'"),
+    ("efficientnet_lite0", {"pretrained_cfg_overlay": {"file": "x.pth"}}, "are not options"),
+    ("unet_lite0", {"encoder_weights": "imagenet"}, "are not options"),
+    # an encoder name that is a hub reference or a path would make timm download or read files
+    ("medlitenet", {"encoder": "hf-hub:timm/mobilenetv2_100"}, "looks like a path or a hub reference"),
+    ("medlitenet", {"encoder": "../../evil"}, "looks like a path or a hub reference"),
+    ("litesam_swin_xs", {"pretrained": True}, "are not options"),
+])
+def test_checkpoint_options_are_an_allow_list(tmp_path, monkeypatch, name, kwargs, match):
+    """Checkpoint metadata is data, not instructions: options a model does not declare, and strings that
+    name files or hubs, are refused before anything is built (nothing is opened, nothing downloaded)."""
+    import timm
+
+    meta = _classifier()
+    meta["model"].update(name=name, kwargs=kwargs)
+    path = save_checkpoint(tmp_path / "m.safetensors", {"w": torch.zeros(1)}, meta)
+    monkeypatch.setattr(timm, "create_model", lambda *a, **k: pytest.fail("timm reached"))
+    with pytest.raises(CheckpointError, match=match):
+        load_model(path)
+
+
+def test_declared_options_still_load(tmp_path):
+    import medlite
+
+    meta = _classifier()
+    meta["model"].update(name="medlit_nano_28", kwargs={"depth": 2, "experts_per_stage": [2, 2]})
+    model = medlite.create_model("medlit_nano_28", num_classes=meta["model"]["num_classes"],
+                                 in_chans=meta["model"]["in_chans"], img_size=28, depth=2, experts_per_stage=[2, 2])
+    path = save_checkpoint(tmp_path / "m.safetensors", model, meta)
+    loaded, _ = load_model(path)
+    assert len(loaded.blocks) == 2
 
 
 def test_export_refuses_a_record_it_cannot_deploy():

@@ -122,9 +122,16 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 
 def _build_registered(meta: dict[str, Any]) -> nn.Module:
     """The registered model a (validated) record names, with its recorded options."""
-    from medlite.registry import create_model
+    from medlite.errors import ConfigError
+    from medlite.registry import check_checkpoint_options, create_model
 
     m = meta["model"]
+    try:
+        check_checkpoint_options(m["name"], m.get("kwargs", {}), "run record")
+    except KeyError as e:
+        raise CheckpointError(f"model {m['name']!r} of this checkpoint is not registered in this medlite") from e
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from e
     try:
         return create_model(m["name"], num_classes=m["num_classes"], in_chans=m["in_chans"],
                             img_size=m["img_size"], **m.get("kwargs", {}))

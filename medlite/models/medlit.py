@@ -303,7 +303,8 @@ def build_medlit(base: MedLiTConfig, num_classes: int, in_chans: int, img_size: 
 
 def _card(name: str, description: str, size: int) -> ModelCard:
     return ModelCard(name=name, family="medlit", task="classification", description=description,
-                     default_size=size, mean=(0.5,), std=(0.5,))
+                     default_size=size, mean=(0.5,), std=(0.5,),
+                     options=tuple(f.name for f in fields(MedLiTConfig)))
 
 
 @register_model(_card("medlit_seed", "MedLiT-seed, published configuration (2.1 M, 256 px)", 256))

