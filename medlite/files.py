@@ -8,15 +8,38 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+TMP_SUFFIX = ".tmp"
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files an interrupted :func:`atomic_write` left in ``folder`` (a kill between
+    creating and renaming them); returns what was removed. Only names this module makes: ``.NAME.*.tmp``."""
+    removed = []
+    for p in Path(folder).glob(f".*{TMP_SUFFIX}"):
+        if p.is_file():
+            p.unlink()
+            removed.append(p)
+    return removed
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Path:
-    """Call ``write(tmp_path)`` to fill a temporary file, fsync it and rename it to ``path``."""
+    """Call ``write(tmp_path)`` to fill a temporary file, fsync it and rename it to ``path``.
+
+    The file gets the permissions any new file would (0666 minus the umask), not ``mkstemp``'s 0600, so a
+    shared run folder stays readable by the group like the run's other files."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

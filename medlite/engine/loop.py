@@ -39,6 +39,7 @@ from medlite.engine.checkpoint import (
     save_checkpoint,
 )
 from medlite.errors import ConfigError
+from medlite.files import remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,8 @@ def fit(task: Task, resume: bool = False) -> dict[str, Any]:
     run_dir = task.cfg.run_dir()
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in remove_stale_temporaries(run_dir):  # left by a kill during a checkpoint write
+            log.info("removed %s (an interrupted checkpoint write)", stale)
     D.barrier(dist)
 
     saved = _read_last(run_dir) if resume else None
