@@ -183,6 +183,9 @@ def load_npz(path: str | os.PathLike, subset: str | None = None) -> Classificati
 def _from_arrays(path: Path, arrays: dict[str, np.ndarray], info: SubsetInfo | None) -> ClassificationData:
     """Validate arrays in npz layout read from ``path`` and build the dataset."""
     images = {s: _check_images(path, s, arrays[f"{s}_images"]) for s in SPLITS}
+    empty = [s for s in SPLITS if len(images[s]) == 0]
+    if empty:
+        raise DataError(f"{path}: split(s) {', '.join(empty)} hold no images; train, val and test each need some")
     shapes = {tuple(images[s].shape[1:]) for s in SPLITS}
     if len(shapes) > 1:
         raise DataError(f"{path}: splits have different image shapes (C, H, W): {sorted(shapes)}")
@@ -217,6 +220,9 @@ def _from_arrays(path: Path, arrays: dict[str, np.ndarray], info: SubsetInfo | N
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    if not zipfile.is_zipfile(path):  # np.load would take it for a pickle and say so, which misleads
+        raise DataError(f"{path}: not an .npz archive (an .npz is a zip of .npy arrays; this file is not a zip: "
+                        "wrong file, or truncated?)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels") if f"{s}_{k}" not in npz]
@@ -241,16 +247,33 @@ def _check_images(path: Path, split: str, a: np.ndarray) -> torch.Tensor:
 
 
 def _task_and_labels(path: Path, info: SubsetInfo | None, arrays) -> tuple[str, tuple[str, ...]]:
+    """The task and class names: the subset's, or for another npz inferred from the TRAIN labels, which must
+    be 0..K-1 with K >= 2 and every label present (a gap, a single class, or a val/test label train never
+    has would silently train a model with the wrong number of outputs)."""
     if info is not None:
         return info.task, info.label_names
-    lab = [arrays[f"{s}_labels"] for s in SPLITS]
-    if lab[0].ndim == 2 and lab[0].shape[1] > 1:
-        return "multi-label", tuple(str(i) for i in range(lab[0].shape[1]))
+    lab = {s: arrays[f"{s}_labels"] for s in SPLITS}
+    if lab["train"].ndim == 2 and lab["train"].shape[1] > 1:
+        return "multi-label", tuple(str(i) for i in range(lab["train"].shape[1]))
     try:
-        top = int(max(np.nanmax(x) for x in lab if x.size)) if any(x.size for x in lab) else 0
+        seen = {s: np.unique(np.asarray(y).reshape(len(y), -1)[:, 0]) if len(y) else np.zeros(0)
+                for s, y in lab.items()}
+        train = {float(v) for v in seen["train"]}
     except (TypeError, ValueError) as e:
         raise DataError(f"{path}: labels are not numeric: {e}") from e
-    n = max(top + 1, 2)
+    if len(train) < 2:
+        raise DataError(f"{path}: train_labels hold {len(train)} class(es) {sorted(train)}; a classifier needs "
+                        "at least 2")
+    n = int(max(train)) + 1
+    missing = sorted(set(range(n)) - {int(v) for v in train if float(v).is_integer()})
+    if missing:
+        raise DataError(f"{path}: train_labels skip class(es) {missing} of 0..{n - 1}; labels must be 0..K-1 with "
+                        "every class in train (renumber them, or give the subset name)")
+    for s in ("val", "test"):
+        extra = sorted({float(v) for v in seen[s]} - train)
+        if extra:
+            raise DataError(f"{path}: {s}_labels hold {[int(v) if v.is_integer() else v for v in extra]}, "
+                            f"which train_labels never have (train classes 0..{n - 1})")
     return ("binary" if n == 2 else "multi-class"), tuple(str(i) for i in range(n))
 
 

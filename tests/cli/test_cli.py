@@ -1,7 +1,9 @@
 """The command line: help for newcomers, listing commands, train + evaluate end to end, clear errors."""
 
 import json
+import re
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -88,3 +90,41 @@ def test_explain_writes_overlay(tmp_path):
     bad.write_bytes(b"not a png")
     r = runner.invoke(app, ["explain", str(tmp_path / "run"), str(bad)])
     assert r.exit_code == 2 and "bad.png" in r.output
+
+
+# ------------------------------------------------------------------- hardening: silent wrong results
+def _npz(path, train, val, test, n_img=None):
+    rng = np.random.default_rng(0)
+
+    def imgs(n):
+        return rng.integers(0, 255, (n, 16, 16), dtype=np.uint8)
+
+    np.savez(path, train_images=imgs(len(train)), train_labels=np.array(train, np.uint8),
+             val_images=imgs(len(val)), val_labels=np.array(val, np.uint8),
+             test_images=imgs(len(test) if n_img is None else n_img), test_labels=np.array(test, np.uint8))
+    return path
+
+
+@pytest.mark.parametrize("labels, fragment", [
+    (([0, 1] * 10, [0, 1], [0, 1, 7]), r"test_labels hold \[7\], which train_labels never have"),
+    (([0, 1, 5] * 6, [0, 1], [0, 1]), r"train_labels skip class\(es\) \[2, 3, 4\]"),
+    (([1] * 20, [1, 1], [1, 1]), r"train_labels hold 1 class\(es\)"),
+    (([0, 1] * 10, [0, 1], []), "split\\(s\\) test hold no images"),
+])
+def test_npz_that_would_train_a_wrong_model_is_refused(tmp_path, labels, fragment):
+    """Issue 15, items 1, 2, 9: a label outside train's, a gap, one class, an empty split: exit 2 with the
+    file named, before any training (no run folder is written)."""
+    path = _npz(tmp_path / "data.npz", *labels)
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["train", "resnet18", "--data", str(path), "--size", "16", "--epochs", "1",
+                            "--out", str(out), "--no-progress"])
+    assert r.exit_code == 2, r.output
+    assert re.search(fragment, " ".join(r.output.split())) and str(path.name) in r.output
+    assert not (out / "best.safetensors").exists() and not (out / "last.safetensors").exists()
+
+
+def test_text_file_named_npz_says_it_is_not_a_zip(tmp_path):
+    path = tmp_path / "notes.npz"
+    path.write_text("hello")
+    r = runner.invoke(app, ["train", "resnet18", "--data", str(path), "--epochs", "1", "--out", str(tmp_path / "r")])
+    assert r.exit_code == 2 and "not an .npz archive" in " ".join(r.output.split()) and "pickle" not in r.output
