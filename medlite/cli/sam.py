@@ -226,6 +226,16 @@ def predict(
             s = np.asarray(read_rgb(scribble))[:, :, 0]
             scr = np.where(s > 191, 1.0, np.where(s > 63, -1.0, 0.0)).astype(np.float32)
         p.set_image(img)
+        try:
+            if xyxy is not None:
+                p.check_boxes(xyxy, "--box")
+        except ValueError as e:
+            raise typer.BadParameter(f"{e} ({src})") from e
+        try:
+            if pts:
+                p.check_points([q[:2] for q in pts])
+        except ValueError as e:
+            raise typer.BadParameter(f"--{e} ({src})") from e
         mask, iou = p.predict(box=xyxy, points=[q[:2] for q in pts] or None,
                               point_labels=[q[2] for q in pts] or None, scribble=scr)
         _save_mask(out_dir / f"{src.stem}_mask.png", mask)

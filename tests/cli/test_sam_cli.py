@@ -97,3 +97,26 @@ def test_a_model_without_pretrained_weights_is_a_clear_error(tmp_path):
     Image.fromarray(np.zeros((20, 20), np.uint8)).save(tmp_path / "x.png")
     r = runner.invoke(app, ["sam", "predict", "litesam_swin_xs", str(tmp_path / "x.png"), "--box", "1,1,9,9"])
     assert r.exit_code == 2 and "litesam_swin_xs" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("prompt, fragment", [
+    (["--box", "5,5,200,25"], "outside the 70 x 30 image"),
+    (["--box", "40,25,5,5"], "needs x0 < x1 and y0 < y1"),
+    (["--box", "5,5,5,25"], "needs x0 < x1 and y0 < y1"),
+    (["--box", "-3,5,40,25"], "outside the 70 x 30 image"),
+    (["--box", "5,5,1e30,25"], "outside the 70 x 30 image"),
+    (["--box", "nan,5,40,25"], "must be finite"),
+    (["--box", "5,5,inf,25"], "must be finite"),
+    (["--point", "90,10,1"], "outside the 70 x 30 image"),
+    (["--point", "10,10,7"], "--point x,y,label: label is 1"),
+])
+def test_sam_predict_refuses_prompts_that_do_not_fit_the_image(tmp_path, tiny_ckpt, prompt, fragment):
+    """Issue 15, item 6: no mask is written for a box or point that is outside, inverted, empty or not a
+    number; the message names the option and the image."""
+    Image.fromarray(np.zeros((30, 70), np.uint8)).save(tmp_path / "x.png")
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["sam", "predict", str(tiny_ckpt), str(tmp_path / "x.png"), *prompt, "--out", str(out)],
+                      env={"COLUMNS": "200"})
+    assert r.exit_code == 2, r.output
+    assert fragment in " ".join(r.output.replace("│", " ").split())
+    assert not (out / "x_mask.png").exists()

@@ -86,14 +86,38 @@ class LiteSAMPredictor:
     def reset_image(self) -> None:
         self.features, self.geometry = None, None
 
+    def check_boxes(self, boxes: np.ndarray, what: str = "box") -> np.ndarray:
+        """(N, 4) xyxy boxes in original pixels, refused unless finite, x0 < x1, y0 < y1 and inside the image
+        (a box outside it, inverted or empty would still give a mask: a silent wrong answer)."""
+        b = np.asarray(boxes, np.float64).reshape(-1, 4)
+        h, w = self.geometry.height, self.geometry.width
+        for x0, y0, x1, y1 in b:
+            text = f"{what} {x0:g},{y0:g},{x1:g},{y1:g}"
+            if not np.isfinite([x0, y0, x1, y1]).all():
+                raise ValueError(f"{text}: coordinates must be finite numbers")
+            if not (x0 < x1 and y0 < y1):
+                raise ValueError(f"{text}: needs x0 < x1 and y0 < y1 (a box with an area)")
+            if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
+                raise ValueError(f"{text}: outside the {w} x {h} image (x in 0..{w}, y in 0..{h})")
+        return b.astype(np.float32)
+
+    def check_points(self, points: np.ndarray) -> np.ndarray:
+        """(K, 2) (x, y) in original pixels, refused unless finite and inside the image."""
+        pts = np.asarray(points, np.float64).reshape(-1, 2)
+        h, w = self.geometry.height, self.geometry.width
+        for x, y in pts:
+            if not np.isfinite([x, y]).all() or not (0 <= x <= w and 0 <= y <= h):
+                raise ValueError(f"point {x:g},{y:g}: outside the {w} x {h} image or not a finite number")
+        return pts.astype(np.float32)
+
     def _sparse(self, box, points, point_labels) -> tuple[np.ndarray, np.ndarray]:
         coords, labels = [np.zeros((0, 2), np.float32)], [np.zeros(0, np.float32)]
         if box is not None:
-            c, lab = box_prompt(to_model_frame(np.asarray(box, np.float32).reshape(4), self.geometry))
+            c, lab = box_prompt(to_model_frame(self.check_boxes(box)[0], self.geometry))
             coords.append(c)
             labels.append(lab)
         if points is not None:
-            pts = np.asarray(points, np.float32).reshape(-1, 2)
+            pts = self.check_points(points)
             lab = (np.full(len(pts), LABEL_POS, np.float32) if point_labels is None
                    else np.asarray(point_labels, np.float32).reshape(-1))
             if len(lab) != len(pts) or not np.isin(lab, (LABEL_NEG, LABEL_POS)).all():
@@ -137,7 +161,7 @@ class LiteSAMPredictor:
         """Many box prompts in one decoder batch: boxes (N, 4) xyxy original pixels -> (N, H, W) bool, (N,)."""
         if self.features is None:
             raise RuntimeError("call set_image(image) before predict_boxes()")
-        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        boxes = self.check_boxes(boxes)
         g = self.geometry
         if len(boxes) == 0:
             return np.zeros((0, g.height, g.width), bool), np.zeros(0, np.float32)
