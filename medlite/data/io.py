@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -144,11 +145,15 @@ def _minmax(x: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------- Pillow
 def _read_pil(path: Path) -> np.ndarray:
     try:
-        with Image.open(path) as im:
-            im.load()
-            if path.suffix.lower() in (".jpg", ".jpeg", ".tif", ".tiff"):
-                im = ImageOps.exif_transpose(im)
-            return _pil_to_array(im, path)
+        with warnings.catch_warnings():  # a huge declared size is refused, not half-decoded into black
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                if path.suffix.lower() in (".jpg", ".jpeg", ".tif", ".tiff"):
+                    im = ImageOps.exif_transpose(im)
+                return _pil_to_array(im, path)
+    except Image.DecompressionBombWarning as e:
+        raise ImageReadError(f"{path}: image too large to decode safely, refused ({e})") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ImageReadError(f"{path}: corrupt or unreadable {path.suffix.lower()} image ({e})") from e
 
@@ -278,6 +283,10 @@ def _read_nifti(path: Path, index: int | None) -> np.ndarray:
         shape = img.shape
         if len(shape) < 2 or len(shape) > 4:
             raise ImageReadError(f"{path}: NIfTI image has {len(shape)} dimensions; expected 2, 3 or 4")
+        if len(shape) == 4 and shape[3] > 1:  # reading volume 0 of a time series would be a silent choice
+            raise ImageReadError(f"{path}: 4-D NIfTI with {shape[3]} volumes (shape {shape}); medlite reads one "
+                                 "3-D volume: save the volume you mean as its own file (e.g. nibabel's "
+                                 "image.slicer[..., t])")
         ornt = nib.orientations.io_orientation(img.affine)  # per voxel axis: (world axis, direction)
         if len(shape) == 2:
             plane = np.asanyarray(img.dataobj, dtype=np.float64)

@@ -211,12 +211,15 @@ def test_nifti_orientation_independent_of_storage(tmp_path):
     np.testing.assert_allclose(read_image(tmp_path / "zyx.nii"), ref, atol=1e-6)
 
 
-def test_nifti_4d_uses_first_volume(tmp_path):
+def test_nifti_4d_with_several_volumes_is_refused_and_one_volume_is_read(tmp_path):
+    """Issue 15, item 5: picking volume 0 of a time series silently is a wrong answer waiting to happen."""
     vol = np.stack([_volume(), -_volume()], axis=-1)
     nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / "t.nii.gz")
+    _raises_naming(tmp_path / "t.nii.gz", "4-D NIfTI with 2 volumes")
+    nib.save(nib.Nifti1Image(_volume()[..., None], np.eye(4)), tmp_path / "one.nii.gz")
     nib.save(nib.Nifti1Image(_volume(), np.eye(4)), tmp_path / "first.nii.gz")
-    first = read_image(tmp_path / "first.nii.gz")
-    np.testing.assert_allclose(read_image(tmp_path / "t.nii.gz"), first, atol=1e-6)
+    np.testing.assert_allclose(read_image(tmp_path / "one.nii.gz"), read_image(tmp_path / "first.nii.gz"),
+                               atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------- errors
@@ -231,6 +234,21 @@ def test_truncated_png(tmp_path):
     data = (tmp_path / "t.png").read_bytes()
     (tmp_path / "t.png").write_bytes(data[: len(data) // 2])
     _raises_naming(tmp_path / "t.png", "corrupt")
+
+
+def test_png_declaring_a_huge_size_is_refused(tmp_path):
+    """Issue 15, item 4: a PNG that declares 12000 x 12000 but holds 4 rows was decoded with black fill."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    rows = b"".join(b"\x00" + bytes(12000) for _ in range(4))
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 12000, 12000, 8, 0, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    (tmp_path / "big.png").write_bytes(png)
+    _raises_naming(tmp_path / "big.png", "too large to decode safely|corrupt")
 
 
 def test_garbage_dicom(tmp_path):
