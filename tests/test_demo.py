@@ -15,3 +15,8 @@ def test_demo_end_to_end_on_real_breastmnist(real_data_root, tmp_path, monkeypat
     text = (tmp_path / "demo" / "demo_report.md").read_text()
     assert "AUC" in text and "ms" in text
     assert json.loads((tmp_path / "demo" / "demo_report.json").read_text())["results"]["test"]["n"] == 156
+    # the shipped weights for the subset answer next to the model just trained, from PNG files
+    z = rep["zoo"]
+    assert z is not None and z["name"] == "medlit_nano_28_breastmnist" and len(z["rows"]) == 6
+    assert all(r["zoo"] in ("malignant", "normal, benign") for r in z["rows"]), z["rows"]
+    assert "Shipped weights `medlit_nano_28_breastmnist`" in text
