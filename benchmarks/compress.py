@@ -267,8 +267,8 @@ def report(results: dict, args, seconds: dict) -> list[str]:
         "", "Latency: ONNX Runtime, batch 1, median of "
         f"{args.repeats} interleaved runs (`medlite.bench.latency`); absolute times depend on what else runs "
         "on the 2 cores (load average during timing in the notes), ratios much less. "
-        "Attention IoU: mean over the test split of the IoU of the top-10 % attention-rollout cells "
-        "(5 of 49) of teacher and student (random maps: ~0.06).", ""]
+        + ("Attention IoU: mean over the test split of the IoU of the top-10 % attention-rollout cells "
+           "(5 of 49) of teacher and student (random maps: ~0.06)." if args.teacher == "vit_tiny" else ""), ""]
     for subset, res in results.items():
         rows, t = res["rows"], res["rows"]["teacher"]
         lines += [f"## {subset} (test n={res['n_test']})", "",

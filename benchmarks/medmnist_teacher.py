@@ -92,11 +92,14 @@ def _compact(run_dir: Path) -> dict | None:
 
 
 def _wall(run_dir: Path) -> float | None:
+    """Training seconds the run recorded (epochs only: caching, evaluation and start-up excluded)."""
     res_file = run_dir / "results.json"
     if not res_file.is_file():
         return None
-    hist = json.loads(res_file.read_text()).get("history", [])
-    return sum(float(h.get("epoch_time", h.get("time", 0.0)) or 0.0) for h in hist) or None
+    res = json.loads(res_file.read_text())
+    if "history" in res:
+        return sum(float(h.get("epoch_seconds", 0.0)) for h in res["history"]) or None
+    return float(res.get("epoch_seconds", 0.0)) * int(res.get("epochs", 0)) or None
 
 
 def report(args) -> None:
@@ -174,9 +177,11 @@ def report(args) -> None:
         parts = [f"teacher {TEACHER_EPOCHS[s]} epochs" + _fmt_wall(RUNS / f"teacher-{s}")]
         for st in STUDENTS:
             for r in RECIPES:
-                parts.append(f"{LABELS[st]} `{r}` {STUDENT_EPOCHS[s]} epochs" + _fmt_wall(RUNS / f"{st}-{r}-{s}"))
+                if _compact(RUNS / f"{st}-{r}-{s}") is not None:
+                    parts.append(f"{LABELS[st]} `{r}` {STUDENT_EPOCHS[s]} epochs" + _fmt_wall(RUNS / f"{st}-{r}-{s}"))
         lines.append(f"- {s}: " + ", ".join(parts))
-    lines += ["", "Wall times are the runs' own epoch times (one thread per process, beside one other job on "
+    lines += ["", "Runs not listed were not run (MedLiT-seed: only the recipe that won on MedLiT-nano's validation AUC, "
+              "on the subsets of `--seed-subsets`). Wall times are the runs' own epoch times (one thread per process, beside one other job on "
               "the 2 cores); a run finished on another machine shows none.", ""]
     (RESULTS / "medmnist_teacher.md").write_text("\n".join(lines))
     (RESULTS / "medmnist_teacher.json").write_text(json.dumps(
