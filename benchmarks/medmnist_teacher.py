@@ -180,9 +180,10 @@ def report(args) -> None:
                 if _compact(RUNS / f"{st}-{r}-{s}") is not None:
                     parts.append(f"{LABELS[st]} `{r}` {STUDENT_EPOCHS[s]} epochs" + _fmt_wall(RUNS / f"{st}-{r}-{s}"))
         lines.append(f"- {s}: " + ", ".join(parts))
-    lines += ["", "Runs not listed were not run (MedLiT-seed: only the recipe that won on MedLiT-nano's validation AUC, "
-              "on the subsets of `--seed-subsets`). Wall times are the runs' own epoch times (one thread per process, beside one other job on "
-              "the 2 cores); a run finished on another machine shows none.", ""]
+    lines += ["", "Runs not listed were not run (MedLiT-seed: only the recipe that won on MedLiT-nano's "
+              "validation AUC, on the subsets of `--seed-subsets`). Wall times are the runs' own epoch times "
+              "(one thread per process, beside one other job on the 2 cores); a run finished on another machine "
+              "shows none.", ""]
     (RESULTS / "medmnist_teacher.md").write_text("\n".join(lines))
     (RESULTS / "medmnist_teacher.json").write_text(json.dumps(
         {"teacher": teacher, "students": data, "best": best}, indent=2, default=float) + "\n")
