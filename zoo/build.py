@@ -113,6 +113,19 @@ def sam_spec() -> dict | None:
                       "PH2 research only): non-commercial research use."}
 
 
+def pruned_spec(subset: str) -> dict:
+    run = RUNS / "compress_lite0" / f"{subset}-ffn-pruned"
+    return {"source": run, "model": "medlit_nano_28", "data": subset,
+            "split": "MedMNIST official train split (checkpoints chosen on the val split)",
+            "recipe": f"python benchmarks/compress.py --subsets {subset} (distilled MedLiT-nano -> 33 % of the heads "
+                      "and 40 % of the MoE hidden units pruned, each followed by 2 epochs of distillation from the "
+                      "ImageNet EfficientNet-Lite0 teacher)",
+            "summary": f"the compressed MedLiT-nano for {subset}: heads and FFN units pruned after distillation "
+                       "(about 0.55 M parameters); `medlite export NAME --format onnx-int8-static` gives its int8 "
+                       "ONNX graph (benchmarks/results/compress.md)",
+            "use": CLASSIFIER_USE, "limits": CLASSIFIER_LIMITS}
+
+
 SPECS = {
     **{f"medlit_nano_28_{s}": (lambda s=s: classifier_spec("medlit_nano_28", s))
        for s in ("breastmnist", "pneumoniamnist", "dermamnist")},
@@ -121,6 +134,7 @@ SPECS = {
     "medlitenet_lite0_busi": lambda: seg_spec("busi"),
     "medlitenet_lite0_ph2": lambda: seg_spec("ph2"),
     "litesam_swin_xs_distilled": sam_spec,
+    "medlit_nano_28_dermamnist_pruned": lambda: pruned_spec("dermamnist"),
 }
 
 PACKAGE = {

@@ -58,13 +58,13 @@ def export(
     int8 formats also write the fp32 graph beside the output (STEM.fp32.onnx) and, when the training data
     can be loaded, compare AUC / ACC of fp32 and int8 on its test split."""
     from medlite.engine.checkpoint import resolve_checkpoint
-    from medlite.export.classifier import FORMATS, export_path, fp32_path
+    from medlite.export.classifier import FORMATS, SUFFIXES, export_path, fp32_path
 
     if fmt not in FORMATS:
         raise CliError(f"unknown format '{fmt}'; choose from {', '.join(FORMATS)}")
     model, meta = load_kind(run, "classifier", "medlite export")
     zoo_name = resolve_weights(run) != run  # zoo weights live in the package: export into ./export/
-    path = Path(out) if out else (Path("export") / f"{run}.{'pte' if fmt == 'executorch' else 'onnx'}" if zoo_name
+    path = Path(out) if out else (Path("export") / f"{run}{SUFFIXES[fmt]}" if zoo_name
                                   else export_path(resolve_checkpoint(run), meta["model"]["name"], fmt))
     if fmt == "executorch":
         from medlite.export.executorch import export_executorch

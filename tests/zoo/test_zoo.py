@@ -158,3 +158,14 @@ def test_extra_needed_for_package_weights_is_named():
             zoo.load("litemedsam")
     else:
         assert zoo.get("litemedsam").package == "litemedsam"
+
+
+def test_export_by_zoo_name_writes_into_the_working_folder(tmp_path, real_data_root):
+    """Zoo weights live in the installed package: `medlite export NAME` writes ./export/NAME.onnx instead."""
+    name = next(n for n, e in ENTRIES.items() if e.shipped and e.kind == "classifier")
+    env = {**_clean_env(tmp_path), "MEDLITE_DATA": str(real_data_root)}
+    r = subprocess.run([sys.executable, "-m", "medlite", "export", name], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "export" / f"{name}.onnx").is_file()
+    assert not list(zoo.FILES.glob("*.onnx")) and not (zoo.FILES / "export").exists()
