@@ -3,12 +3,22 @@ reader (or a run resumed after ``kill -9``) sees the old file or the new one, ne
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 TMP_SUFFIX = ".tmp"
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:

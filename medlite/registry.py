@@ -162,9 +162,7 @@ def create_model(
             if not pretrained:
                 raise ConfigError(f"'{name}' names weights of the model zoo: create_model('{name}', pretrained=True) "
                                   f"loads them; create_model('{entry.model}') builds the untrained architecture")
-            model, _ = zoo.load(name)  # architecture, classes and channels are those the weights were trained with
-            model.medlite_name = entry.model
-            return model
+            return zoo.load(name)[0]  # architecture, classes and channels are those the weights were trained with
     card = model_card(name)
     fn = _REGISTRY[name][0]
     size = card.default_size if img_size is None else int(img_size)

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from medlite.errors import MedliteError
-from medlite.files import atomic_write
+from medlite.files import atomic_write, sha256_file
 
 KeyMap = Sequence[tuple[str, str]]  # (regex on the source key, replacement), first match wins
 
@@ -79,14 +79,6 @@ def cache_dir(cache: str | os.PathLike | None = None) -> Path:
         return Path(os.environ["MEDLITE_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "medlite"
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def package_file(w: PackageWeights) -> Path:

@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from medlite import zoo  # noqa: E402
 from medlite.engine.checkpoint import load_model, save_checkpoint  # noqa: E402
+from medlite.files import sha256_file  # noqa: E402
 from medlite.zoo.verify import sign_of_life  # noqa: E402
 
 RUNS = ROOT / "benchmarks" / "runs"
@@ -159,8 +160,7 @@ def to_half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
 
 
-def _tolerance(kind: str) -> float:
-    return 1e-3  # largest change of the sign-of-life metric accepted for float16 storage
+FP16_TOLERANCE = 1e-3  # largest change of the sign-of-life metric accepted for float16 storage
 
 
 def _recorded(src: Path, kind: str) -> dict:
@@ -183,7 +183,7 @@ def build_one(name: str, spec: dict, data_root: str | None) -> dict:
     model.load_state_dict(half)  # float16 values, float32 compute: what loading the shipped file gives
     m16 = sign_of_life(model, meta, data_root)
     key = next(k for k in ("auc", "dice", "dsc") if k in m32)
-    fp16 = abs(m16[key] - m32[key]) <= _tolerance(kind)
+    fp16 = abs(m16[key] - m32[key]) <= FP16_TOLERANCE
     if not fp16:
         model, meta = load_model(spec["source"] / "best.safetensors")
     out = zoo.FILES / f"{name}.safetensors"
@@ -199,10 +199,10 @@ def build_one(name: str, spec: dict, data_root: str | None) -> dict:
         ["test", "dice"] if kind == "segmentation" else ["sign of life", "dsc"])
     data = {"name": spec["data"], "licence": " + ".join(DATA_LICENCES.get(d, d) for d in spec["data"].split("+")),
             "split": spec["split"]}
-    return {"model": spec["model"], "kind": "promptable" if kind == "promptable" else kind,
+    return {"model": spec["model"], "kind": kind,
             "summary": spec["summary"], "data": data, "metrics": metrics, "recipe": spec["recipe"],
             "intended_use": spec["use"], "limitations": spec["limits"], "file": out.name,
-            "sha256": zoo.sha256_file(out), "size": out.stat().st_size, "dtype": "float16" if fp16 else "float32",
+            "sha256": sha256_file(out), "size": out.stat().st_size, "dtype": "float16" if fp16 else "float32",
             "licence": "follows the training data's terms: " + data["licence"],
             "labels": list(meta.get("data", {}).get("label_names", [])),
             "extra": {"float16 check": f"{key} {m32[key]:.4f} (float32) vs {m16[key]:.4f} (float16) on "

@@ -151,13 +151,8 @@ def known_model(name: str, task: str | None = None) -> str:
 def model_or_checkpoint(spec: str, task: str | None = None) -> str:
     """``spec`` if it is an existing checkpoint / run folder or a registered model name; a model-zoo name
     becomes the path of its (hash-checked) weights file."""
-    if Path(spec).exists():
-        return spec
-    from medlite import zoo
-
-    if zoo.has(spec) and zoo.get(spec).shipped:
-        return str(zoo.weights_file(spec))
-    return known_model(spec, task)
+    path = resolve_weights(spec)
+    return path if path != spec or Path(spec).exists() else known_model(spec, task)
 
 
 def resolve_weights(spec: str) -> str:

@@ -21,7 +21,6 @@ shipped entry's name replaces that entry's file (its hash is still checked). Loa
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from medlite.errors import MedliteError, UnknownModelError
+from medlite.files import sha256_file
 
 HERE = Path(__file__).resolve().parent
 MANIFEST = HERE / "manifest.json"
@@ -104,8 +104,10 @@ def _manifest(path: str, mtime: float) -> dict[str, ZooEntry]:
     return out
 
 
-def _user_entry(path: Path) -> ZooEntry:
-    """An entry for a user's own checkpoint, its card read from the run record."""
+@lru_cache(maxsize=64)
+def _user_entry(path: Path, mtime: float, size: int) -> ZooEntry:
+    """An entry for a user's own checkpoint, its card read from the run record (cached per file version:
+    ``entries()`` runs on every lookup)."""
     from medlite.engine.checkpoint import read_checkpoint
 
     _, meta, _ = read_checkpoint(path)
@@ -113,7 +115,7 @@ def _user_entry(path: Path) -> ZooEntry:
     return ZooEntry(name=path.stem, model=meta["model"]["name"], kind=kind,
                     summary=f"your own weights ({path})", data=meta.get("data") or {}, metrics={}, recipe="",
                     intended_use="as its author says", limitations="not reviewed by medlite", file=path.name,
-                    sha256=sha256_file(path), size=path.stat().st_size,
+                    sha256=sha256_file(path), size=size,
                     labels=tuple((meta.get("data") or {}).get("label_names", ())),
                     extra={"folder": str(path.parent)})
 
@@ -125,7 +127,8 @@ def entries(folder: str | os.PathLike | None = None) -> dict[str, ZooEntry]:
     if user is not None and user.is_dir():
         for f in sorted(user.glob("*.safetensors")):
             if f.stem not in out:
-                out[f.stem] = _user_entry(f)
+                st = f.stat()
+                out[f.stem] = _user_entry(f, st.st_mtime, st.st_size)
     return out
 
 
@@ -146,14 +149,6 @@ def has(name: str, folder: str | os.PathLike | None = None) -> bool:
 def for_model(model: str) -> list[str]:
     """Zoo entries whose architecture is the registered ``model``."""
     return [n for n, e in entries().items() if e.model == model]
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def weights_file(name: str, folder: str | os.PathLike | None = None) -> Path:
@@ -184,14 +179,13 @@ def load(name: str, folder: str | os.PathLike | None = None):
     if e.shipped:
         model, meta = load_model(weights_file(name, folder))
         return model.float(), meta
-    model = medlite.create_model(e.model, num_classes=1 if e.kind == "promptable" else 1000,
-                                 pretrained=True).eval()
-    if e.kind == "promptable":
-        from medlite.engine.tasks.promptable.train import model_meta
+    if e.kind != "promptable":
+        raise ZooError(f"{name}: package weights of kind {e.kind!r} are loaded with "
+                       f"create_model({e.model!r}, pretrained=True)")
+    from medlite.engine.tasks.promptable.train import model_meta
 
-        return model, model_meta(model, data={"pretrained": e.package, "zoo": name})
-    raise ZooError(f"{name}: package weights of kind {e.kind!r} are loaded with "
-                   f"create_model({e.model!r}, pretrained=True)")
+    model = medlite.create_model(e.model, num_classes=1, pretrained=True).eval()
+    return model, model_meta(model, data={"pretrained": e.package, "zoo": name})
 
 
 def card(name: str, folder: str | os.PathLike | None = None) -> str:

@@ -54,7 +54,7 @@ def load_teacher(spec: str) -> tuple[torch.nn.Module, str]:
 def teacher_name(spec: str) -> str:
     """The cache name of a teacher spec (without loading it): the model name, or checkpoint stem + hash."""
     from medlite.engine.checkpoint import resolve_checkpoint
-    from medlite.weights import sha256_file
+    from medlite.files import sha256_file
 
     if not Path(spec).exists():
         return spec
