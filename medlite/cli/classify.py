@@ -11,10 +11,20 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markdown import Markdown
+from rich.markup import escape
 from rich.table import Table
 
-from medlite.cli.common import CliError, app, checked, console, known_model, load_kind, parse_kv
+from medlite.cli.common import (
+    CliError,
+    app,
+    checked,
+    console,
+    known_model,
+    load_kind,
+    parse_kv,
+    print_markdown,
+    print_table,
+)
 
 DATA_ROOT_HELP = "Data folder (default $MEDLITE_DATA)."
 
@@ -30,16 +40,14 @@ def datasets(
     from medlite.data.medmnist import MEDMNIST, find_subset_file
 
     base = data_root(root or None)
-    table = Table(title=f"MedMNIST 2D subsets (local folder: {base})")
-    table.add_column("name", no_wrap=True)
-    for col in ("task", "classes", "channels", "train / val / test", "local file"):
-        table.add_column(col)
+    rows = []
     for name, info in MEDMNIST.items():
         found = find_subset_file(name, 28, base)
         sizes = " / ".join(str(info.n_samples[s]) for s in ("train", "val", "test"))
-        table.add_row(name, info.task, str(len(info.label_names)), str(info.channels), sizes,
-                      str(found) if found else "[dim]missing (medlite train ... --download)[/dim]")
-    console.print(table)
+        rows.append([name, info.task, str(len(info.label_names)), str(info.channels), sizes,
+                     escape(str(found.name)) if found else "[dim]missing (--download)[/dim]"])
+    print_table(f"MedMNIST 2D subsets in {base}", ["name", "task", "classes", "ch", "train / val / test", "file"],
+                rows)
     console.print("Your own data: `--data FOLDER` (one subfolder per class, optionally inside "
                   "train/ val/ test/) or `--data FILE.csv` (columns path,label[,split]).")
 
@@ -57,28 +65,24 @@ def models(
     from medlite import zoo
 
     if card:
-        console.print(Markdown(zoo.card(card)))
+        print_markdown(zoo.card(card))
         return
     entries = zoo.entries()
-    table = Table(title="medlite models")
-    table.add_column("name", no_wrap=True)
-    for col in ("family", "params (2 classes, 3 ch)", "default size", "zoo weights", "description"):
-        table.add_column(col)
+    rows = []
     for name in medlite.list_models(family or None):
         info = medlite.model_card(name)
         m = medlite.create_model(name, num_classes=2, in_chans=3, img_size=size or info.default_size)
         n = sum(p.numel() for p in m.parameters())
         weights = [e for e, v in entries.items() if v.model == name]
-        table.add_row(name, info.family, f"{n / 1e6:.2f} M", str(info.default_size), str(len(weights) or ""),
-                      info.description)
-    console.print(table)
-    zt = Table(title="model zoo: apply by name (medlite predict NAME ..., create_model(NAME, pretrained=True))")
-    for col in ("name", "architecture", "trained on", "headline", "weights"):
-        zt.add_column(col, no_wrap=col == "name")
-    for name, e in entries.items():
-        where = f"shipped, {e.size / 2**20:.1f} MB" if e.shipped else f"package ({e.package})"
-        zt.add_row(name, e.model, str(e.data.get("name", "")), e.headline(), where)
-    console.print(zt)
+        rows.append([name, info.family, f"{n / 1e6:.2f} M", str(info.default_size), str(len(weights) or ""),
+                     escape(info.description)])
+    print_table("medlite models (params for 2 classes, 3 channels)",
+                ["name", "family", "params", "size", "zoo weights", "description"], rows, {2: "right"})
+    zoo_rows = [[name, e.model, escape(str(e.data.get("name", ""))), escape(e.headline()),
+                 f"shipped, {e.size / 2**20:.1f} MB" if e.shipped else f"package ({e.package})"]
+                for name, e in entries.items()]
+    print_table("model zoo: apply by name (medlite predict NAME ..., create_model(NAME, pretrained=True))",
+                ["name", "architecture", "trained on", "headline", "weights"], zoo_rows)
     console.print("Model cards: `medlite models --card NAME`. Your own weights by name: put NAME.safetensors "
                   "in a folder and set MEDLITE_WEIGHTS to it.")
 
@@ -136,7 +140,7 @@ def train(
                       threads=threads, compile=compile, amp=amp, tensorboard=tensorboard, progress=progress)
     results = run_train(cfg, resume=resume)
     if results:  # empty on the non-zero ranks of a torchrun launch
-        console.print(Markdown(Path(results["run_dir"], "report.md").read_text()))
+        print_markdown(Path(results["run_dir"], "report.md").read_text())
 
 
 @app.command()
@@ -279,4 +283,4 @@ def demo(
 
     known_model(model, task="classification")
     report = run_demo(out, model, data, epochs, download, progress, recipe)
-    console.print(Markdown(report_markdown(report)))
+    print_markdown(report_markdown(report))

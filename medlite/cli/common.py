@@ -27,10 +27,89 @@ app = typer.Typer(
     rich_markup_mode="markdown",
     pretty_exceptions_show_locals=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        import platform
+
+        from medlite import __version__
+
+        typer.echo(f"medlite {__version__} (Python {platform.python_version()})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
+                                       help="Print medlite's version and exit.")) -> None:
+    """medlite: lightweight medical-image AI that trains on a laptop CPU and runs on a phone."""
+
+
 console = Console()  # results: tables, reports, the files written
 err_console = Console(stderr=True)  # errors and log lines, so that stdout stays parseable (predict --json)
 
 F = TypeVar("F", bound=Callable)
+
+
+def print_table(title: str, columns: list[str], rows: list[list[str]], justify: dict[int, str] | None = None) -> None:
+    """A table that reads at any terminal width: a Rich table where it fits whole, else one record per row
+    (the first column as a heading, then ``column: value`` lines, wrapped, never cut short).
+
+    Args:
+        columns: header names; the first identifies the row.
+        rows: cells as strings (Rich markup allowed).
+        justify: column index -> "left" | "right" | "center" for the table layout.
+    """
+    from rich.markup import escape
+    from rich.measure import Measurement
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=title)
+    for i, col in enumerate(columns):
+        table.add_column(col, justify=(justify or {}).get(i, "left"), no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    if Measurement.get(console, console.options.update_width(100_000), table).maximum <= console.width:
+        console.print(table)
+        return
+    from rich.padding import Padding
+
+    if title:
+        console.print(Text(title, style="bold"))
+    for row in rows:
+        fields = [(col, Text.from_markup(cell)) for col, cell in zip(columns[1:], row[1:], strict=True)
+                  if Text.from_markup(cell).plain.strip()]
+        short = [f"[dim]{escape(col)}:[/dim] {cell.markup}" for col, cell in fields if len(cell.plain) <= 30]
+        lines = [" · ".join(short)] if short else []
+        lines += [f"[dim]{escape(col)}:[/dim] {cell.markup}" for col, cell in fields if len(cell.plain) > 30]
+        console.print(Text.from_markup(f"[bold]{row[0]}[/bold]"))
+        for line in lines:
+            console.print(Padding(Text.from_markup(line, overflow="fold"), (0, 0, 0, 2)))
+
+
+def print_markdown(text: str) -> None:
+    """Markdown on the terminal with its tables through :func:`print_table` (Rich's Markdown tables cut
+    cells short on a narrow terminal)."""
+    from rich.markdown import Markdown
+    from rich.markup import escape
+
+    blocks: list[tuple[bool, list[str]]] = []
+    for line in text.splitlines():
+        is_row = line.lstrip().startswith("|")
+        if blocks and blocks[-1][0] == is_row:
+            blocks[-1][1].append(line)
+        else:
+            blocks.append((is_row, [line]))
+    for is_table, lines in blocks:
+        if not is_table:
+            if "".join(lines).strip():
+                console.print(Markdown("\n".join(lines)))
+            continue
+        cells = [[escape(c.strip().replace("`", "").replace("**", "")) for c in ln.strip().strip("|").split("|")]
+                 for ln in lines]
+        body = [r for r in cells[1:] if not all(set(c) <= set("-: ") for c in r)]
+        print_table("", cells[0], [r + [""] * (len(cells[0]) - len(r)) for r in body])
 
 
 class CliError(MedliteError):

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from medlite.cli.common import (
@@ -26,11 +27,9 @@ from medlite.cli.common import (
     model_or_checkpoint,
     parse_ints,
     print_error,
+    print_table,
     resolve_weights,
 )
-
-_NARROW_COLUMNS = ("model", "runtime", "threads", "batch-1 median (ms)", "p90 (ms)", "throughput (img/s)",
-                   "peak RSS (MB)", "file (MB)")
 
 
 # --------------------------------------------------------------------------------------------- export
@@ -258,15 +257,8 @@ def bench(
     rows = run_bench(models, size=size, threads=thread_counts, runtimes=runtimes, batch_for_throughput=batch,
                      warmup=warmup, repeats=repeats, in_chans=in_chans, num_classes=num_classes)
     header, cells = format_rows(rows)
-    keep = list(range(len(header)))
-    if console.width < 160:  # a narrow terminal: the columns that fit; the full table goes to --out
-        keep = [i for i, h in enumerate(header) if h in _NARROW_COLUMNS]
-    table = Table(title=f"CPU inference ({os.cpu_count()} logical CPUs)")
-    for i in keep:
-        table.add_column(header[i], justify="left" if i < 2 else "right", overflow="fold")
-    for row in cells:
-        table.add_row(*(row[i] for i in keep))
-    console.print(table)
+    print_table(f"CPU inference ({os.cpu_count()} logical CPUs)", header, [[escape(c) for c in r] for r in cells],
+                {i: "right" for i in range(2, len(header))})
     console.print(legend(rows))
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -139,7 +139,8 @@ def evaluate(
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
     out: Annotated[str, typer.Option(help="Write per-case results JSON here.")] = "",
 ) -> None:
-    """Challenge DSC / NSD (NSD at 2 px where DSC > 0.2) at the original size, and CPU time per image."""
+    """Challenge DSC / NSD at the original size (the official CVPR 2024 scoring: NSD at 2 px where DSC > 0.2),
+    the 2-D boundary NSD beside it, and CPU time per image."""
     import torch
 
     from medlite.engine.tasks.promptable import evaluate_sam, load_dataset
@@ -155,7 +156,8 @@ def evaluate(
     for k, v in res.items():
         if isinstance(v, dict):
             console.print(f"{k:6s} DSC {v['dsc']['mean']:.4f} ± {v['dsc']['std']:.4f}  NSD {v['nsd']['mean']:.4f} "
-                          f"± {v['nsd']['std']:.4f}  (n={v['dsc']['n']}, decoder {v['decoder_ms']:.1f} ms)")
+                          f"± {v['nsd']['std']:.4f}  boundary NSD {v['boundary_nsd']['mean']:.4f}  "
+                          f"(n={v['dsc']['n']}, decoder {v['decoder_ms']:.1f} ms)")
     console.print(f"model load {load_s:.2f} s, encoder {res['encoder_ms']:.1f} ms per image")
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -172,13 +172,19 @@ class SegmentationMetrics:
         return reduce_cases(self.cases, self.metrics)
 
 
-def reduce_cases(cases: list[dict], metrics: Sequence[str]) -> dict[str, dict[str, float]]:
-    """{metric: {"mean", "std", "median", "n"}} of per-case rows (std with ddof 0)."""
+def reduce_cases(cases: list[dict], metrics: Sequence[str], skip_nan: bool = False) -> dict[str, dict[str, float]]:
+    """{metric: {"mean", "std", "median", "n"}} of per-case rows (std with ddof 0); ``skip_nan`` leaves
+    NaN values out (``n`` counts what is left; all NaN gives NaN statistics)."""
     if not cases:
         raise ValueError("no cases were added")
     out = {}
     for m in metrics:
         v = np.array([c[m] for c in cases], dtype=np.float64)
+        if skip_nan:
+            v = v[~np.isnan(v)]
+        if not len(v):
+            out[m] = {"mean": float("nan"), "std": float("nan"), "median": float("nan"), "n": 0}
+            continue
         out[m] = {"mean": float(v.mean()), "std": float(v.std()), "median": float(np.median(v)), "n": len(v)}
     return out
 
@@ -191,31 +197,96 @@ def summarise(values: Sequence[float]) -> str:
 
 
 # ------------------------------------------------------------------------ MedSAM-on-laptop challenge rule
-def challenge_metrics(pred, target, tolerance: float = 2.0, dsc_floor: float = 0.2,
-                      spacing: Sequence[float] | None = None) -> dict[str, float]:
-    """DSC and NSD of one target as the CVPR 2024 "Segment Anything in Medical Images on Laptop" challenge
-    scores them: NSD at ``tolerance`` px is computed only where DSC > ``dsc_floor`` and is 0 otherwise.
+def _surface_distance():
+    try:
+        with warnings.catch_warnings():  # it imports scipy.ndimage.filters, deprecated in SciPy 1.x
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return importlib.import_module("surface_distance")
+    except ImportError as e:
+        raise ImportError("the challenge NSD needs DeepMind's surface-distance package: "
+                          "pip install 'medlite[seg]'") from e
+
+
+def _official_dice(gt: np.ndarray, seg: np.ndarray) -> float:
+    # surface_distance.compute_dice_coefficient, whose empty branch returns np.NaN (gone in NumPy 2)
+    total = int(gt.sum()) + int(seg.sum())
+    return float("nan") if total == 0 else 2.0 * int((gt & seg).sum()) / total
+
+
+def challenge_case_metrics(seg, gt, spacing: Sequence[float] | None = None, tolerance: float = 2.0,
+                           dsc_floor: float = 0.2) -> dict[str, float]:
+    """DSC and NSD of one case exactly as the official scoring script of the CVPR 2024 "Segment Anything
+    in Medical Images on Laptop" challenge computes them (``evaluation/compute_metrics.py`` in the MedSAM
+    repository, with DeepMind's ``surface-distance`` package):
+
+    - labels 1 .. ``gt.max()`` are scored, each as a binary mask; the case's DSC and NSD are the means
+      over those labels (an empty ground truth has no label: DSC NaN, NSD 0; a label absent from both
+      maps scores DSC NaN, so the case's DSC is NaN too);
+    - NSD at ``tolerance`` is computed only if the case's mean DSC > ``dsc_floor``, else it is 0;
+    - a 2-D case is scored as a one-slice volume (H, W, 1) with spacing (1, 1, 1), so every foreground
+      pixel lies on the surface (the slice's top and bottom faces); this is not the 2-D contour NSD,
+      which medlite reports separately as :func:`nsd` ("boundary NSD").
+
+    Args:
+        seg, gt: integer label maps (H, W) or volumes (D, H, W), same shape; label 0 is background.
+        spacing: voxel size of a 3-D case (ignored for 2-D, as in the official script).
+    Returns:
+        {"dsc": float, "nsd": float}.
+    """
+    seg, gt = np.asarray(seg), np.asarray(gt)
+    if seg.shape != gt.shape or gt.ndim not in (2, 3):
+        raise ValueError(f"seg {seg.shape} and gt {gt.shape} must be the same 2-D or 3-D shape")
+    if gt.dtype.kind not in "iub" or seg.dtype.kind not in "iub":
+        raise ValueError(f"label maps must be integer or bool; got {seg.dtype} and {gt.dtype}")
+    labels = range(1, int(gt.max()) + 1)
+    if not labels:
+        return {"dsc": float("nan"), "nsd": 0.0}
+    d = float(np.mean([_official_dice(gt == i, seg == i) for i in labels]))
+    if not d > dsc_floor:  # NaN included
+        return {"dsc": d, "nsd": 0.0}
+    if gt.ndim == 2:
+        gt, seg, spacing = gt[..., None], seg[..., None], (1.0, 1.0, 1.0)
+    elif spacing is None:
+        raise ValueError("a 3-D case needs its voxel spacing")
+    sd = _surface_distance()
+    with warnings.catch_warnings():  # both maps empty for a label: 0 / 0 -> NaN, as in the official code;
+        warnings.simplefilter("ignore", RuntimeWarning)  # and its scipy.ndimage.filters calls are deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        n = [sd.compute_surface_dice_at_tolerance(
+            sd.compute_surface_distances(gt == i, seg == i, tuple(float(s) for s in spacing)), tolerance)
+            for i in labels]
+    return {"dsc": d, "nsd": float(np.mean(n))}
+
+
+def challenge_metrics(pred, target, tolerance: float = 2.0, dsc_floor: float = 0.2) -> dict[str, float]:
+    """The challenge's DSC / NSD of one binary target (:func:`challenge_case_metrics` on a one-label map),
+    plus ``boundary_nsd``: the 2-D contour NSD of :func:`nsd` at the same tolerance (not gated).
 
     Args:
         pred, target: (H, W) masks as in :func:`dice`, at the original image size.
     Returns:
-        {"dsc": float, "nsd": float}.
+        {"dsc": float, "nsd": float, "boundary_nsd": float}.
     """
-    d = dice(pred, target)
-    return {"dsc": d, "nsd": nsd(pred, target, tolerance, spacing) if d > dsc_floor else 0.0}
+    p, t = _pair(pred, target)
+    return {**challenge_case_metrics(p.astype(np.uint8), t.astype(np.uint8), tolerance=tolerance,
+                                     dsc_floor=dsc_floor),
+            "boundary_nsd": nsd(p, t, tolerance)}
 
 
 def challenge_label_metrics(seg: np.ndarray, gt: np.ndarray, tolerance: float = 2.0) -> dict[int, dict[str, float]]:
     """Per-label challenge DSC / NSD of a label map: seg, gt (H, W) integer maps, label i = target i.
 
-    Every label present in ``gt`` is scored (a label missing from ``seg`` scores DSC 0, NSD 0).
+    Every label present in ``gt`` is scored (a label missing from ``seg`` scores DSC 0, NSD 0). The
+    official script averages these into one case score: :func:`challenge_case_metrics`.
     """
     labels = [int(v) for v in np.unique(gt) if v != 0]
     return {lab: challenge_metrics(seg == lab, gt == lab, tolerance) for lab in labels}
 
 
 class ChallengeMetrics:
-    """Accumulates challenge DSC / NSD per target; ``compute()`` -> {"dsc"|"nsd": {"mean", "std", "median", "n"}}."""
+    """Accumulates challenge DSC / NSD (and the 2-D boundary NSD) per target; ``compute()`` ->
+    {"dsc"|"nsd"|"boundary_nsd": {"mean", "std", "median", "n"}}. A target with an empty ground truth
+    (DSC NaN in the official script) is left out of the DSC mean, as pandas' mean would."""
 
     def __init__(self, tolerance: float = 2.0, dsc_floor: float = 0.2) -> None:
         self.tolerance, self.dsc_floor = tolerance, dsc_floor
@@ -230,5 +301,5 @@ class ChallengeMetrics:
         return row
 
     def compute(self) -> dict[str, dict[str, float]]:
-        """{"dsc"|"nsd": {"mean", "std", "median", "n"}} over the targets seen so far."""
-        return reduce_cases(self.cases, ("dsc", "nsd"))
+        """{"dsc"|"nsd"|"boundary_nsd": {"mean", "std", "median", "n"}} over the targets seen so far."""
+        return reduce_cases(self.cases, ("dsc", "nsd", "boundary_nsd"), skip_nan=True)

@@ -119,3 +119,37 @@ def test_library_code_does_not_print():
                 f = node.func
                 name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
                 assert name != "print", f"{rel}:{node.lineno} prints; return data and let medlite.cli print"
+
+
+def _narrow_ok(output: str) -> None:
+    assert "…" not in output  # no cell cut short
+    assert max(len(line.rstrip()) for line in output.splitlines()) <= 80
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["datasets"], ["models", "--family", "litesam"]], ids=" ".join)
+def test_listings_read_at_80_columns(argv):
+    r = runner.invoke(app, argv, env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    _narrow_ok(r.output)
+    if argv == ["--version"]:
+        assert r.output.startswith(f"medlite {medlite.__version__}")
+    if argv[0] == "models":
+        assert "litesam_swin_xs_distilled" in r.output and "litemedsam" in r.output
+
+
+def test_markdown_tables_fit_80_columns_whole(capsys, monkeypatch):
+    from rich.console import Console
+
+    import medlite.cli.common as common
+
+    monkeypatch.setattr(common, "console", Console(width=80, force_terminal=False))
+    wide = ("| model | runtime | threads | batch-1 median (ms) | p90 (ms) | throughput (img/s) | params (M) "
+            "| file (MB) |\n|---|---|---|---|---|---|---|---|\n"
+            "| medlit_nano_28_dermamnist_pruned | onnxruntime-int8 | 2 | 0.41 | 0.52 | 2400 | 0.52 | 0.61 |\n")
+    common.print_markdown("# report\n\nsome text\n\n" + wide + "\nmore text\n")
+    out = capsys.readouterr().out
+    _narrow_ok(out)
+    for cell in ("medlit_nano_28_dermamnist_pruned", "onnxruntime-int8", "2400", "more text"):
+        assert cell in out
+    common.print_table("t", ["a", "b"], [["x", "1"]])  # fits: an ordinary table
+    assert "┃ a" in capsys.readouterr().out
