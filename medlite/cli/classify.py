@@ -12,7 +12,6 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from medlite.cli.common import (
     CliError,
@@ -25,6 +24,7 @@ from medlite.cli.common import (
     print_markdown,
     print_table,
 )
+from medlite.errors import extra_of
 
 DATA_ROOT_HELP = "Data folder (default $MEDLITE_DATA)."
 
@@ -71,10 +71,15 @@ def models(
     rows = []
     for name in medlite.list_models(family or None):
         info = medlite.model_card(name)
-        m = medlite.create_model(name, num_classes=2, in_chans=3, img_size=size or info.default_size)
-        n = sum(p.numel() for p in m.parameters())
+        try:
+            m = medlite.create_model(name, num_classes=2, in_chans=3, img_size=size or info.default_size)
+            params = f"{sum(p.numel() for p in m.parameters()) / 1e6:.2f} M"
+        except ImportError as e:  # an optional extra builds it
+            if (extra := extra_of(e)) is None:
+                raise
+            params = rf"[dim]needs medlite\[{extra}][/dim]"
         weights = [e for e, v in entries.items() if v.model == name]
-        rows.append([name, info.family, f"{n / 1e6:.2f} M", str(info.default_size), str(len(weights) or ""),
+        rows.append([name, info.family, params, str(info.default_size), str(len(weights) or ""),
                      escape(info.description)])
     print_table("medlite models (params for 2 classes, 3 channels)",
                 ["name", "family", "params", "size", "zoo weights", "description"], rows, {2: "right"})
@@ -171,12 +176,9 @@ def evaluate(
         raise typer.BadParameter(f"{data}: {ds.num_classes} classes, the model has {meta['model']['num_classes']}")
     rep, probs, labels = evaluate_split(model, ds.splits()[split], pre["mean"], pre["std"], ds.task, n_boot,
                                         label_names=ds.label_names)
-    table = Table(title=f"{meta['model']['name']} on {ds.name} ({split}, n={rep['n']})")
-    for col in ("metric", "value", "95 % CI"):
-        table.add_column(col)
-    for k in ("auc", "acc"):
-        table.add_row(k.upper(), f"{rep[k]:.4f}", f"{rep[k + '_ci'][0]:.4f} – {rep[k + '_ci'][1]:.4f}")
-    console.print(table)
+    print_table(f"{meta['model']['name']} on {ds.name} ({split}, n={rep['n']})", ["metric", "value", "95 % CI"],
+                [[k.upper(), f"{rep[k]:.4f}", f"{rep[k + '_ci'][0]:.4f} – {rep[k + '_ci'][1]:.4f}"]
+                 for k in ("auc", "acc")])
     if out:
         from medlite.report.plots import plot_confusion, plot_roc
 
@@ -255,12 +257,8 @@ def explain(
     names = meta["data"]["label_names"]
     path = Path(out) if out else resolve_checkpoint(run).parent / f"{Path(image.split('::')[0]).stem}_explain.png"
     plot_attention_overlay(img, heat, probs, names, path, title=f"{meta['model']['name']} — {Path(image).name}")
-    table = Table(title=f"{Path(image).name}")
-    table.add_column("class")
-    table.add_column("probability", justify="right")
-    for i in probs.argsort()[::-1]:
-        table.add_row(names[i], f"{probs[i]:.3f}")
-    console.print(table)
+    print_table(escape(Path(image).name), ["class", "probability"],
+                [[escape(names[i]), f"{probs[i]:.3f}"] for i in probs.argsort()[::-1]], {1: "right"})
     console.print(f"overlay written to [bold]{path}[/bold]")
 
 

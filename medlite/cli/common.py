@@ -17,7 +17,7 @@ from typing import NoReturn, TypeVar
 import typer
 from rich.console import Console
 
-from medlite.errors import MedliteError
+from medlite.errors import MedliteError, missing_extra
 
 app = typer.Typer(
     help="medlite: lightweight medical-image AI that trains on a laptop CPU and runs on a phone.\n\n"
@@ -143,7 +143,8 @@ def checked(command: F) -> F:
     the command has it) and turns a user-caused error into one red line and exit code 2.
 
     User-caused means a :class:`~medlite.errors.MedliteError` (bad data, checkpoint, image, export, or a
-    :class:`CliError`), a missing file, or an ``ImportError`` whose message names the extra to install.
+    :class:`CliError`), a missing file, or an ``ImportError`` of an optional extra (the message names the
+    extra to install).
     Anything else is a bug and keeps its traceback.
     """
 
@@ -155,9 +156,11 @@ def checked(command: F) -> F:
         except (MedliteError, FileNotFoundError) as e:
             fail(e)
         except ImportError as e:
-            if "pip install" not in str(e):
+            if "pip install" in str(e):
+                fail(e)
+            if (hint := missing_extra(e)) is None:
                 raise
-            fail(e)
+            fail(hint)
 
     run.medlite_checked = True  # tests/cli/test_app.py checks that every command has it
     return run  # type: ignore[return-value]

@@ -15,7 +15,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from medlite.cli.common import (
     CliError,
@@ -116,13 +115,9 @@ def _print_int8_comparison(fp32: Path, int8: Path, ds, meta: dict) -> None:
 
     x = sample_inputs(ds.test.images, len(ds.test), meta["preprocessing"])
     q = compare_on(fp32, int8, x, ds.test.labels.numpy(), ds.task)
-    table = Table(title=f"fp32 vs int8 on {ds.name} test (n={q['n']})")
-    for col in ("", "AUC", "ACC"):
-        table.add_column(col)
-    for k in ("fp32", "int8"):
-        table.add_row(k, f"{q[k]['auc']:.4f}", f"{q[k]['acc']:.4f}")
-    table.add_row("change", f"{q['delta_auc']:+.4f}", f"{q['delta_acc']:+.4f}")
-    console.print(table)
+    rows = [[k, f"{q[k]['auc']:.4f}", f"{q[k]['acc']:.4f}"] for k in ("fp32", "int8")]
+    print_table(f"fp32 vs int8 on {ds.name} test (n={q['n']})", ["model", "AUC", "ACC"],
+                [*rows, ["change", f"{q['delta_auc']:+.4f}", f"{q['delta_acc']:+.4f}"]])
     console.print(f"same decision on {q['agreement']:.1%} of the test images")
 
 
@@ -178,11 +173,7 @@ def _load_classifier(path: str, threads: int | None):
 def _print_predictions(results: list[dict], clf, model_path: str) -> None:
     names = clf.label_names
     wide = len(names) <= 8
-    table = Table(title=f"{clf.meta['model']['name']} ({Path(model_path).name}), task {clf.task}")
-    table.add_column("image", overflow="fold")
-    table.add_column("prediction")
-    for n in names if wide else ["top 3"]:
-        table.add_column(n, justify="right")
+    rows = []
     for r in results:
         if "error" in r:
             continue
@@ -192,9 +183,11 @@ def _print_predictions(results: list[dict], clf, model_path: str) -> None:
         else:
             top = sorted(r["probs"].items(), key=lambda kv: -kv[1])[:3]
             cells = [", ".join(f"{k} {v:.3f}" for k, v in top)]
-        table.add_row(r["file"], label, *cells)
-    if table.row_count:
-        console.print(table)
+        rows.append([escape(r["file"]), escape(label), *cells])
+    if rows:
+        columns = ["image", "prediction", *(names if wide else ["top 3"])]
+        print_table(f"{clf.meta['model']['name']} ({Path(model_path).name}), task {clf.task}",
+                    [escape(c) for c in columns], rows, {i: "right" for i in range(2, len(columns))})
     for r in results:
         if "error" in r:
             print_error(r["error"])

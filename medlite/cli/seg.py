@@ -12,9 +12,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
-from medlite.cli.common import app, checked, console, known_model, load_kind, parse_kv, print_error, resolve_weights
+from medlite.cli.common import (
+    app,
+    checked,
+    console,
+    known_model,
+    load_kind,
+    parse_kv,
+    print_error,
+    print_table,
+    resolve_weights,
+)
 from medlite.errors import MedliteError
 
 seg_app = typer.Typer(help="Lesion segmentation: MedLiteNet, its ablations and a U-Net baseline.",
@@ -93,12 +103,9 @@ def _check_layout(layout: str, mode: str = "resize") -> None:
 
 
 def _print_summary(summary: dict, title: str) -> None:
-    t = Table(title=title)
-    for col in ("metric", "mean", "std", "median", "cases"):
-        t.add_column(col)
-    for k, v in summary.items():
-        t.add_row(k, f"{v['mean']:.4f}", f"{v['std']:.4f}", f"{v['median']:.4f}", str(v["n"]))
-    console.print(t)
+    print_table(title, ["metric", "mean", "std", "median", "cases"],
+                [[k, f"{v['mean']:.4f}", f"{v['std']:.4f}", f"{v['median']:.4f}", str(v["n"])]
+                 for k, v in summary.items()])
 
 
 @seg_app.command("evaluate")
@@ -165,9 +172,7 @@ def predict(
 
     predictor = SegPredictor.load(resolve_weights(model), threads or None)
     failed = 0
-    table = Table(title=f"{len(images)} image(s) -> {out}")
-    for col in ("image", "size (w x h)", "lesion pixels", "lesion %", "mask"):
-        table.add_column(col)
+    rows = []
     for path in images:
         try:
             r = predictor.predict_file(path, out)
@@ -175,9 +180,10 @@ def predict(
             print_error(e)
             failed += 1
             continue
-        table.add_row(path, f"{r['width']} x {r['height']}", str(r["pixels"]), f"{100 * r['fraction']:.1f}",
-                      r["mask"])
-    console.print(table)
+        rows.append([escape(path), f"{r['width']} x {r['height']}", str(r["pixels"]), f"{100 * r['fraction']:.1f}",
+                     escape(str(r["mask"]))])
+    print_table(escape(f"{len(images)} image(s) -> {out}"), ["image", "size (w x h)", "lesion pixels", "lesion %",
+                                                             "mask"], rows)
     if failed:
         raise typer.Exit(1)
 

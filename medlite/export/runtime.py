@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
 # medlite.data imports lazily, so its io module (numpy + Pillow) loads without torch.
 from medlite.data.io import read_image, to_model_input  # noqa: E402
@@ -117,6 +116,11 @@ class OnnxClassifier(Classifier):
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelFileError(f"{self.path}: model file not found")
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise ImportError(f"{self.path}: running an ONNX file needs onnxruntime: pip install 'medlite[export]'"
+                              ) from e
         so = ort.SessionOptions()
         if threads:
             so.intra_op_num_threads = int(threads)

@@ -153,3 +153,12 @@ def test_markdown_tables_fit_80_columns_whole(capsys, monkeypatch):
         assert cell in out
     common.print_table("t", ["a", "b"], [["x", "1"]])  # fits: an ordinary table
     assert "┃ a" in capsys.readouterr().out
+
+
+def test_a_missing_extra_is_one_line_naming_it():
+    r = runner.invoke(_tiny_app(ModuleNotFoundError("No module named 'monai'", name="monai")), [])
+    assert r.exit_code == 2
+    assert r.output.strip() == ("error: this needs the optional package 'monai', which is not installed: "
+                                "pip install 'medlite[seg]'")
+    r = runner.invoke(_tiny_app(ModuleNotFoundError("No module named 'foo'", name="foo")), [])
+    assert r.exit_code == 1  # not an extra of medlite: a bug, with its traceback

@@ -291,7 +291,8 @@ def report_markdown(results: dict, label_names: list[str]) -> str:
                      f"{r['acc']:.3f} ({r['acc_ci'][0]:.3f}–{r['acc_ci'][1]:.3f}) | {r['n']} |")
     if results.get("train_images_per_s"):
         lines += ["", f"Training throughput {results['train_images_per_s']:.0f} images/s, "
-                  f"{results['epoch_seconds']:.1f} s per epoch on {results['machine']['cpus']} CPU(s)."]
+                  f"{results['epoch_seconds']:.1f} s per epoch, {results['machine']['torch_threads']} thread(s) on "
+                  f"{results['machine']['cpus']} CPU(s)."]
     lines += ["", "Plots: `plots/curves.png`, `plots/roc.png`, `plots/confusion.png` "
               "(and `plots/expert_load.png` for MoE models).", ""]
     return "\n".join(lines)
