@@ -23,6 +23,7 @@ from medlite.cli.common import (
     parse_kv,
     print_markdown,
     print_table,
+    use_threads,
 )
 from medlite.errors import extra_of
 
@@ -32,14 +33,16 @@ DATA_ROOT_HELP = "Data folder (default $MEDLITE_DATA)."
 @app.command()
 @checked
 def datasets(
-    root: Annotated[str, typer.Option(help="Data folder (default: $MEDLITE_DATA, else ~/.medlite/data).")] = "",
+    data_root: Annotated[str, typer.Option("--data-root", "--root",
+                                           help="Data folder (default: $MEDLITE_DATA, else ~/.medlite/data).")
+                         ] = "",
 ) -> None:
     """List the 12 MedMNIST 2D subsets: task, classes, channels, official split sizes, and whether each is
     available locally."""
-    from medlite.data.base import data_root
+    from medlite.data.base import data_root as data_root_of
     from medlite.data.medmnist import MEDMNIST, find_subset_file
 
-    base = data_root(root or None)
+    base = data_root_of(data_root or None)
     rows = []
     for name, info in MEDMNIST.items():
         found = find_subset_file(name, 28, base)
@@ -158,8 +161,10 @@ def evaluate(
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for 95 % CIs.")] = 1000,
     out: Annotated[str, typer.Option(help="Folder for evaluation.json and ROC / confusion PNGs.")] = "",
     data_root: Annotated[str, typer.Option(help=DATA_ROOT_HELP)] = "",
+    threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
 ) -> None:
     """Evaluate a trained classifier with the official MedMNIST AUC/ACC and bootstrap 95 % CIs."""
+    use_threads(threads)
     from medlite.data import load_classification
     from medlite.data.medmnist import MEDMNIST
     from medlite.engine.evaluate import evaluate_split
@@ -234,8 +239,10 @@ def explain(
     out: Annotated[str, typer.Option(help="Output PNG (default IMAGE_explain.png in the run folder).")] = "",
     discard_ratio: Annotated[float, typer.Option(help="Rollout: drop this fraction of the weakest "
                                                       "attention links per layer.")] = 0.0,
+    threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
 ) -> None:
     """Save the image with an attention-rollout heat map overlaid, and the predicted class probabilities."""
+    use_threads(threads)
     import torch
 
     from medlite.data.io import read_image, to_model_input
@@ -274,9 +281,11 @@ def demo(
     download: Annotated[bool, typer.Option(help="Download the subset if it is not under $MEDLITE_DATA.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
 ) -> None:
     """The main job end to end: train, evaluate with the official metrics, export to ONNX + int8, time it on
     this CPU, print the report."""
+    use_threads(threads)
     from medlite.demo import report_markdown, run_demo
 
     known_model(model, task="classification")

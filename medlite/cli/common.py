@@ -167,6 +167,25 @@ def checked(command: F) -> F:
 
 
 # ----------------------------------------------------------------------------------------- option parsers
+def use_threads(threads: int) -> None:
+    """``--threads N``: torch's intra-op threads for this command (0 leaves torch's default)."""
+    if threads < 0:
+        raise typer.BadParameter(f"--threads {threads}: give 0 (default) or a positive count")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def one_of(argument: str, option: str, arg_name: str, opt_name: str) -> str:
+    """The value given as the argument or (older spelling) as the option; exactly one of them."""
+    if argument and option and argument != option:
+        raise typer.BadParameter(f"{arg_name} and {opt_name} disagree ({argument!r} vs {option!r}); give one")
+    if not (argument or option):
+        raise typer.BadParameter(f"missing {arg_name}")
+    return argument or option
+
+
 def parse_kv(items: list[str] | None) -> dict:
     """``["embed_dim=96", "drop=0.1"]`` -> ``{"embed_dim": 96, "drop": 0.1}`` (values parsed as JSON)."""
     out = {}

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.markdown import Markdown
 
-from medlite.cli.common import CliError, app, checked, console, model_or_checkpoint, parse_ints
+from medlite.cli.common import CliError, app, checked, console, model_or_checkpoint, one_of, parse_ints
 
 DATA_ROOT_HELP = "Data folder (default $MEDLITE_DATA)."
 
@@ -27,10 +27,12 @@ def _report(student: Path, reference: str, out: Path, data_root: str, latency: b
 @app.command()
 @checked
 def distill(
+    student: Annotated[str, typer.Argument(help="Student: a model name (new, e.g. medlit_nano_28) or a "
+                                                "checkpoint / run folder (e.g. a pruned model).")] = "",
     teacher: Annotated[str, typer.Option(help="Run folder / checkpoint of the trained teacher (a timm ViT, a "
-                                              "MedLiT, or a CNN: logit distillation only).")],
-    student: Annotated[str, typer.Option(help="Student: a model name (new, e.g. medlit_nano_28) or a "
-                                              "checkpoint / run folder (e.g. a pruned model).")],
+                                              "MedLiT, or a CNN: logit distillation only).")] = "",
+    student_opt: Annotated[str, typer.Option("--student", hidden=True,
+                                             help="The student (older spelling of the argument).")] = "",
     data: Annotated[str, typer.Option(help="MedMNIST subset or path (default: the teacher's data).")] = "",
     out: Annotated[str, typer.Option(help="Run folder (default: runs/ distill-STUDENT-DATA).")] = "",
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
@@ -60,6 +62,9 @@ def distill(
     from medlite.engine.tasks.distill import DistillConfig
     from medlite.engine.tasks.distill import distill as run_distill
 
+    student = one_of(student, student_opt, "STUDENT", "--student")
+    if not teacher:
+        raise typer.BadParameter("--teacher is required: the run folder or checkpoint to distil from")
     model_or_checkpoint(student, task="classification")
     cfg = DistillConfig(student=student, teacher=teacher, data=data, out=out, epochs=epochs,
                         batch_size=batch_size, lr=lr, temperature=temperature, task_weight=task_weight,
@@ -145,3 +150,4 @@ def prune(
         distill(cfg)
         final = out_dir / "best.safetensors"
     _report(final, teacher or run, out_dir, data_root, latency)
+

@@ -28,6 +28,7 @@ from medlite.cli.common import (
     print_error,
     print_table,
     resolve_weights,
+    use_threads,
 )
 
 
@@ -49,12 +50,14 @@ def export(
     data_root: Annotated[str, typer.Option(help="Data folder (default $MEDLITE_DATA).")] = "",
     compare: Annotated[bool, typer.Option(help="For int8 formats: compare test AUC / ACC with fp32 when the "
                                                "data is available.")] = True,
+    threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
 ) -> None:
     """Export a trained classifier to run without PyTorch: ONNX (fp32 or int8) or ExecuTorch. The file
     carries its preprocessing, task and label names, so `medlite predict FILE IMAGE...` needs nothing else.
 
     int8 formats also write the fp32 graph beside the output (STEM.fp32.onnx) and, when the training data
     can be loaded, compare AUC / ACC of fp32 and int8 on its test split."""
+    use_threads(threads)
     from medlite.engine.checkpoint import resolve_checkpoint
     from medlite.export.classifier import FORMATS, SUFFIXES, export_path, fp32_path
 
@@ -227,7 +230,8 @@ def bench(
                                               "onnx-int8-static, executorch.",
                                          show_default="torch, onnx, onnx-int8, executorch")]
     = "torch,onnx,onnx-int8,executorch",
-    batch: Annotated[int, typer.Option(help="Batch size of the throughput measurement.")] = 64,
+    batch_size: Annotated[int, typer.Option("--batch-size", "--batch",
+                                            help="Batch size of the throughput measurement.")] = 64,
     warmup: Annotated[int, typer.Option(help="Untimed calls per candidate.")] = 10,
     repeats: Annotated[int, typer.Option(help="Timed batch-1 calls per candidate (interleaved).")] = 50,
     in_chans: Annotated[int, typer.Option(help="Input channels for model names.")] = 1,
@@ -247,7 +251,7 @@ def bench(
     if unknown:
         raise CliError(f"unknown runtime(s) {unknown}; choose from {', '.join(RUNTIMES)}")
     models = [model_or_checkpoint(spec) for spec in models]
-    rows = run_bench(models, size=size, threads=thread_counts, runtimes=runtimes, batch_for_throughput=batch,
+    rows = run_bench(models, size=size, threads=thread_counts, runtimes=runtimes, batch_for_throughput=batch_size,
                      warmup=warmup, repeats=repeats, in_chans=in_chans, num_classes=num_classes)
     header, cells = format_rows(rows)
     print_table(f"CPU inference ({os.cpu_count()} logical CPUs)", header, [[escape(c) for c in r] for r in cells],

@@ -14,7 +14,18 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from medlite.cli.common import app, checked, console, known_model, load_kind, parse_choices, parse_floats, parse_kv
+from medlite.cli.common import (
+    app,
+    checked,
+    console,
+    known_model,
+    load_kind,
+    one_of,
+    parse_choices,
+    parse_floats,
+    parse_kv,
+    use_threads,
+)
 
 sam_app = typer.Typer(help="LiteSAM: box-, point- and scribble-prompted segmentation on a CPU.",
                       no_args_is_help=True, rich_markup_mode="markdown")
@@ -37,8 +48,10 @@ def _dataset(spec: str) -> str:
 @sam_app.command()
 @checked
 def train(
-    model: Annotated[str, typer.Option(help="LiteSAM variant (litesam_swin_t, litesam_swin_xs, litemedsam, "
-                                            "...).")] = "litesam_swin_xs",
+    model: Annotated[str, typer.Argument(help="LiteSAM variant (litesam_swin_t, litesam_swin_xs, litemedsam, "
+                                              "...).")] = "litesam_swin_xs",
+    model_opt_name: Annotated[str, typer.Option("--model", hidden=True,
+                                                help="The model (older spelling of the argument).")] = "",
     data: Annotated[list[str], typer.Option(help=f"{DATA_HELP}; repeat to combine.")] = ["busi", "ph2"],  # noqa: B006
     fold: Annotated[int, typer.Option(help="Fold of k-fold datasets (PH2).")] = 0,
     img_size: Annotated[int, typer.Option(help="Model input side in pixels.")] = 256,
@@ -60,8 +73,10 @@ def train(
                                            "best.safetensors).")] = "",
     time_budget: Annotated[float, typer.Option(help="Fit the schedule into this many seconds (0: off).")] = 0.0,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
-    out_dir: Annotated[str, typer.Option(help="Folder that holds the run folder.")] = "runs/sam",
-    name: Annotated[str, typer.Option(help="Run folder name (default: the model name).")] = "",
+    out: Annotated[str, typer.Option(help="Run folder (default: runs/sam/MODEL).")] = "",
+    out_dir: Annotated[str, typer.Option(hidden=True, help="Folder that holds the run folder (older "
+                                                           "spelling, with --name).")] = "runs/sam",
+    name: Annotated[str, typer.Option(hidden=True, help="Run folder name (older spelling).")] = "",
     seed: Annotated[int, typer.Option(help="Seed for init, prompts, order and augmentation.")] = 0,
     model_opt: Annotated[list[str] | None, typer.Option(metavar="KEY=VALUE",
                                                         help="LiteSAMConfig option (repeatable).")] = None,
@@ -74,6 +89,12 @@ def train(
     `torchrun --nproc_per_node N -m medlite sam train ...`."""
     from medlite.engine.tasks.promptable import SamTrainConfig, train_sam
 
+    if model_opt_name:
+        model = one_of("" if model == "litesam_swin_xs" else model, model_opt_name, "MODEL", "--model")
+    if out:
+        if name or out_dir != "runs/sam":
+            raise typer.BadParameter("give --out, or --out-dir with --name, not both")
+        out_dir, name = str(Path(out).parent), Path(out).name
     known_model(model, task="promptable-segmentation")
     cfg = SamTrainConfig(model=model, model_kwargs=parse_kv(model_opt), datasets=tuple(_dataset(d) for d in data),
                          fold=fold, img_size=img_size, epochs=epochs, progress=progress,
@@ -255,8 +276,10 @@ def export(
     out: Annotated[str, typer.Option(help="Folder for encoder.onnx and decoder.onnx (default: RUN/onnx, or "
                                           "NAME_onnx for zoo weights).")] = "",
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
+    threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
 ) -> None:
     """Export the image encoder and the prompt decoder as two ONNX graphs, parity-checked against PyTorch."""
+    use_threads(threads)
     from medlite.engine.checkpoint import resolve_checkpoint
     from medlite.export.sam_onnx import export_litesam
 

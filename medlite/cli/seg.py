@@ -24,6 +24,7 @@ from medlite.cli.common import (
     print_error,
     print_table,
     resolve_weights,
+    use_threads,
 )
 from medlite.errors import MedliteError
 
@@ -63,6 +64,8 @@ def train(
                                           "bf16 or none (fp32).")] = "auto",
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last.safetensors.")] = False,
     data_root: Annotated[str, typer.Option(help="Folder of built-in datasets (default $MEDLITE_DATA).")] = "",
+    model_opt: Annotated[list[str] | None, typer.Option(metavar="KEY=VALUE",
+                                                        help="Model option (repeatable), as everywhere.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE",
                                                    help="Another SegTrainConfig field (repeatable).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
@@ -81,6 +84,10 @@ def train(
     unknown = sorted(set(extra) - {f.name for f in dataclasses.fields(SegTrainConfig)})
     if unknown:
         raise typer.BadParameter(f"--set {', '.join(unknown)}: not SegTrainConfig fields")
+    if model_opt:
+        if "model_kwargs" in extra:
+            raise typer.BadParameter("give model options as --model-opt or as --set model_kwargs=..., not both")
+        extra["model_kwargs"] = parse_kv(model_opt)
     cfg = SegTrainConfig.from_dict({
         "model": model, "data": data, "layout": layout, "mask_suffix": mask_suffix or None, "size": size,
         "mode": mode, "epochs": epochs, "batch_size": batch_size, "lr": lr, "pretrained": pretrained,
@@ -119,8 +126,10 @@ def evaluate(
     tolerance: Annotated[float, typer.Option(help="NSD tolerance in pixels.")] = 2.0,
     out: Annotated[str, typer.Option(help="Folder for per_case.csv and cases.png (default: RUN/eval).")] = "",
     data_root: Annotated[str, typer.Option(help="Folder of built-in datasets (default $MEDLITE_DATA).")] = "",
+    threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
 ) -> None:
     """Score a trained model (Dice, IoU, HD95, NSD at the original image size), per case and mean ± std."""
+    use_threads(threads)
     import csv
 
     import torch
@@ -195,9 +204,11 @@ def export(
                                             "(`medlite models`).")],
     out: Annotated[str, typer.Option(help="Output .onnx (default: RUN/export/MODEL.onnx).")] = "",
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
+    threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
 ) -> None:
     """Export a segmentation model to ONNX (fp32), checked against PyTorch; the file carries its
     preprocessing, so `medlite seg predict FILE.onnx IMAGE...` needs nothing else."""
+    use_threads(threads)
     from medlite.engine.checkpoint import resolve_checkpoint
     from medlite.export.onnx import export_onnx
 

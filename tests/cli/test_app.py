@@ -162,3 +162,40 @@ def test_a_missing_extra_is_one_line_naming_it():
                                 "pip install 'medlite[seg]'")
     r = runner.invoke(_tiny_app(ModuleNotFoundError("No module named 'foo'", name="foo")), [])
     assert r.exit_code == 1  # not an extra of medlite: a bug, with its traceback
+
+
+def _params(path: tuple[str, ...]) -> dict:
+    import typer.main
+
+    cmd = typer.main.get_command(app)
+    for part in path:
+        cmd = cmd.commands[part]
+    return {p.name: p for p in cmd.params}
+
+
+LISTINGS = {("datasets",), ("models",)}  # they read, print and write nothing
+
+
+@pytest.mark.parametrize("path", sorted(set(COMMANDS) - LISTINGS), ids=" ".join)
+def test_one_vocabulary(path):
+    """Every command that writes names its output --out; every command that computes takes --threads; a
+    model or run is the first argument; model options are --model-opt; batch sizes --batch-size."""
+    params = _params(path)
+    opts = {o for p in params.values() for o in getattr(p, "opts", [])}
+    assert "--out" in opts and "--threads" in opts, sorted(opts)
+    first = next(iter(params.values()))
+    if path not in {("demo",), ("sam", "cache-teacher")}:  # demo trains its own model; the cache names a teacher
+        assert first.param_type_name == "argument" and first.name in {"model", "run", "models", "student"}, first
+    assert not {"--set-model", "--batch", "--root", "--out-dir"} & {o for p in params.values() if not p.hidden
+                                                                   for o in p.opts[:1]}
+    if "model_opt" in params or any(o == "--set" for o in opts):
+        assert "--model-opt" in opts
+
+
+def test_older_spellings_still_work(tmp_path):
+    r = runner.invoke(app, ["distill", "medlit_nano_28", "--student", "medlit_seed_28", "--teacher", "x"])
+    assert r.exit_code == 2 and "disagree" in r.output
+    r = runner.invoke(app, ["distill", "--teacher", "x"])
+    assert r.exit_code == 2 and "missing STUDENT" in r.output
+    r = runner.invoke(app, ["datasets", "--root", str(tmp_path)], env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and str(tmp_path) in r.output

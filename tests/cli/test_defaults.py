@@ -56,7 +56,7 @@ NO_SOURCE = {"datasets", "models", "predict", "seg predict", "sam predict",
              "sam cache-teacher"}  # its options describe the cache (teacher, splits, folder), no config
 # (command, option) -> field / parameter name, where they differ
 RENAMES = {
-    ("bench", "batch"): "batch_for_throughput",
+    ("bench", "batch_size"): "batch_for_throughput",
     ("bench", "runtime"): "runtimes",
     ("sam train", "data"): "datasets",
     ("sam train", "time_budget"): "time_budget_s",
