@@ -21,6 +21,27 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def check_writable(folder: str | os.PathLike, need_bytes: int = 0) -> None:
+    """Before long work that ends in files: ``folder`` can be created, written in, and has ``need_bytes``
+    free. Raises OSError (PermissionError, or ENOSPC) with a message naming the folder and what is needed."""
+    import errno
+    import shutil
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=TMP_SUFFIX, dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise PermissionError(e.errno, f"{folder}: cannot write the run folder here ({e.strerror or e}); "
+                                       "choose another --out or fix its permissions") from e
+    free = shutil.disk_usage(folder).free
+    if need_bytes and free < need_bytes:
+        raise OSError(errno.ENOSPC, f"{folder}: {free / 2**20:.0f} MiB free on its disk, the run's checkpoints "
+                                    f"need about {need_bytes / 2**20:.0f} MiB; free space or choose another --out")
+
+
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Delete the temporary files an interrupted :func:`atomic_write` left in ``folder`` (a kill between
     creating and renaming them); returns what was removed. Only names this module makes: ``.NAME.*.tmp``."""

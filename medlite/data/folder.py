@@ -64,15 +64,23 @@ def load_csv(
     seed: int = 0,
     split_ratios: tuple[float, float, float] = (0.7, 0.1, 0.2),
     split_file_out: str | os.PathLike | None = None,
+    allow_outside: bool = False,
 ) -> ClassificationData:
     """Load a CSV with header ``path,label[,split]``; paths relative to the CSV, labels class names.
 
     When a ``split`` column is present every row needs train, val or test; otherwise a seeded
     stratified split is made with ``split_ratios`` (train, val, test).
+
+    Every path must resolve inside the CSV's folder (``../`` and absolute paths that leave it are refused
+    before any file is opened), so a CSV from elsewhere cannot make medlite read arbitrary files. To allow
+    it on purpose: ``allow_outside=True``, or set the environment variable ``MEDLITE_CSV_ALLOW_OUTSIDE=1``
+    (for the CLI).
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    allow_outside = allow_outside or os.environ.get("MEDLITE_CSV_ALLOW_OUTSIDE", "") == "1"
+    base = path.parent.resolve()
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         fields = [c.strip() for c in reader.fieldnames or []]
@@ -88,7 +96,12 @@ def load_csv(
             label = (row.get("label") or "").strip()
             if not label or not (row.get("path") or "").strip():
                 raise DataError(f"{path}, line {line}: empty path or label")
-            records.append((path.parent / row["path"].strip(), label, split))
+            image = path.parent / row["path"].strip()
+            if not allow_outside and not image.resolve().is_relative_to(base):
+                raise DataError(f"{path}, line {line}: {row['path'].strip()!r} resolves outside the CSV's folder "
+                                f"{base}; move the images under it, or allow it explicitly with "
+                                "MEDLITE_CSV_ALLOW_OUTSIDE=1")
+            records.append((image, label, split))
     if not records:
         raise DataError(f"{path}: no rows")
     return _build(records, path.stem, path, size, seed, split_ratios, split_file_out)
@@ -221,6 +234,8 @@ def _read_image(path: Path, size: int) -> np.ndarray:
             if im.mode.startswith("I;16") or im.mode in ("I", "F"):
                 # 16-bit data -> 8 bits by the full 16-bit range (65535 -> 255)
                 a = np.asarray(im, dtype=np.float32)
+                if not np.isfinite(a).all():
+                    raise DataError(f"{path}: image holds NaN or infinite values")
                 sixteen = im.mode.startswith("I;16") or a.max(initial=0) > 255
                 im = Image.fromarray(np.clip(np.round(a / 257.0 if sixteen else a), 0, 255).astype(np.uint8))
             elif im.mode in ("1", "L", "LA"):
@@ -229,6 +244,8 @@ def _read_image(path: Path, size: int) -> np.ndarray:
                 im = im.convert("RGB")
             im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
             return np.asarray(im, dtype=np.uint8)
+    except DataError:
+        raise
     except FileNotFoundError as e:
         raise DataError(f"{path}: image file not found") from e
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:

@@ -39,7 +39,7 @@ from medlite.engine.checkpoint import (
     save_checkpoint,
 )
 from medlite.errors import ConfigError
-from medlite.files import remove_stale_temporaries
+from medlite.files import check_writable, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,13 @@ def resumed_config(cfg, saved: dict[str, Any], extra: tuple[str, ...] = ()):
     return config_from_dict(type(cfg), {**saved, **keep})
 
 
+def _check_writable(run_dir: Path, need_bytes: int = 0) -> None:
+    try:
+        check_writable(run_dir, need_bytes)
+    except OSError as e:
+        raise ConfigError(e.strerror or str(e)) from e
+
+
 def fit(task: Task, resume: bool = False) -> dict[str, Any]:
     """Train ``task`` to the end (or continue it with ``resume``); returns the task's final report."""
     dist = D.setup(getattr(task.cfg, "device", "auto"))
@@ -145,7 +152,7 @@ def fit(task: Task, resume: bool = False) -> dict[str, Any]:
         torch.set_num_threads(task.cfg.threads)
     run_dir = task.cfg.run_dir()
     if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        _check_writable(run_dir)
         for stale in remove_stale_temporaries(run_dir):  # left by a kill during a checkpoint write
             log.info("removed %s (an interrupted checkpoint write)", stale)
     D.barrier(dist)
@@ -159,7 +166,10 @@ def fit(task: Task, resume: bool = False) -> dict[str, Any]:
     task.resuming = saved is not None
     task.setup(run_dir)
     record = task.record()
-    if dist.is_main:
+    if dist.is_main:  # last + best + a temporary while writing, with the optimizer's state
+        model = task.best_state()
+        tensors = model.parameters() if isinstance(model, nn.Module) else model.values()
+        _check_writable(run_dir, 4 * sum(t.numel() * t.element_size() for t in tensors) + (16 << 20))
         (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
 
     opt = task.optimizer()

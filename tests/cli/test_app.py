@@ -199,3 +199,41 @@ def test_older_spellings_still_work(tmp_path):
     assert r.exit_code == 2 and "missing STUDENT" in r.output
     r = runner.invoke(app, ["datasets", "--root", str(tmp_path)], env={"COLUMNS": "200"})
     assert r.exit_code == 0 and str(tmp_path) in r.output
+
+
+def test_unwritable_out_fails_before_training(tmp_path, monkeypatch):
+    """Hardening issue, item 10: a read-only --out used to end in a traceback after training."""
+    import os
+
+    if os.geteuid() == 0:  # root writes anywhere: make the folder's creation fail instead
+        blocker = tmp_path / "file"
+        blocker.write_text("x")
+        out = blocker / "run"
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        out = ro / "run"
+    r = runner.invoke(app, ["train", "medlit_nano_28", "--data", "no_such_data.npz", "--epochs", "1", "--out",
+                            str(out), "--no-progress"])
+    assert r.exit_code == 2, r.output
+    assert "cannot write the run folder" in r.output and str(out) in r.output.replace("\n", "")
+    assert "epoch" not in r.output.lower()
+
+
+def test_full_disk_is_named_before_training(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    arrays = {f"{s}_images": rng.integers(0, 256, (n, 28, 28), dtype=np.uint8) for s, n in
+              (("train", 8), ("val", 4), ("test", 4))}
+    arrays |= {f"{s}_labels": (np.arange(n) % 2)[:, None].astype(np.uint8) for s, n in
+               (("train", 8), ("val", 4), ("test", 4))}
+    np.savez(tmp_path / "tiny.npz", **arrays)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10 << 20, 10 << 20, 1 << 20))
+    r = runner.invoke(app, ["train", "medlit_nano_28", "--data", str(tmp_path / "tiny.npz"), "--epochs", "1",
+                            "--out", str(tmp_path / "run"), "--no-progress"])
+    assert r.exit_code == 2 and "MiB free" in r.output, r.output

@@ -175,3 +175,36 @@ def test_label_in_val_never_in_train(tmp_path):
 def test_split_too_small_is_an_error(tmp_path):
     root = _class_folder(tmp_path / "ds", {"a": 2, "b": 2})
     assert "would be empty" in _error(load_image_folder, root, 8, 0)
+
+
+def test_nan_tiff_in_a_class_folder_is_refused_by_name(tmp_path):
+    """Hardening issue, item 3: float TIFF with NaN / inf used to be cast to garbage during training."""
+    root = _class_folder(tmp_path / "ds")
+    for i, value in enumerate((np.nan, np.inf)):
+        a = np.full((14, 20), 0.5, np.float32)
+        a[3, 4] = value
+        bad = root / "benign" / f"float{i}.tif"
+        Image.fromarray(a, mode="F").save(bad)
+        msg = _error(load_image_folder, root, 8, 0)
+        assert str(bad) in msg and "NaN or infinite" in msg
+        bad.unlink()
+    ok = root / "benign" / "float.tif"
+    Image.fromarray(np.full((14, 20), 100.0, np.float32), mode="F").save(ok)
+    assert sum(map(len, load_image_folder(root, 8, 0).splits().values())) == 21  # finite floats still load
+
+
+def test_csv_paths_stay_under_the_csv_folder(tmp_path, monkeypatch):
+    """Hardening issue, item 7: ../ and absolute paths leaving the CSV's folder are refused before any
+    file is opened; allowed only on purpose."""
+    _class_folder(tmp_path / "outside")
+    inner = tmp_path / "project"
+    inner.mkdir()
+    rows = [f"../outside/{c}/{i:02d}.png,{c}" for c in ("benign", "malignant") for i in range(10)]
+    (inner / "d.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    msg = _error(load_csv, inner / "d.csv", 8)
+    assert "line 2" in msg and "outside the CSV's folder" in msg and "MEDLITE_CSV_ALLOW_OUTSIDE" in msg
+    (inner / "e.csv").write_text("path,label\n/etc/passwd,benign\n")
+    assert "outside the CSV's folder" in _error(load_csv, inner / "e.csv", 8)
+    assert sum(map(len, load_csv(inner / "d.csv", 8, allow_outside=True).splits().values())) == 20
+    monkeypatch.setenv("MEDLITE_CSV_ALLOW_OUTSIDE", "1")
+    assert sum(map(len, load_classification(str(inner / "d.csv"), size=8).splits().values())) == 20
