@@ -13,7 +13,7 @@ from medlite.cli.common import CliError, app, checked, console, parse_kv, setup_
 # isort: off
 from medlite.cli import classify  # noqa: F401
 from medlite.cli.deploy import bench, export, predict
-from medlite.cli import compress, seg, sam  # noqa: F401
+from medlite.cli import compress, seg, sam, data  # noqa: F401
 
 # isort: on
 

@@ -14,6 +14,7 @@ import typer
 from rich.markup import escape
 
 from medlite.cli.common import (
+    DATA_ROOT_HELP,
     CliError,
     app,
     checked,
@@ -26,8 +27,6 @@ from medlite.cli.common import (
     use_threads,
 )
 from medlite.errors import extra_of
-
-DATA_ROOT_HELP = "Data folder (default $MEDLITE_DATA)."
 
 
 @app.command()
@@ -129,6 +128,9 @@ def train(
     amp: Annotated[str, typer.Option(help="Training precision: none (fp32), bf16 (autocast; about 1.7x for "
                                           "medlit_seed on CPUs with AVX512-BF16 / AMX) or auto.")] = "none",
     tensorboard: Annotated[bool, typer.Option(help="Also log to TensorBoard.")] = False,
+    leakage: Annotated[bool, typer.Option(help="Look for exact and near duplicates across the splits; "
+                                                     "report test metrics without the test images that have "
+                                                     "a twin in train too.")] = True,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
@@ -145,7 +147,8 @@ def train(
                       warmup_epochs=warmup_epochs, augment=augment, seed=seed, out=out, init=init,
                       pretrained=pretrained,
                       download=download, data_root=data_root, model_kwargs=parse_kv(model_opt),
-                      threads=threads, compile=compile, amp=amp, tensorboard=tensorboard, progress=progress)
+                      threads=threads, compile=compile, amp=amp, tensorboard=tensorboard, progress=progress,
+                      leakage_check=leakage)
     results = run_train(cfg, resume=resume)
     if results:  # empty on the non-zero ranks of a torchrun launch
         print_markdown(Path(results["run_dir"], "report.md").read_text())
@@ -161,9 +164,13 @@ def evaluate(
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for 95 % CIs.")] = 1000,
     out: Annotated[str, typer.Option(help="Folder for evaluation.json and ROC / confusion PNGs.")] = "",
     data_root: Annotated[str, typer.Option(help=DATA_ROOT_HELP)] = "",
+    leakage: Annotated[bool, typer.Option(help="Look for exact and near duplicates across the splits; "
+                                                     "report the metrics without the test images that have "
+                                                     "a twin in train too.")] = True,
     threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
 ) -> None:
-    """Evaluate a trained classifier with the official MedMNIST AUC/ACC and bootstrap 95 % CIs."""
+    """Evaluate a trained classifier with the official MedMNIST AUC/ACC and bootstrap 95 % CIs; with the
+    duplicate check, also on the part of the split without a twin in train."""
     use_threads(threads)
     from medlite.data import load_classification
     from medlite.data.medmnist import MEDMNIST
@@ -181,9 +188,24 @@ def evaluate(
         raise typer.BadParameter(f"{data}: {ds.num_classes} classes, the model has {meta['model']['num_classes']}")
     rep, probs, labels = evaluate_split(model, ds.splits()[split], pre["mean"], pre["std"], ds.task, n_boot,
                                         label_names=ds.label_names)
-    print_table(f"{meta['model']['name']} on {ds.name} ({split}, n={rep['n']})", ["metric", "value", "95 % CI"],
-                [[k.upper(), f"{rep[k]:.4f}", f"{rep[k + '_ci'][0]:.4f} – {rep[k + '_ci'][1]:.4f}"]
-                 for k in ("auc", "acc")])
+    reps = {split: rep}
+    if leakage and split != "train":
+        from medlite.data.leakage import clean_split, leakage_report, summary_line
+
+        lk = leakage_report(ds)
+        console.print(f"duplicate check: {escape(summary_line(lk))}")
+        twins = lk["twinned"][split]
+        if twins and len(twins) < len(ds.splits()[split]):
+            reps[f"{split} without train twins"], _, _ = evaluate_split(
+                model, clean_split(ds.splits()[split], twins), pre["mean"], pre["std"], ds.task, n_boot,
+                label_names=ds.label_names)
+        rep = {**rep, "leakage": {k: lk[k] for k in ("threshold", "max_mad", "pairs", "by_splits",
+                                                     "twinned_counts", "twinned")}}
+        if len(reps) > 1:
+            rep["without_train_twins"] = reps[f"{split} without train twins"]
+    print_table(f"{meta['model']['name']} on {ds.name}", ["split", "n", "AUC (95 % CI)", "ACC (95 % CI)"],
+                [[name, str(r["n"]), *(f"{r[k]:.4f} ({r[k + '_ci'][0]:.4f}–{r[k + '_ci'][1]:.4f})"
+                                       for k in ("auc", "acc"))] for name, r in reps.items()])
     if out:
         from medlite.report.plots import plot_confusion, plot_roc
 

@@ -45,6 +45,7 @@ def _main(version: bool = typer.Option(False, "--version", "-V", callback=_versi
     """medlite: lightweight medical-image AI that trains on a laptop CPU and runs on a phone."""
 
 
+DATA_ROOT_HELP = "Data folder (default $MEDLITE_DATA)."
 console = Console()  # results: tables, reports, the files written
 err_console = Console(stderr=True)  # errors and log lines, so that stdout stays parseable (predict --json)
 

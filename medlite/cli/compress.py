@@ -12,9 +12,7 @@ from typing import Annotated
 import typer
 from rich.markdown import Markdown
 
-from medlite.cli.common import CliError, app, checked, console, model_or_checkpoint, one_of, parse_ints
-
-DATA_ROOT_HELP = "Data folder (default $MEDLITE_DATA)."
+from medlite.cli.common import DATA_ROOT_HELP, CliError, app, checked, console, model_or_checkpoint, one_of, parse_ints
 
 
 def _report(student: Path, reference: str, out: Path, data_root: str, latency: bool) -> None:

@@ -45,6 +45,13 @@ def load_image_folder(
         class names.
     """
     root = Path(path)
+    records = folder_records(root, seed, split_ratios)
+    return _build(records, root.name, root, size, seed, split_ratios, split_file_out)
+
+
+def folder_records(root: Path, seed: int = 0, split_ratios: tuple[float, float, float] = (0.7, 0.1, 0.2)
+                   ) -> list[Record]:
+    """The (file, class, split) records of a class folder, nothing decoded (split "" when not pre-split)."""
     if not root.is_dir():
         raise DataError(f"{root}: folder not found")
     if (root / "train").is_dir():
@@ -53,9 +60,8 @@ def load_image_folder(
         records = [r for s in SPLITS if (root / s).is_dir() for r in _scan_classes(root / s, s)]
         if not (root / "val").is_dir():
             records = _carve_val(records, seed, split_ratios)
-    else:
-        records = _scan_classes(root, "")
-    return _build(records, root.name, root, size, seed, split_ratios, split_file_out)
+        return records
+    return _scan_classes(root, "")
 
 
 def load_csv(
@@ -77,6 +83,11 @@ def load_csv(
     (for the CLI).
     """
     path = Path(path)
+    return _build(csv_records(path, allow_outside), path.stem, path, size, seed, split_ratios, split_file_out)
+
+
+def csv_records(path: Path, allow_outside: bool = False) -> list[Record]:
+    """The (file, class, split) records of a CSV (see :func:`load_csv`), nothing decoded."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     allow_outside = allow_outside or os.environ.get("MEDLITE_CSV_ALLOW_OUTSIDE", "") == "1"
@@ -104,7 +115,7 @@ def load_csv(
             records.append((image, label, split))
     if not records:
         raise DataError(f"{path}: no rows")
-    return _build(records, path.stem, path, size, seed, split_ratios, split_file_out)
+    return records
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -196,7 +207,9 @@ def _build(records, name, source, size, seed, split_ratios, split_file_out) -> C
 
 
 def write_split_file(records: list[Record], out: str | os.PathLike) -> Path:
-    """Write ``path,label,split`` with paths relative to the CSV's folder (what load_csv reads)."""
+    """Write ``path,label,split`` with paths relative to the CSV's folder (what load_csv reads). The images
+    usually lie outside that folder (a run folder), so reading the file back needs ``allow_outside=True``
+    (``MEDLITE_CSV_ALLOW_OUTSIDE=1`` for the CLI)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     base = os.path.abspath(out.parent)  # abspath, not resolve: keep the user's symlinks

@@ -29,7 +29,7 @@ COMMANDS = dict(_typer_commands(app))
 
 
 def test_every_command_goes_through_the_one_wrapper():
-    assert len(COMMANDS) == 21  # 20 + sam cache-teacher
+    assert len(COMMANDS) == 22  # 20 + sam cache-teacher + data check
     unchecked = [" ".join(k) for k, fn in COMMANDS.items() if not getattr(fn, "medlite_checked", False)]
     assert not unchecked
 
@@ -185,7 +185,7 @@ def test_one_vocabulary(path):
     assert "--out" in opts and "--threads" in opts, sorted(opts)
     first = next(iter(params.values()))
     if path not in {("demo",), ("sam", "cache-teacher")}:  # demo trains its own model; the cache names a teacher
-        assert first.param_type_name == "argument" and first.name in {"model", "run", "models", "student"}, first
+        assert first.param_type_name == "argument" and first.name in {"model", "run", "models", "student", "data"}
     assert not {"--set-model", "--batch", "--root", "--out-dir"} & {o for p in params.values() if not p.hidden
                                                                    for o in p.opts[:1]}
     if "model_opt" in params or any(o == "--set" for o in opts):

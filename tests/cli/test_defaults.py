@@ -52,12 +52,13 @@ SOURCES = {
     "sam export": export_litesam,
 }
 # commands with no config or library defaults to follow
-NO_SOURCE = {"datasets", "models", "predict", "seg predict", "sam predict",
+NO_SOURCE = {"datasets", "models", "predict", "seg predict", "sam predict", "data check",
              "sam cache-teacher"}  # its options describe the cache (teacher, splits, folder), no config
 # (command, option) -> field / parameter name, where they differ
 RENAMES = {
     ("bench", "batch_size"): "batch_for_throughput",
     ("bench", "runtime"): "runtimes",
+    ("train", "leakage"): "leakage_check",
     ("sam train", "data"): "datasets",
     ("sam train", "time_budget"): "time_budget_s",
     ("sam evaluate", "prompt"): "prompts",

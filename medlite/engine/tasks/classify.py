@@ -78,6 +78,7 @@ class TrainConfig:
     tensorboard: bool = False  # also log to TensorBoard (needs the `log` extra)
     progress: bool = True  # Rich progress bars
     plots: bool = True  # write PNG plots at the end
+    leakage_check: bool = True  # look for duplicates across the splits; report test metrics without them too
     max_steps_per_epoch: int = 0  # cap on steps per epoch (smoke tests); 0 = full epochs
 
     @classmethod
@@ -156,6 +157,7 @@ class ClassifyTask(Task):
     def setup(self, run_dir: Path) -> None:
         cfg, dist = self.cfg, self.dist
         self.data = load_data(cfg, run_dir if dist.is_main else None)
+        self.leakage = check_leakage(self.data, run_dir if dist.is_main else None) if cfg.leakage_check else None
         card = medlite.model_card(cfg.model)
         self.mean, self.std = norm_stats(card, self.data.channels)
         if "pretrained" in cfg.model_kwargs:
@@ -205,7 +207,8 @@ class ClassifyTask(Task):
         return build_meta(self.cfg, self.data, self.mean, self.std, self.cfg.model_kwargs)
 
     def finalize(self, run_dir: Path, history: list[dict], best_epoch: int) -> dict[str, Any]:
-        return finalize(run_dir, self.data, self.model, self.record(), self.cfg, self.dist, best_epoch, history)
+        return finalize(run_dir, self.data, self.model, self.record(), self.cfg, self.dist, best_epoch, history,
+                        self.leakage)
 
 
 class _ClassifyStep(nn.Module):
@@ -245,7 +248,24 @@ def _safe_auc(labels, probs, task) -> float:
     return 0.0 if math.isnan(auc) else float(auc)
 
 
-def finalize(run_dir, data, model, meta, cfg, dist, best_epoch, history) -> dict[str, Any]:
+def check_leakage(data: ClassificationData, run_dir: Path | None) -> dict:
+    """Duplicates across and within the splits (:mod:`medlite.data.leakage`): a warning with the counts,
+    the pairs in ``run_dir/duplicates.csv``; returns the report (``twinned`` lists the val / test images
+    with a twin in train)."""
+    from medlite.data.leakage import find_duplicates, leakage_report, summary_line, write_pairs
+
+    pairs = find_duplicates(data)
+    rep = leakage_report(data, pairs=pairs)
+    if rep["twinned"]["test"] or rep["twinned"]["val"] or rep["pairs"]:
+        log.warning("%s: %s; test metrics are reported on the whole split and without the twinned images%s",
+                    data.name, summary_line(rep), f" (pairs in {run_dir / 'duplicates.csv'})" if run_dir else "")
+    if run_dir is not None and pairs:
+        write_pairs(pairs, run_dir / "duplicates.csv")
+    return rep
+
+
+def finalize(run_dir, data, model, meta, cfg, dist, best_epoch, history, leakage: dict | None = None
+             ) -> dict[str, Any]:
     """Evaluate the best checkpoint on val and test, write results.json, report.md and plots."""
     weights, _, _ = read_checkpoint(run_dir / "best.safetensors")
     model.load_state_dict(weights)
@@ -259,6 +279,15 @@ def finalize(run_dir, data, model, meta, cfg, dist, best_epoch, history) -> dict
                                             cfg.seed, dist.device, data.label_names)
         results[name] = rep
         preds[name] = (labels, probs)
+    if leakage is not None:
+        results["leakage"] = {k: leakage[k] for k in ("threshold", "max_mad", "pairs", "by_splits", "by_class",
+                                                      "label_conflicts", "twinned_counts", "clean")}
+        twins = leakage["twinned"]["test"]
+        if twins and len(twins) < len(data.test):
+            from medlite.data.leakage import clean_split
+
+            results["test_clean"], _, _ = evaluate_split(model, clean_split(data.test, twins), mean, std, data.task,
+                                                         cfg.n_boot, cfg.seed, dist.device, data.label_names)
     ips = [h["images_per_s"] for h in history]
     results["train_images_per_s"] = sum(ips) / len(ips) if ips else None
     results["epoch_seconds"] = sum(h["epoch_seconds"] for h in history) / len(history) if history else None
@@ -286,9 +315,19 @@ def report_markdown(results: dict, label_names: list[str]) -> str:
              f"Best validation AUC at epoch {results['best_epoch']} of {results['epochs']}; "
              f"{results['params']:,} parameters.", "",
              "| split | AUC (95 % CI) | ACC (95 % CI) | n |", "|---|---|---|---|"]
-    for name, r in (("val", v), ("test", t)):
+    rows = [("val", v), ("test", t)]
+    if results.get("test_clean"):
+        rows.append(("test without train twins", results["test_clean"]))
+    for name, r in rows:
         lines.append(f"| {name} | {r['auc']:.3f} ({r['auc_ci'][0]:.3f}–{r['auc_ci'][1]:.3f}) | "
                      f"{r['acc']:.3f} ({r['acc_ci'][0]:.3f}–{r['acc_ci'][1]:.3f}) | {r['n']} |")
+    if results.get("leakage") is not None:
+        from medlite.data.leakage import summary_line
+
+        lk = results["leakage"]
+        lines += ["", f"Duplicate check (exact pixels, or pHash within {lk['threshold']} bits and mean pixel "
+                  f"difference <= {lk['max_mad']:g}): {summary_line(lk)}."
+                  + (" Pairs: `duplicates.csv`." if lk["pairs"] else "")]
     if results.get("train_images_per_s"):
         lines += ["", f"Training throughput {results['train_images_per_s']:.0f} images/s, "
                   f"{results['epoch_seconds']:.1f} s per epoch, {results['machine']['torch_threads']} thread(s) on "
