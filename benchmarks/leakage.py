@@ -184,7 +184,8 @@ def findings(res: dict, zoo: dict) -> list[str]:
     out.append("- How the defaults were chosen: from the pixel differences in this data (re-encodes and resizes "
                "differ from their original by 0-5 grey levels; the nearest distinct PneumoniaMNIST X-ray by 9 or "
                "more) and this sweep: a 9-level limit finds more crops but flags up to 4x as many DermaMNIST test "
-               "images, most of them other photographs of similar lesions. The hash bits matter little once the "
+               "images (HAM10000 holds several photographs of one lesion, so some may be true twins; not checked by "
+               "eye). The hash bits matter little once the "
                "pixel check confirms. The defaults come from these three 28 px subsets; other modalities and "
                "sizes may need `--threshold` / `--max-mad` (`medlite data check`).")
     for z in zoo.values():
