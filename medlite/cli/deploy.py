@@ -141,18 +141,26 @@ def predict(
     threads: Annotated[int, typer.Option(help="CPU threads (0 = the runtime's default).")] = 0,
 ) -> None:
     """Classify images and print each one's class probabilities. Unreadable or unsupported files are
-    reported one per line and skipped; the exit code is 1 if any file failed."""
-    from medlite.export.classifier import classify_files
+    reported one per line and skipped; the exit code is 1 if any file failed. Files are read, classified
+    and printed 64 at a time, so memory stays flat over thousands of files."""
+    from medlite.export.classifier import iter_classify_files
 
     clf = _load_classifier(model, threads or None)
-    results, loaded = classify_files(clf, images)
+    failed = False
     if json_out:
-        print(json.dumps(results, indent=2))  # plain print: stdout is pure JSON, notes go to stderr
-    else:
-        _print_predictions(results, clf, model)
-    if explain:
-        _explain(clf, loaded, out, err_console if json_out else console)
-    if any("error" in r for r in results):
+        print("[", flush=True)  # plain print: stdout is pure JSON (written as results come), notes go to stderr
+    for b, (results, loaded) in enumerate(iter_classify_files(clf, images, batch_size=64)):
+        failed |= any("error" in r for r in results)
+        if json_out:
+            body = ",\n".join(json.dumps(r, indent=2) for r in results)
+            print(("" if b == 0 else ",\n") + body, end="", flush=True)
+        else:
+            _print_predictions(results, clf, model, part=b if len(images) > 64 else None)
+        if explain:
+            _explain(clf, loaded, out, err_console if json_out else console)
+    if json_out:
+        print("\n]")
+    if failed:
         raise typer.Exit(1)
 
 
@@ -173,7 +181,7 @@ def _load_classifier(path: str, threads: int | None):
     return TorchClassifier(*load_kind(path, "classifier", "medlite predict"), threads=threads)
 
 
-def _print_predictions(results: list[dict], clf, model_path: str) -> None:
+def _print_predictions(results: list[dict], clf, model_path: str, part: int | None = None) -> None:
     names = clf.label_names
     wide = len(names) <= 8
     rows = []
@@ -189,7 +197,8 @@ def _print_predictions(results: list[dict], clf, model_path: str) -> None:
         rows.append([escape(r["file"]), escape(label), *cells])
     if rows:
         columns = ["image", "prediction", *(names if wide else ["top 3"])]
-        print_table(f"{clf.meta['model']['name']} ({Path(model_path).name}), task {clf.task}",
+        title = f"{clf.meta['model']['name']} ({Path(model_path).name}), task {clf.task}"
+        print_table(title if part is None else f"{title}, files {64 * part + 1}-{64 * part + len(results)}",
                     [escape(c) for c in columns], rows, {i: "right" for i in range(2, len(columns))})
     for r in results:
         if "error" in r:

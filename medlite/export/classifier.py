@@ -13,7 +13,7 @@ depends on ``data`` and ``export`` only::
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,26 +95,44 @@ class TorchClassifier(Classifier):
         return probabilities(logits.float().numpy(), self.task)
 
 
+def iter_classify_files(clf: Classifier, paths: Sequence[str | os.PathLike], batch_size: int = 64
+                        ) -> Iterator[tuple[list[dict[str, Any]], list]]:
+    """Classify image files ``batch_size`` at a time, so memory stays bounded however many there are.
+
+    Yields, per batch in the given order: (results, loaded) as :func:`classify_files` returns them for that
+    batch's files.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start:start + batch_size]
+        errors: dict[int, str] = {}
+        inputs, loaded, rows = [], [], []
+        for i, path in enumerate(chunk):
+            try:
+                img = read_image(path)
+            except ImageReadError as e:
+                errors[i] = str(e)
+                continue
+            inputs.append(clf.preprocess(img))
+            loaded.append((path, img))
+            rows.append(i)
+        described = describe(clf.predict_array(np.concatenate(inputs)), clf.task, clf.label_names) if inputs else []
+        by_row = dict(zip(rows, described, strict=True))
+        yield ([{"file": str(p), "error": errors[i]} if i in errors else {"file": str(p), **by_row[i]}
+                for i, p in enumerate(chunk)], loaded)
+
+
 def classify_files(clf: Classifier, paths: Sequence[str | os.PathLike]) -> tuple[list[dict[str, Any]], list]:
-    """Classify image files in one batch; an unreadable file gets an error entry instead of a result.
+    """Classify image files; an unreadable file gets an error entry instead of a result. Holds every
+    decoded image in ``loaded``: for many files use :func:`iter_classify_files`.
 
     Returns:
         (results, loaded): per path in the given order ``{"file", "label", "probs"}`` or
         ``{"file", "error"}``; and ``(path, image array)`` for each file that was read.
     """
-    errors: dict[int, str] = {}
-    inputs, loaded, rows = [], [], []
-    for i, path in enumerate(paths):
-        try:
-            img = read_image(path)
-        except ImageReadError as e:
-            errors[i] = str(e)
-            continue
-        inputs.append(clf.preprocess(img))
-        loaded.append((path, img))
-        rows.append(i)
-    described = describe(clf.predict_array(np.concatenate(inputs)), clf.task, clf.label_names) if inputs else []
-    by_row = dict(zip(rows, described, strict=True))
-    results = [{"file": str(p), "error": errors[i]} if i in errors else {"file": str(p), **by_row[i]}
-               for i, p in enumerate(paths)]
+    results, loaded = [], []
+    for r, ld in iter_classify_files(clf, paths):
+        results += r
+        loaded += ld
     return results, loaded

@@ -108,3 +108,29 @@ def test_bench_writes_markdown(trained_run, tmp_path):
     assert lines[0].startswith("| model | runtime | threads |")
     assert len(lines[2].split("|")) == len(lines[0].split("|"))
     assert _invoke("bench", trained_run, "--runtime", "tensorflow").exit_code == 2
+
+
+def test_predict_streams_many_files_in_bounded_batches(trained_onnx, files, tmp_path, monkeypatch):
+    """Hardening issue, item 13: files are read and classified 64 at a time (not all decoded first), results
+    come in order, JSON stays one valid list and a bad file in the middle does not stop the rest."""
+    import medlite.export.classifier as classifier
+
+    paths = [files["good"]] * 70 + [files["truncated"]] + [files["good"]] * 59
+    seen = []
+    real = classifier.read_image
+    monkeypatch.setattr(classifier, "read_image", lambda p: seen.append(p) or real(p))
+    batches = [len(r) for r, _ in classifier.iter_classify_files(
+        _onnx(trained_onnx), paths, batch_size=64)]
+    assert batches == [64, 64, 2] and len(seen) == 130
+    r = _invoke("predict", trained_onnx, *paths, "--json")
+    assert r.exit_code == 1
+    res = json.loads(r.stdout)
+    assert len(res) == 130 and "error" in res[70] and all("probs" in x for i, x in enumerate(res) if i != 70)
+    t = _invoke("predict", trained_onnx, *paths)
+    assert "files 1-64" in t.output and "files 129-130" in t.output and "truncated.png: corrupt" in t.output
+
+
+def _onnx(path):
+    from medlite.export.runtime import OnnxClassifier
+
+    return OnnxClassifier(path)
