@@ -44,7 +44,9 @@ CLASSIFIER_USE = ("Research and teaching: a 28 px MedMNIST-style classifier to t
 CLASSIFIER_LIMITS = ("Sees 28x28 pixel images only, as MedMNIST makes them (centre-cropped, downsampled); trained on "
                      "one public dataset from one source, so expect a drop on other hospitals' scanners, other "
                      "populations and other image pipelines. Probabilities are not calibrated for clinical "
-                     "thresholds. MedMNIST test splits may share patients with training splits for some subsets.")
+                     "thresholds. MedMNIST test splits hold near copies of training images for some subsets "
+                     "(BreastMNIST: 51 of 156 test images; benchmarks/results/leakage.md), so the test AUC "
+                     "is partly a memory test there; `medlite evaluate` reports it without them too.")
 
 
 def _nano_source(student: str, subset: str) -> tuple[Path, str]:
