@@ -116,7 +116,7 @@ def wall_time(run: Path, split: SegSplit, n: int) -> dict:
         image, _ = read_pair(pair)
         p = LiteSAMPredictor(model)
         p.set_image(image)
-        p.predict(box=box_from_mask(gt))
+        p.segment(box=box_from_mask(gt))
         totals.append(time.perf_counter() - t0)
         loads.append(t1 - t0)
     return {"n": len(totals), "load_s": statistics.median(loads), "total_s_mean": statistics.mean(totals),

@@ -259,7 +259,7 @@ def predict(
                 p.check_points([q[:2] for q in pts])
         except ValueError as e:
             raise typer.BadParameter(f"--{e} ({src})") from e
-        mask, iou = p.predict(box=xyxy, points=[q[:2] for q in pts] or None,
+        mask, iou = p.segment(box=xyxy, points=[q[:2] for q in pts] or None,
                               point_labels=[q[2] for q in pts] or None, scribble=scr)
         _save_mask(out_dir / f"{src.stem}_mask.png", mask)
         _overlay(out_dir / f"{src.stem}_overlay.png", img, mask)

@@ -90,7 +90,7 @@ def test_predictor_segments_a_box_without_training(pretrained):
     img[(yy - 60) ** 2 / 30**2 + (xx - 80) ** 2 / 45**2 < 1] = 200  # a bright ellipse on black
     p = LiteSAMPredictor(pretrained)
     p.set_image(img)
-    mask, iou = p.predict(box=[30, 25, 130, 95])
+    mask, iou = p.segment(box=[30, 25, 130, 95])
     truth = img > 0
     dice = 2 * (mask & truth).sum() / (mask.sum() + truth.sum())
     assert mask.shape == (120, 160) and dice > 0.9 and 0.0 <= iou <= 1.0
