@@ -8,17 +8,20 @@ images and ``(H, W, 3)`` for colour (RGB) images, finite everywhere. How each fo
   as stored if already in [0, 1], else min-max (16-bit colour PNGs arrive as 8 bits: Pillow reduces them).
   Alpha is dropped, palettes are expanded to RGB, the EXIF orientation of photographs is applied,
   multi-page files give their first page.
-- DICOM (pydicom >= 3, lazily imported): the modality transform (RescaleSlope / RescaleIntercept) first,
-  then the VOI window (first WindowCenter / WindowWidth value, LINEAR / LINEAR_EXACT / SIGMOID as the
-  file's VOILUTFunction says) when the file has one, else min-max over the frame; MONOCHROME1 is inverted
+- DICOM (pydicom >= 3, lazily imported): the modality transform (a Modality LUT Sequence through pydicom's
+  ``apply_modality_lut``, else RescaleSlope / RescaleIntercept, also from enhanced multi-frame functional
+  groups) first, then a VOI LUT Sequence (pydicom's ``apply_voi_lut``, preferred over a window as pydicom
+  does), else the VOI window (first WindowCenter / WindowWidth value, LINEAR / LINEAR_EXACT / SIGMOID as
+  the file's VOILUTFunction says) when the file has one, else min-max over the frame; MONOCHROME1 is inverted
   so that high values are bright; colour (RGB, YBR, palette) files give RGB scaled by their bit depth;
   multi-frame files give the middle frame unless ``index`` says otherwise. Files without an extension (or
   with an unknown one) are read as DICOM when they carry the ``DICM`` magic.
-- NIfTI (``.nii`` / ``.nii.gz``, nibabel, lazily imported): one axial slice, ``index`` along the voxel
-  axis closest to the patient's inferior-superior axis (as stored, default the middle one; 4-D files use
-  their first volume), scl_slope / scl_inter applied, then min-max over the slice. The slice is turned
-  so that it looks like an axial DICOM image: anterior at the top, the patient's right on the image's
-  left (radiological convention).
+- NIfTI (``.nii`` / ``.nii.gz``, nibabel, lazily imported): one axial slice, ``index`` counted from
+  inferior to superior as in nibabel's canonical RAS+ volume (``as_closest_canonical``; default the middle
+  one; a 4-D file with one volume reads it, more are refused), scl_slope / scl_inter applied, then min-max
+  over the slice. Only that slice is read from disk; it equals the canonical volume's axial slice shown as
+  an axial DICOM image: anterior at the top, the patient's right on the image's left (radiological
+  convention; tests/data/test_io.py checks it against nibabel for every axis order and flip).
 
 The slice / frame can also be given in the path: ``"ct.nii.gz::40"``, ``"cine.dcm::0"``.
 
@@ -226,9 +229,19 @@ def _read_dicom(path: Path, index: int | None) -> np.ndarray:
 
 
 def _dicom_grey(ds, x: np.ndarray, frame: int, photometric: str) -> np.ndarray:
-    slope = _dicom_attr(ds, frame, "PixelValueTransformationSequence", "RescaleSlope")
-    intercept = _dicom_attr(ds, frame, "PixelValueTransformationSequence", "RescaleIntercept")
-    x = x * (1.0 if slope is None else slope) + (0.0 if intercept is None else intercept)
+    pixels = _lazy("pydicom.pixels", "medical")
+    if "ModalityLUTSequence" in ds:  # a lookup table instead of slope / intercept: pydicom applies it
+        x = pixels.apply_modality_lut(x.astype(np.int64), ds).astype(np.float64)
+    else:  # slope / intercept, also from the functional groups of enhanced multi-frame files
+        slope = _dicom_attr(ds, frame, "PixelValueTransformationSequence", "RescaleSlope")
+        intercept = _dicom_attr(ds, frame, "PixelValueTransformationSequence", "RescaleIntercept")
+        x = x * (1.0 if slope is None else slope) + (0.0 if intercept is None else intercept)
+    if "VOILUTSequence" in ds:  # a VOI lookup table takes precedence over a window (pydicom's prefer_lut)
+        x = x.astype(np.int64) if np.array_equal(x, np.round(x)) else x  # LUT indices are integers
+        y = pixels.apply_voi_lut(x, ds, index=0, prefer_lut=True).astype(np.float64)
+        bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+        y = np.clip(y / (2.0**bits - 1.0), 0.0, 1.0)
+        return 1.0 - y if photometric == "MONOCHROME1" else y
     center = _dicom_attr(ds, frame, "FrameVOILUTSequence", "WindowCenter")
     width = _dicom_attr(ds, frame, "FrameVOILUTSequence", "WindowWidth")
     if center is not None and width is not None and width > 0:
@@ -298,7 +311,9 @@ def _read_nifti(path: Path, index: int | None) -> np.ndarray:
             if not 0 <= k < n:
                 raise ImageReadError(f"{path}: slice {k} out of range (the volume has {n} axial slices)")
             sel: list = [slice(None)] * len(shape)
-            sel[axial] = k
+            # slice k counts from inferior to superior, as in nibabel's canonical (RAS+) volume, whatever the
+            # stored order: a volume stored head-first reads its slice n-1-k
+            sel[axial] = n - 1 - k if ornt[axial, 1] < 0 else k
             if len(shape) == 4:
                 sel[3] = 0
             plane = np.asarray(img.dataobj[tuple(sel)], dtype=np.float64)  # reads this slice only

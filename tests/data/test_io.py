@@ -309,3 +309,71 @@ def test_io_module_imports_no_torch():
     names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert not any(n.split(".")[0] == "torch" for n in names), names
+
+
+def _with_lut(tmp_path, name: str, kind: str):
+    """MR_small.dcm with a Modality LUT or a VOI LUT sequence added (pydicom applies both)."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    ds = pydicom.dcmread(_local("MR_small.dcm"))
+    item = Dataset()
+    n = int(ds.pixel_array.max()) + 1
+    if kind == "voi":  # an inverting 8-bit LUT over the stored range
+        item.add_new(0x00283002, "US", [n, 0, 8])  # LUTDescriptor
+        item.add_new(0x00283006, "US", [int(255 - 255 * v / (n - 1)) for v in range(n)])  # LUTData
+        ds.VOILUTSequence = Sequence([item])
+    else:  # a modality LUT squaring the stored value (in 16 bits)
+        item.add_new(0x00283002, "US", [n, 0, 16])
+        item.ModalityLUTType = "US"
+        item.add_new(0x00283006, "US", [min(65535, v * v // 16) for v in range(n)])
+        ds.ModalityLUTSequence = Sequence([item])
+        for k in ("WindowCenter", "WindowWidth", "RescaleSlope", "RescaleIntercept"):
+            if k in ds:
+                delattr(ds, k)
+    ds.save_as(tmp_path / name)
+    return tmp_path / name, ds
+
+
+def test_dicom_voi_lut_sequence_is_applied(tmp_path):
+    """Ecosystem issue: VOI LUT sequences were ignored; pydicom's apply_voi_lut applies them now."""
+    path, ds = _with_lut(tmp_path, "voi.dcm", "voi")
+    from pydicom.pixels import apply_voi_lut
+
+    ref = apply_voi_lut(ds.pixel_array, ds, prefer_lut=True) / 255.0
+    out = read_image(path)
+    np.testing.assert_allclose(out, ref, atol=1e-6)
+    plain = read_image(_local("MR_small.dcm"))  # the window it has too: the LUT wins, as pydicom prefers
+    assert np.abs(out - plain).mean() > 0.2
+
+
+def test_dicom_modality_lut_sequence_is_applied(tmp_path):
+    path, ds = _with_lut(tmp_path, "mlut.dcm", "modality")
+    from pydicom.pixels import apply_modality_lut
+
+    np.testing.assert_allclose(read_image(path), _minmax(apply_modality_lut(ds.pixel_array, ds)), atol=1e-6)
+
+
+@pytest.mark.parametrize("perm", [(0, 1, 2), (2, 1, 0), (1, 0, 2), (0, 2, 1)])
+@pytest.mark.parametrize("flips", [(1, 1, 1), (-1, -1, 1), (1, -1, -1), (-1, 1, -1)])
+def test_nifti_slice_equals_nibabels_canonical_reorientation(tmp_path, perm, flips):
+    """Ecosystem issue: orientation through nibabel. The slice read (one slice from disk) equals the axial
+    slice of nibabel's as_closest_canonical (RAS+) volume shown radiologically (anterior up, patient right
+    on the left), for any axis order and flips of the stored voxels."""
+    rng = np.random.default_rng(0)
+    ras = rng.random((6, 7, 5)).astype(np.float32)  # x (R), y (A), z (S)
+    stored = ras.transpose(perm)
+    affine = np.zeros((4, 4))
+    affine[3, 3] = 1.0
+    for voxel_axis, world_axis in enumerate(perm):
+        affine[world_axis, voxel_axis] = flips[voxel_axis]
+        if flips[voxel_axis] < 0:
+            stored = np.flip(stored, voxel_axis)
+            affine[world_axis, 3] = ras.shape[world_axis] - 1
+    img = nib.Nifti1Image(np.ascontiguousarray(stored), affine)
+    nib.save(img, tmp_path / "v.nii")
+    canon = np.asanyarray(nib.as_closest_canonical(nib.load(tmp_path / "v.nii")).dataobj)
+    np.testing.assert_allclose(canon, ras)  # the test's own construction is right
+    for k in (0, 2, 4):
+        np.testing.assert_allclose(read_image(f"{tmp_path / 'v.nii'}::{k}"), _minmax(canon[::-1, ::-1, k].T),
+                                   atol=1e-6)
