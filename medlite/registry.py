@@ -8,7 +8,7 @@ model name finds its ``def``.  ``medlite.models`` imports every model module; th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from torch import nn
@@ -72,10 +72,24 @@ def _load_all() -> None:
         _loaded = True
 
 
-def list_models(family: str | None = None) -> list[str]:
-    """Names of all registered models, optionally of one family, sorted."""
+def list_models(filter: str | Sequence[str] = "", family: str | None = None, pretrained: bool = False
+                ) -> list[str]:
+    """Names of the registered models, sorted, as timm's ``list_models``.
+
+    Args:
+        filter: shell-style wildcard(s), e.g. ``"medlit*"`` or ``["res*", "*lite0"]`` ("" = all).
+        family: only this family (baseline, medlit, medlitenet, litesam).
+        pretrained: only models with ready weights (``create_model(name, pretrained=True)`` works).
+    """
+    import fnmatch
+
     _load_all()
-    return sorted(n for n, (_, c) in _REGISTRY.items() if family is None or c.family == family)
+    patterns = [filter] if isinstance(filter, str) else list(filter)
+    names = [n for n, (_, c) in _REGISTRY.items() if (family is None or c.family == family)
+             and (not any(patterns) or any(fnmatch.fnmatchcase(n, p) for p in patterns if p))]
+    if pretrained:
+        names = [n for n in names if _REGISTRY[n][1].pretrained]
+    return sorted(names)
 
 
 def model_card(name: str) -> ModelCard:

@@ -71,7 +71,7 @@ def models(
         return
     entries = zoo.entries()
     rows = []
-    for name in medlite.list_models(family or None):
+    for name in medlite.list_models(family=family or None):
         info = medlite.model_card(name)
         try:
             m = medlite.create_model(name, num_classes=2, in_chans=3, img_size=size or info.default_size)
@@ -162,7 +162,8 @@ def evaluate(
     data: Annotated[str, typer.Option(help="Dataset to evaluate on (default: the one it was trained on).")] = "",
     split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for 95 % CIs.")] = 1000,
-    out: Annotated[str, typer.Option(help="Folder for evaluation.json and ROC / confusion PNGs.")] = "",
+    out: Annotated[str, typer.Option(help="Folder for evaluation.json, the per-case scores in the official "
+                                          "MedMNIST evaluator's CSV layout, and ROC / confusion PNGs.")] = "",
     data_root: Annotated[str, typer.Option(help=DATA_ROOT_HELP)] = "",
     leakage: Annotated[bool, typer.Option(help="Look for exact and near duplicates across the splits; "
                                                      "report the metrics without the test images that have "
@@ -207,15 +208,18 @@ def evaluate(
                 [[name, str(r["n"]), *(f"{r[k]:.4f} ({r[k + '_ci'][0]:.4f}–{r[k + '_ci'][1]:.4f})"
                                        for k in ("auc", "acc"))] for name, r in reps.items()])
     if out:
+        from medlite.engine.evaluate import write_medmnist_scores
         from medlite.report.plots import plot_confusion, plot_roc
 
         od = Path(out)
         od.mkdir(parents=True, exist_ok=True)
         (od / "evaluation.json").write_text(json.dumps(rep, indent=2, default=float) + "\n")
+        scores = write_medmnist_scores(od, ds.name, split, probs, rep["auc"], rep["acc"])
         plot_roc(labels, probs, ds.task, ds.label_names, od / "roc.png")
         if ds.task != "multi-label":
             plot_confusion(labels, probs, ds.task, ds.label_names, od / "confusion.png")
-        console.print(f"wrote {od}/evaluation.json, roc.png, confusion.png")
+        console.print(f"wrote {od}/evaluation.json, {escape(scores.name)} (the official MedMNIST evaluator's "
+                      "layout), roc.png, confusion.png")
 
 
 @app.command()

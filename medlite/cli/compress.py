@@ -95,7 +95,7 @@ def _require_medlit(run: str) -> None:
     name = meta["model"]["name"]
     if name in medlite.list_models() and medlite.model_card(name).family != "medlit":
         raise CliError(f"{run}: a {name} checkpoint; structured pruning supports MedLiT models "
-                       f"({', '.join(medlite.list_models('medlit'))})")
+                       f"({', '.join(medlite.list_models(family='medlit'))})")
 
 
 @app.command()

@@ -57,3 +57,22 @@ def evaluate_split(model, split, mean, std, task, n_boot=1000, seed=0, device="c
     rep = classification_report(labels, probs, task, label_names=label_names, n_boot=n_boot, seed=seed)
     rep["loss"] = loss
     return rep, probs, labels
+
+
+def write_medmnist_scores(folder, flag: str, split: str, probs, auc: float, acc: float, run: str = "medlite"):
+    """Per-case scores in the official MedMNIST evaluator's file layout, so ``medmnist.Evaluator.
+    parse_and_evaluate`` (or ``python -m medmnist evaluate``) scores them: named
+    ``{flag}_{split}_[AUC]{auc:.3f}_[ACC]{acc:.3f}@{run}.csv``, no header, one line per case:
+    ``index,score_0,...,score_{K-1}`` in dataset order. Returns the path."""
+    from pathlib import Path
+
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2:
+        raise ValueError(f"probs must be (N, K); got shape {p.shape}")
+    if any(c in run for c in "/_@\\"):
+        raise ValueError(f"run name {run!r} may not contain / \\ _ or @ (they delimit the official file name)")
+    path = Path(folder) / f"{flag}_{split}_[AUC]{auc:.3f}_[ACC]{acc:.3f}@{run}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"{i}," + ",".join(repr(float(v)) for v in row) for i, row in enumerate(p)]
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -43,3 +43,17 @@ def test_baseline_backward(name):
 def test_unknown_model_lists_known_ones():
     with pytest.raises(KeyError, match="resnet18"):
         medlite.create_model("resnet17")
+
+
+def test_list_models_wildcards_family_and_pretrained_like_timm():
+    import medlite
+
+    assert medlite.list_models("res*") == ["resnet18", "resnet50"]
+    assert medlite.list_models(["*lite0", "resnet18"]) == ["efficientnet_lite0", "medlitenet_lite0", "resnet18",
+                                                           "unet_lite0"]
+    assert medlite.list_models("medlit_*", family="medlit") == [n for n in medlite.list_models(family="medlit")
+                                                                if n.startswith("medlit_")]
+    assert medlite.list_models("nothing*") == []
+    with_weights = medlite.list_models(pretrained=True)
+    assert "litemedsam" in with_weights and "efficientnet_lite0" in with_weights and "resnet18" not in with_weights
+    assert medlite.list_models() == sorted(medlite.list_models())

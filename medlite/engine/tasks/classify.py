@@ -13,6 +13,8 @@ to look at lands in the run folder:
     report.md             the same as a short human-readable report
     plots/*.png           training curves, ROC curves, confusion matrix
     splits.csv            the seeded split, when the data came without one
+    scores/*.csv          per-case val / test scores in the official MedMNIST evaluator's file layout
+    duplicates.csv        duplicate pairs within / across the splits, when the leakage check found any
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from medlite.data.transforms import norm_stats, to_float
 from medlite.engine import schedule
 from medlite.engine.amp import autocast
 from medlite.engine.checkpoint import read_checkpoint, save_checkpoint
-from medlite.engine.evaluate import evaluate_split, loss_fn, predict
+from medlite.engine.evaluate import evaluate_split, loss_fn, predict, write_medmnist_scores
 from medlite.engine.loop import Task, config_from_dict, fit
 from medlite.errors import ConfigError
 from medlite.record import RunRecord
@@ -279,6 +281,8 @@ def finalize(run_dir, data, model, meta, cfg, dist, best_epoch, history, leakage
                                             cfg.seed, dist.device, data.label_names)
         results[name] = rep
         preds[name] = (labels, probs)
+        if dist.is_main:  # per-case scores the official MedMNIST evaluator reads
+            write_medmnist_scores(run_dir / "scores", data.name, name, probs, rep["auc"], rep["acc"])
     if leakage is not None:
         results["leakage"] = {k: leakage[k] for k in ("threshold", "max_mad", "pairs", "by_splits", "by_class",
                                                       "label_conflicts", "twinned_counts", "clean")}
