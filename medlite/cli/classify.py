@@ -99,9 +99,13 @@ def models(
 def train(
     model: Annotated[str, typer.Argument(help="Model name (see `medlite models`), e.g. resnet18, medlit_nano_28.")],
     data: Annotated[str, typer.Option(help="MedMNIST subset name (e.g. breastmnist), or a path: .npz, .csv "
-                                           "(columns path, label and optionally split) or a folder with one "
-                                           "subfolder per class.")],
-    size: Annotated[int, typer.Option(help="Input size in pixels; images are resized to size x size.")] = 28,
+                                           "(columns path, label and optionally split), a folder with one "
+                                           "subfolder per class (split 70/10/20, seeded), or a folder with "
+                                           "train/ val/ test/ each holding class subfolders (val/ optional: "
+                                           "carved from train).")],
+    size: Annotated[int, typer.Option(help="Input size in pixels; images are resized to size x size. 0: 28 for "
+                                           "MedMNIST data where the model takes it, else the model's native "
+                                           "size (`medlite models`).")] = 0,
     epochs: Annotated[int, typer.Option(help="Training epochs (MedMNIST paper: 100).")] = 100,
     batch_size: Annotated[int, typer.Option(help="Global batch size.")] = 128,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
@@ -142,6 +146,7 @@ def train(
     from medlite.engine.tasks.classify import train as run_train
 
     known_model(model, task="classification")
+    size = checked_size(model, size, data)
     cfg = TrainConfig(model=model, data=data, size=size, epochs=epochs, batch_size=batch_size, lr=lr,
                       optimizer=optimizer, weight_decay=weight_decay, schedule=schedule,
                       warmup_epochs=warmup_epochs, augment=augment, seed=seed, out=out, init=init,
@@ -152,6 +157,26 @@ def train(
     results = run_train(cfg, resume=resume)
     if results:  # empty on the non-zero ranks of a torchrun launch
         print_markdown(Path(results["run_dir"], "report.md").read_text())
+
+
+def checked_size(model: str, size: int, data: str) -> int:
+    """The input size to train ``model`` at (``size``, or the default that --help describes), checked by
+    building the model before any data is loaded, so a bad pair fails at once and names --size."""
+    import medlite
+    from medlite.data.medmnist import MEDMNIST
+
+    native = medlite.model_card(model).default_size
+    medmnist_like = data.lower() in MEDMNIST or Path(data).suffix.lower() in (".npz", ".zip")
+    candidates = [size] if size else ([28, native] if medmnist_like else [native])
+    for s in candidates:
+        try:
+            medlite.create_model(model, num_classes=2, in_chans=3, img_size=s)
+            return s
+        except ValueError as e:
+            if size:
+                raise typer.BadParameter(f"--size {size} does not fit {model}: {e}; its native size is {native} "
+                                         "(or leave --size out)") from e
+    return native
 
 
 @app.command()

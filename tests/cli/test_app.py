@@ -237,3 +237,15 @@ def test_full_disk_is_named_before_training(tmp_path, monkeypatch):
     r = runner.invoke(app, ["train", "medlit_nano_28", "--data", str(tmp_path / "tiny.npz"), "--epochs", "1",
                             "--out", str(tmp_path / "run"), "--no-progress"])
     assert r.exit_code == 2 and "MiB free" in r.output, r.output
+
+
+def test_model_and_size_checked_before_any_data_is_loaded():
+    """Ecosystem issue, workflows: medlit_nano at 28 px died after loading every image."""
+    from medlite.cli.classify import checked_size
+
+    r = runner.invoke(app, ["train", "medlit_nano", "--data", "no/such/folder", "--size", "28"],
+                      env={"COLUMNS": "200"})
+    assert r.exit_code == 2 and "--size 28 does not fit medlit_nano" in r.output and "native size is 256" in r.output
+    assert checked_size("medlit_nano", 0, "my/folder") == 256  # the model's native size
+    assert checked_size("medlit_nano_28", 0, "breastmnist") == 28
+    assert checked_size("medlit_nano", 0, "breastmnist") == 256  # 28 does not fit its 16 px patches

@@ -79,6 +79,7 @@ CONVERT = {
 EXCEPTIONS = {
     ("train", "data"): "required: a training run names its data (TrainConfig's breastmnist is for the API)",
     ("train", "model"): "an argument: required",
+    ("train", "size"): "0 = 28 for MedMNIST data where the model takes it, else the model's native size",
     ("pretrain", "model"): "an argument: required",
     ("distill", "teacher"): "required: the command distils (DistillConfig without a teacher fine-tunes)",
     ("distill", "student"): "required: the command names what it trains",
