@@ -56,6 +56,8 @@ def train(
     folds: Annotated[int, typer.Option(help="Number of folds for folders; 0 = random 80/20.")] = 5,
     train_list: Annotated[str, typer.Option(help="File of training case names (folder data).")] = "",
     test_list: Annotated[str, typer.Option(help="File of test case names (folder data).")] = "",
+    test_data: Annotated[str, typer.Option(help="Another folder (same --layout) to test on: --data is then "
+                                                "all training (validation carved from it).")] = "",
     seed: Annotated[int, typer.Option(help="Seed for init, split, order and augmentation.")] = 0,
     out: Annotated[str, typer.Option(help="Run folder (default: under runs/seg, named after the model, data, "
                                           "fold and seed).")] = "",
@@ -92,7 +94,8 @@ def train(
         "model": model, "data": data, "layout": layout, "mask_suffix": mask_suffix or None, "size": size,
         "mode": mode, "epochs": epochs, "batch_size": batch_size, "lr": lr, "pretrained": pretrained,
         "encoder_lr_mult": encoder_lr_mult, "augment": augment, "fold": fold,
-        "folds": folds, "train_list": train_list, "test_list": test_list, "seed": seed, "out": out,
+        "folds": folds, "train_list": train_list, "test_list": test_list, "test_data": test_data, "seed": seed,
+        "out": out,
         "threads": threads, "amp": amp, "data_root": data_root, **extra})
     res = train_segmentation(cfg, resume=resume)
     if not res:  # a torchrun rank other than 0: rank 0 reports

@@ -416,6 +416,23 @@ def load_segmentation(root: str | os.PathLike, layout: str = "folder", size: int
                             record)
 
 
+def load_train_test(train_root: str | os.PathLike, test_root: str | os.PathLike, layout: str = "folder",
+                    size: int = 256, mode: str = "resize", mask_suffix: str | None = None, seed: int = 0,
+                    val_fraction: float = 0.1) -> SegmentationData:
+    """Train on every case of ``train_root`` (validation carved from it, seeded) and test on every case of
+    ``test_root`` (another hospital, another device), both in ``layout``."""
+    train_pairs, test_pairs = find_pairs(train_root, layout, mask_suffix), find_pairs(test_root, layout, mask_suffix)
+    train, val = _carve(np.arange(len(train_pairs)), val_fraction, seed)
+    splits = {"train": build_split([train_pairs[i] for i in train], size, mode),
+              "val": build_split([train_pairs[i] for i in val], size, mode),
+              "test": build_split(test_pairs, size, mode)}
+    record = {"kind": "folders", "train_root": str(train_root), "test_root": str(test_root), "layout": layout,
+              "seed": seed, "val_fraction": val_fraction, "n_train": len(train), "n_val": len(val),
+              "n_test": len(test_pairs)}
+    return SegmentationData(Path(train_root).name, splits["train"], splits["val"], splits["test"], size, mode,
+                            record)
+
+
 BUILTIN = {
     # name: (folder under MEDLITE_DATA, layout, default split arguments)
     "busi": ("busi", "busi", {"train_list": "busi_train1.txt", "test_list": "busi_val1.txt"}),

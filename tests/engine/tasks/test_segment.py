@@ -205,3 +205,38 @@ def test_pretrained_run_starts_from_imagenet_and_records_no_weights_dependency(s
                         lambda *a, **k: pytest.fail("checkpoint read the weights"))
     model, _ = load_model(tmp_path / "run")
     torch.testing.assert_close(model.state_dict()["encoder.conv_stem.weight"], weights["encoder.conv_stem.weight"])
+
+
+def test_train_on_one_folder_and_test_on_another(seg_folder, tmp_path):
+    """Ecosystem issue, workflows: seg train --test-data (another site's folder is the whole test split)."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from medlite.cli import app
+
+    other = tmp_path / "other_site"
+    (other / "images").mkdir(parents=True)
+    (other / "masks").mkdir()
+    for i in (9, 10, 11):  # move three cases out: they become the other site
+        shutil.move(seg_folder / "images" / f"case{i}.png", other / "images" / f"case{i}.png")
+        shutil.move(seg_folder / "masks" / f"case{i}_mask.png", other / "masks" / f"case{i}_mask.png")
+    r = CliRunner().invoke(app, ["seg", "train", "medlitenet", "--data", str(seg_folder), "--test-data", str(other),
+                                 "--size", "64", "--epochs", "1", "--batch-size", "4", "--out", str(tmp_path / "r"),
+                                 "--threads", "1", "--set", "progress=false", "--set", "plots=false"])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert res["test"]["dice"]["n"] == 3
+    _, meta, _ = read_checkpoint(tmp_path / "r" / "best.safetensors")
+    assert meta["data"]["split"]["kind"] == "folders" and meta["data"]["split"]["n_test"] == 3
+    assert meta["data"]["split"]["n_train"] + meta["data"]["split"]["n_val"] == 9
+
+
+def test_train_list_without_test_list_is_refused(seg_folder, tmp_path):
+    from medlite.errors import ConfigError
+
+    (tmp_path / "train.txt").write_text("case0\ncase1\n")
+    cfg = _cfg(seg_folder, tmp_path / "run")
+    cfg.train_list = str(tmp_path / "train.txt")
+    with pytest.raises(ConfigError, match="train_list needs test_list"):
+        train_segmentation(cfg)

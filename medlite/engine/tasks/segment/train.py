@@ -21,7 +21,14 @@ import numpy as np
 import torch
 
 import medlite
-from medlite.data.segmentation import LAYOUTS, SegmentationData, SegSplit, load_builtin, load_segmentation
+from medlite.data.segmentation import (
+    LAYOUTS,
+    SegmentationData,
+    SegSplit,
+    load_builtin,
+    load_segmentation,
+    load_train_test,
+)
 from medlite.data.transforms import norm_stats
 from medlite.engine import schedule
 from medlite.engine.amp import autocast, resolve_amp
@@ -55,6 +62,7 @@ class SegTrainConfig:
     split: int = 1  # BUSI: which shipped split list pair (1, 2, 3)
     train_list: str = ""  # folder data: file of training case names (with test_list)
     test_list: str = ""  # folder data: file of test case names
+    test_data: str = ""  # a second folder (same layout) that is the whole test split; `data` is then all train
     val_fraction: float = 0.1  # share of the training cases held out for checkpoint selection
     epochs: int = 40  # training epochs
     batch_size: int = 8  # images per step
@@ -101,6 +109,14 @@ def load_seg_data(cfg: SegTrainConfig) -> SegmentationData:
                             seed=cfg.seed, val_fraction=cfg.val_fraction)
     if cfg.layout not in LAYOUTS:
         raise ConfigError(f"layout must be one of {LAYOUTS}; got {cfg.layout!r}")
+    if cfg.train_list and not cfg.test_list:  # silently falling back to k-fold would be a wrong answer
+        raise ConfigError("train_list needs test_list (the cases to test on); or give only test_list, and "
+                          "train on the rest")
+    if cfg.test_data:
+        if cfg.test_list or cfg.train_list:
+            raise ConfigError("give test_data (a folder) or test_list / train_list (names), not both")
+        return load_train_test(cfg.data, cfg.test_data, cfg.layout, cfg.size, cfg.mode, cfg.mask_suffix,
+                               cfg.seed, cfg.val_fraction)
     split: dict[str, Any] = {"seed": cfg.seed, "val_fraction": cfg.val_fraction}
     if cfg.test_list:
         split.update(train_list=cfg.train_list or None, test_list=cfg.test_list)
