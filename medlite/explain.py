@@ -1,4 +1,6 @@
-"""Attention rollout (Abnar & Zuidema, ACL 2020) for models with a cls token at index 0."""
+"""Where a classifier looks: attention rollout (Abnar & Zuidema, ACL 2020) for models with a cls token at
+index 0 (MedLiT, ViT), and Grad-CAM (Selvaraju et al., ICCV 2017, through MONAI's ``monai.visualize.GradCAM``)
+for convolutional classifiers."""
 
 from __future__ import annotations
 
@@ -72,3 +74,36 @@ def rollout_heatmap(model: nn.Module, x: Tensor, discard_ratio: float = 0.0) -> 
     hi = roll.amax(dim=1, keepdim=True)
     heat = (roll - lo) / (hi - lo).clamp_min(1e-12)
     return heat.view(-1, g, g)
+
+
+def last_conv_layer(model: nn.Module) -> str:
+    """Name of the last ``nn.Conv2d`` in ``model`` (Grad-CAM's usual target layer); ValueError if none."""
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no Conv2d layer for Grad-CAM")
+    return names[-1]
+
+
+def gradcam_heatmap(model: nn.Module, x: Tensor, class_idx: int | None = None, layer: str | None = None
+                    ) -> Tensor:
+    """Grad-CAM of a CNN classifier (MONAI's implementation; needs ``medlite[seg]``).
+
+    Args:
+        x: (B, C, H, W) model input.
+        class_idx: the class to explain (None: the predicted one).
+        layer: target layer name (None: the last Conv2d).
+    Returns:
+        (B, H, W) float32 in [0, 1] at the input size.
+    """
+    from monai.visualize import GradCAM
+
+    model.eval()
+    def unit(m: Tensor) -> Tensor:  # per map, min -> 0 and max -> 1 (MONAI's default normaliser flips them)
+        lo = m.amin(dim=tuple(range(1, m.ndim)), keepdim=True)
+        hi = m.amax(dim=tuple(range(1, m.ndim)), keepdim=True)
+        return (m - lo) / (hi - lo).clamp_min(1e-12)
+
+    cam = GradCAM(nn_module=model, target_layers=layer or last_conv_layer(model), postprocessing=unit)
+    with torch.enable_grad():
+        heat = cam(x.clone().requires_grad_(True), class_idx=class_idx)
+    return heat[:, 0].detach().float()

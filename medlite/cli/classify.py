@@ -285,36 +285,45 @@ def pretrain(
 @app.command()
 @checked
 def explain(
-    run: Annotated[str, typer.Argument(help="Run folder or .safetensors checkpoint of a MedLiT (ViT) model.")],
+    run: Annotated[str, typer.Argument(help="Run folder, .safetensors checkpoint or zoo weights name of a "
+                                            "classifier: attention rollout for MedLiT / ViT models, Grad-CAM "
+                                            "for CNNs.")],
     image: Annotated[str, typer.Argument(help="Image file: PNG, JPEG, BMP, TIFF, DICOM or NIfTI (`file::slice`).")],
     out: Annotated[str, typer.Option(help="Output PNG (default IMAGE_explain.png in the run folder).")] = "",
     discard_ratio: Annotated[float, typer.Option(help="Rollout: drop this fraction of the weakest "
                                                       "attention links per layer.")] = 0.0,
     threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
 ) -> None:
-    """Save the image with an attention-rollout heat map overlaid, and the predicted class probabilities."""
+    """Save the image with a heat map overlaid (attention rollout for MedLiT / ViT models, Grad-CAM of the
+    predicted class for CNNs), and the predicted class probabilities."""
     use_threads(threads)
     import torch
 
     from medlite.data.io import read_image, to_model_input
     from medlite.engine.checkpoint import resolve_checkpoint
     from medlite.engine.evaluate import probabilities
-    from medlite.explain import rollout_heatmap
+    from medlite.explain import gradcam_heatmap, last_conv_layer, rollout_heatmap
     from medlite.report.plots import plot_attention_overlay
 
     model, meta = load_kind(run, "classifier", "medlite explain")
-    if not hasattr(model, "attention_maps"):
-        raise CliError(f"{meta['model']['name']} has no attention maps; `explain` needs a MedLiT (or other "
-                       "ViT-style) model")
+    rollout = hasattr(model, "attention_maps")
+    if not rollout:
+        try:
+            last_conv_layer(model)
+        except ValueError as e:
+            raise CliError(f"{meta['model']['name']}: neither attention maps nor a convolution to explain") from e
     pre = meta["preprocessing"]
     img = read_image(image)
     x = torch.from_numpy(to_model_input(img, pre["size"], pre["channels"], pre["mean"], pre["std"]))
     with torch.no_grad():
         probs = probabilities(model(x), meta["data"]["task"])[0].numpy()
-    heat = rollout_heatmap(model, x, discard_ratio)[0].numpy()
+    heat = (rollout_heatmap(model, x, discard_ratio) if rollout else gradcam_heatmap(model, x))[0].numpy()
     names = meta["data"]["label_names"]
-    path = Path(out) if out else resolve_checkpoint(run).parent / f"{Path(image.split('::')[0]).stem}_explain.png"
-    plot_attention_overlay(img, heat, probs, names, path, title=f"{meta['model']['name']} — {Path(image).name}")
+    default = resolve_checkpoint(run).parent if Path(run).exists() else Path(".")
+    path = Path(out) if out else default / f"{Path(image.split('::')[0]).stem}_explain.png"
+    path = plot_attention_overlay(img, heat, probs, names, path, method="attention rollout" if rollout else
+                                  f"Grad-CAM ({names[int(probs.argmax())]})",
+                                  title=f"{meta['model']['name']} ({meta['data']['name']}) — {Path(image).name}")
     print_table(escape(Path(image).name), ["class", "probability"],
                 [[escape(names[i]), f"{probs[i]:.3f}"] for i in probs.argsort()[::-1]], {1: "right"})
     console.print(f"overlay written to [bold]{path}[/bold]")

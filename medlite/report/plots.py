@@ -32,7 +32,11 @@ def _figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (6.4,
 
 
 def _save(fig, path: str | os.PathLike) -> Path:
+    """Save ``fig`` to ``path`` (".png" added when it has no extension, as matplotlib would) and return the
+    path actually written."""
     path = Path(path)
+    if not path.suffix:
+        path = path.with_suffix(".png")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI, bbox_inches="tight")  # long tick labels must not be clipped
@@ -269,8 +273,9 @@ def plot_attention_overlay(
     label_names: Sequence[str],
     path: str | os.PathLike,
     title: str = "",
+    method: str = "attention rollout",
 ) -> Path:
-    """The image, the image with an attention heat map overlaid, and the class probabilities.
+    """The image, the image with a heat map overlaid (with its colour bar), and the class probabilities.
 
     Args:
         image: (H, W) or (H, W, 3) float in [0, 1], the original image (any size).
@@ -289,8 +294,9 @@ def plot_attention_overlay(
     axes[0, 0].imshow(img, cmap=cmap)
     axes[0, 0].set_title("image")
     axes[0, 1].imshow(img, cmap=cmap)
-    axes[0, 1].imshow(np.asarray(heat_img), cmap="jet", alpha=0.45, vmin=0, vmax=1)
-    axes[0, 1].set_title("attention rollout")
+    shown = axes[0, 1].imshow(np.asarray(heat_img), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+    axes[0, 1].set_title(method)
+    fig.colorbar(shown, ax=axes[0, 1], fraction=0.046, pad=0.04, label="relevance (0-1)")
     for ax in axes[0, :2]:
         ax.axis("off")
     order = np.argsort(probs)

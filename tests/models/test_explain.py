@@ -28,3 +28,70 @@ def test_rollout_heatmap_normalised():
     torch.testing.assert_close(heat.amax(dim=(1, 2)), torch.ones(3))
     torch.testing.assert_close(heat.amin(dim=(1, 2)), torch.zeros(3))
     assert model.training  # mode restored
+
+
+def test_gradcam_finds_the_object_a_cnn_was_trained_on():
+    """Grad-CAM (MONAI) for CNN classifiers (ecosystem issue): a small CNN that learns 'a bright square
+    somewhere' vs 'none' puts its relevance for the 'square' class on the square."""
+    import torch
+
+    from medlite.explain import gradcam_heatmap, last_conv_layer
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, padding=1),
+                              torch.nn.ReLU(), torch.nn.AdaptiveMaxPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 2))
+    g = torch.Generator().manual_seed(0)
+
+    def batch(n):
+        y = torch.randint(0, 2, (n,), generator=g)
+        x = torch.rand(n, 1, 16, 16, generator=g) * 0.3
+        where = torch.randint(0, 12, (n, 2), generator=g)
+        for i in range(n):
+            if y[i]:
+                r, c = where[i].tolist()
+                x[i, 0, r:r + 4, c:c + 4] = 1.0
+        return x, y, where
+
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    for _ in range(150):
+        x, y, _ = batch(32)
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert last_conv_layer(net) == "2"
+    x, y, where = batch(16)
+    assert (net(x).argmax(1) == y).float().mean() > 0.9  # it learned the task
+    heat = gradcam_heatmap(net, x, class_idx=1)
+    assert heat.shape == (16, 16, 16) and float(heat.min()) >= 0 and float(heat.max()) <= 1
+    with_square = [i for i in range(16) if y[i]]
+    on_square = [float(heat[i, r:r + 4, c:c + 4].mean()) > 2 * float(heat[i].mean())
+                 for i in with_square for r, c in [where[i].tolist()]]
+    assert all(on_square), on_square
+
+
+def test_explain_cli_cnn_and_out_without_suffix(tmp_path):
+    import json
+
+    import numpy as np
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from medlite.cli import app
+
+    rng = np.random.default_rng(0)
+    arrays = {f"{s}_images": rng.integers(0, 256, (n, 28, 28), dtype=np.uint8) for s, n in
+              (("train", 16), ("val", 8), ("test", 8))}
+    arrays |= {f"{s}_labels": (np.arange(n) % 2)[:, None].astype(np.uint8) for s, n in
+               (("train", 16), ("val", 8), ("test", 8))}
+    np.savez(tmp_path / "d.npz", **arrays)
+    runner = CliRunner()
+    r = runner.invoke(app, ["train", "resnet18", "--data", str(tmp_path / "d.npz"), "--epochs", "1", "--batch-size",
+                            "8", "--out", str(tmp_path / "run"), "--no-progress", "--no-leakage"])
+    assert r.exit_code == 0, r.output
+    Image.fromarray(arrays["test_images"][0]).save(tmp_path / "x.png")
+    r = runner.invoke(app, ["explain", str(tmp_path / "run"), str(tmp_path / "x.png"), "--out",
+                            str(tmp_path / "overlay")], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "overlay.png").is_file() and str(tmp_path / "overlay.png") in r.output  # the file written
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["model"] == "resnet18"
