@@ -92,6 +92,18 @@ def csv_records(path: Path, allow_outside: bool = False) -> list[Record]:
         raise DataError(f"{path}: file not found")
     allow_outside = allow_outside or os.environ.get("MEDLITE_CSV_ALLOW_OUTSIDE", "") == "1"
     base = path.parent.resolve()
+    try:
+        records = _read_csv_rows(path, base, allow_outside)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a UTF-8 text CSV ({e.reason} at byte {e.start})") from e
+    except csv.Error as e:
+        raise DataError(f"{path}: not a readable CSV ({e})") from e
+    if not records:
+        raise DataError(f"{path}: no rows")
+    return records
+
+
+def _read_csv_rows(path: Path, base: Path, allow_outside: bool) -> list[Record]:
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         fields = [c.strip() for c in reader.fieldnames or []]
@@ -113,8 +125,6 @@ def csv_records(path: Path, allow_outside: bool = False) -> list[Record]:
                                 f"{base}; move the images under it, or allow it explicitly with "
                                 "MEDLITE_CSV_ALLOW_OUTSIDE=1")
             records.append((image, label, split))
-    if not records:
-        raise DataError(f"{path}: no rows")
     return records
 
 

@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,7 +232,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
             return {k: npz[k] for k in npz.files if k.split("_")[0] in SPLITS}
     except DataError:
         raise
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as e:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError, zlib.error) as e:
         raise DataError(f"{path}: not a readable .npz file (corrupt or truncated?): {e}") from e
 
 

@@ -11,6 +11,8 @@ Predictions are saved as ``segs`` (H, W) uint16 in the same layout (and ``boxes`
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,7 +29,7 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
         raise DataError(f"{path}: not a readable .npz file ({e})") from e
     if "imgs" not in data:
         raise DataError(f"{path}: challenge npz needs an 'imgs' array; found {sorted(data)}")
