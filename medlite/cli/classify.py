@@ -323,7 +323,8 @@ def explain(
     path = Path(out) if out else default / f"{Path(image.split('::')[0]).stem}_explain.png"
     path = plot_attention_overlay(img, heat, probs, names, path, method="attention rollout" if rollout else
                                   f"Grad-CAM ({names[int(probs.argmax())]})",
-                                  title=f"{meta['model']['name']} ({meta['data']['name']}) — {Path(image).name}")
+                                  title=f"{meta['model']['name']} ({meta['data'].get('name', 'its data')}) — "
+                                        f"{Path(image).name}")
     print_table(escape(Path(image).name), ["class", "probability"],
                 [[escape(names[i]), f"{probs[i]:.3f}"] for i in probs.argsort()[::-1]], {1: "right"})
     console.print(f"overlay written to [bold]{path}[/bold]")

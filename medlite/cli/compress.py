@@ -51,6 +51,7 @@ def distill(
     data_root: Annotated[str, typer.Option(help=DATA_ROOT_HELP)] = "",
     threads: Annotated[int, typer.Option(help="CPU threads (0 = all).")] = 0,
     latency: Annotated[bool, typer.Option(help="Time teacher and student (ONNX Runtime) in the report.")] = True,
+    progress: Annotated[bool, typer.Option(help="Progress bars (off: one log line per epoch).")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Distil a trained teacher into a student: label loss + temperature-scaled KL on logits + KL between
@@ -68,7 +69,7 @@ def distill(
                         batch_size=batch_size, lr=lr, temperature=temperature, task_weight=task_weight,
                         kd_weight=kd_weight, attn_weight=attn_weight, hard_weight=hard_weight,
                         size=size, layer_map=parse_ints(layer_map, "--layer-map"),
-                        augment=augment, seed=seed, data_root=data_root, threads=threads)
+                        augment=augment, seed=seed, data_root=data_root, threads=threads, progress=progress)
     res = run_distill(cfg)
     run_dir = Path(res["run_dir"])
     _report(run_dir / "best.safetensors", teacher, run_dir, data_root, latency)
@@ -120,6 +121,7 @@ def prune(
     data_root: Annotated[str, typer.Option(help=DATA_ROOT_HELP)] = "",
     threads: Annotated[int, typer.Option(help="CPU threads for scoring, recovery and latency.")] = 1,
     latency: Annotated[bool, typer.Option(help="Time the models (ONNX Runtime) in the report.")] = True,
+    progress: Annotated[bool, typer.Option(help="Progress bars (off: one log line per epoch).")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Prune a MedLiT physically: attention heads (--heads / --heads-latency-ms) and/or SwiGLU-expert
@@ -144,7 +146,7 @@ def prune(
     final = pruned
     if recover_epochs > 0:
         cfg = DistillConfig(student=str(pruned), teacher=teacher, data=data, out=str(out_dir),
-                            epochs=recover_epochs, data_root=data_root, threads=threads)
+                            epochs=recover_epochs, data_root=data_root, threads=threads, progress=progress)
         distill(cfg)
         final = out_dir / "best.safetensors"
     _report(final, teacher or run, out_dir, data_root, latency)

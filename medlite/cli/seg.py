@@ -70,6 +70,7 @@ def train(
                                                         help="Model option (repeatable), as everywhere.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE",
                                                    help="Another SegTrainConfig field (repeatable).")] = None,
+    progress: Annotated[bool, typer.Option(help="Progress bars (off: one log line per epoch).")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Train a segmentation model; the best validation-Dice checkpoint is then scored on the test split at
@@ -96,7 +97,7 @@ def train(
         "encoder_lr_mult": encoder_lr_mult, "augment": augment, "fold": fold,
         "folds": folds, "train_list": train_list, "test_list": test_list, "test_data": test_data, "seed": seed,
         "out": out,
-        "threads": threads, "amp": amp, "data_root": data_root, **extra})
+        "threads": threads, "amp": amp, "data_root": data_root, "progress": progress, **extra})
     res = train_segmentation(cfg, resume=resume)
     if not res:  # a torchrun rank other than 0: rank 0 reports
         return

@@ -265,6 +265,11 @@ def fit(task: Task, resume: bool = False) -> dict[str, Any]:
             if task.metric:
                 info += f" (best {abs(best):.3f} @ {best_epoch + 1})"
             progress.update(bar, advance=1, info=info)
+            if isinstance(progress, _NoProgress) and dist.is_main:  # --no-progress (a log file): a line per epoch
+                loss = row.get("train_loss")
+                log.info("%s epoch %d/%d: %s%s (%.1f s)", task.kind, epoch + 1, epochs,
+                         f"train_loss {loss:.4f} " if isinstance(loss, float) else "", info,
+                         row.get("epoch_seconds", 0.0))
             log.debug("epoch %d/%d %s", epoch + 1, epochs, row)
             D.barrier(dist)
             if (epoch + 1) * task.steps_per_epoch >= total:
