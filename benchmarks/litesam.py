@@ -347,7 +347,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads for training and evaluation")
     ap.add_argument("--epochs", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--lr", type=float, default=8e-4)
     ap.add_argument("--repeats", type=int, default=60, help="timed runs per decoder graph (encoders: a third)")
     ap.add_argument("--wall-images", type=int, default=10, help="images per dataset for the wall-time check")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "litesam"))

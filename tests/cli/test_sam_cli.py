@@ -120,3 +120,31 @@ def test_sam_predict_refuses_prompts_that_do_not_fit_the_image(tmp_path, tiny_ck
     assert r.exit_code == 2, r.output
     assert fragment in " ".join(r.output.replace("│", " ").split())
     assert not (out / "x_mask.png").exists()
+
+
+def test_sam_evaluate_every_case_of_a_folder(tmp_path):
+    """Ecosystem issue, workflows: score every image of a folder (--split all), not a seeded 20 %."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from medlite.cli import app
+
+    rng = np.random.default_rng(0)
+    for i in range(7):
+        img = rng.integers(0, 60, (40, 56, 3), dtype=np.uint8)
+        m = np.zeros((40, 56), np.uint8)
+        m[8:24, 10:30] = 255
+        img[m > 0] += 150
+        (tmp_path / "images").mkdir(exist_ok=True)
+        (tmp_path / "masks").mkdir(exist_ok=True)
+        Image.fromarray(img).save(tmp_path / "images" / f"c{i}.png")
+        Image.fromarray(m).save(tmp_path / "masks" / f"c{i}_mask.png")
+    out = tmp_path / "ev.json"
+    r = CliRunner().invoke(app, ["sam", "evaluate", "litesam_swin_xs_distilled", "--data", f"folder:{tmp_path}",
+                                 "--split", "all", "--prompt", "box", "--out", str(out)], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    assert res["box"]["dsc"]["n"] == 7 and "boundary_nsd" in res["box"]

@@ -51,7 +51,7 @@ class SamTrainConfig:
     img_size: int = 256  # model input side (px)
     epochs: int = 16  # passes over the concatenated training cases
     batch_size: int = 8
-    lr: float = 5e-4  # AdamW peak learning rate
+    lr: float = 8e-4  # AdamW peak learning rate (results/litesam.md and litesam_distill.md use it)
     weight_decay: float = 0.01
     warmup_steps: int = 50  # linear warm-up before the cosine decay
     augment: str = "light"  # seg_augment level: none / light / strong
