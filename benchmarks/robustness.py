@@ -157,7 +157,9 @@ def classify_outcome(r: subprocess.CompletedProcess) -> str:
         return "traceback"
     if r.returncode == 0:
         return "silent"
-    return "named error" if "error:" in out else "traceback"
+    # medlite's "error: ..." line (exit 2; predict: exit 1, the other files still run), or Typer's
+    # "Invalid value: --option ..." box for a bad option
+    return "named error" if "error:" in out or "Invalid value" in out else "traceback"
 
 
 def bad_inputs() -> dict:
@@ -166,7 +168,8 @@ def bad_inputs() -> dict:
         for loader, case, args in bad_cases(Path(tmp)):
             t = time.perf_counter()
             r = run(args, timeout=300)
-            first = next((ln for ln in (r.stdout + r.stderr).splitlines() if "error:" in ln), "")
+            first = next((ln.strip(" │") for ln in (r.stdout + r.stderr).splitlines()
+                          if "error:" in ln or "Invalid value" in ln), "")
             rows.append({"loader": loader, "case": case, "outcome": classify_outcome(r), "exit": r.returncode,
                          "message": first.strip()[:160].replace(tmp, "TMP"), "seconds": time.perf_counter() - t})
             print(f"{rows[-1]['outcome']:12s} {loader}: {case}", flush=True)

@@ -26,8 +26,10 @@ PY
 "$M" --version
 "$M" models > models.txt && grep -q "needs medlite\[seg\]" models.txt && grep -q medlit_nano_28_dermamnist models.txt
 "$M" datasets > /dev/null
-"$M" predict medlit_nano_28_dermamnist x.png
-"$M" sam predict litesam_swin_xs_distilled x.png --box 5,5,40,40 --out sam_out
+# the zoo answers before any training and without data (model-zoo issue): no MEDLITE_DATA here
+env -u MEDLITE_DATA "$M" predict medlit_nano_28_dermamnist x.png
+env -u MEDLITE_DATA "$M" sam predict litesam_swin_xs_distilled x.png --box 5,5,40,40 --out sam_out
+test -s sam_out/x_mask.png || { ls sam_out; echo "sam predict wrote no mask"; exit 1; }
 "$M" evaluate medlit_nano_28_breastmnist --data breastmnist
 "$M" train medlit_nano_28 --data breastmnist --epochs 1 --out run --no-progress > /dev/null
 "$M" predict run x.png
