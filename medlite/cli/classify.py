@@ -240,9 +240,10 @@ def evaluate(
         od.mkdir(parents=True, exist_ok=True)
         (od / "evaluation.json").write_text(json.dumps(rep, indent=2, default=float) + "\n")
         scores = write_medmnist_scores(od, ds.name, split, probs, rep["auc"], rep["acc"])
-        plot_roc(labels, probs, ds.task, ds.label_names, od / "roc.png")
+        name = f"{meta['model']['name']} on {ds.name}, {split} split"
+        plot_roc(labels, probs, ds.task, ds.label_names, od / "roc.png", title=name)
         if ds.task != "multi-label":
-            plot_confusion(labels, probs, ds.task, ds.label_names, od / "confusion.png")
+            plot_confusion(labels, probs, ds.task, ds.label_names, od / "confusion.png", title=name)
         console.print(f"wrote {od}/evaluation.json, {escape(scores.name)} (the official MedMNIST evaluator's "
                       "layout), roc.png, confusion.png")
 

@@ -69,7 +69,7 @@ def _series(rows: list[dict], key: str) -> tuple[list, list]:
     return xs, ys
 
 
-def plot_training_curves(rows: list[dict], path: str | os.PathLike) -> Path:
+def plot_training_curves(rows: list[dict], path: str | os.PathLike, title: str = "") -> Path:
     """Loss (left) and validation AUC / ACC (right) per epoch; learning rate on a log axis if present.
 
     Args:
@@ -117,16 +117,52 @@ def plot_training_curves(rows: list[dict], path: str | os.PathLike) -> Path:
             markersize=12,
             label=f"best val AUC {aucs[best]:.3f} (epoch {xs[best]})",
         )
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (ax_loss, ax_score):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, also after one epoch
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8, loc="upper right" if ax is ax_loss else "lower right")
+    if len(rows) == 1:
+        for ax in (ax_loss, ax_score):
+            ax.set_xlim(0.5, 1.5)
+            ax.set_xticks([rows[0].get("epoch", 1)])
+    ax_score.set_ylim(0.0, 1.02)  # AUC and ACC live in [0, 1]: a flat 0.70 must not look like a jump
+    if title:
+        fig.suptitle(title)
     return _save(fig, path)
 
 
 # ------------------------------------------------------------------------------------------------ ROC
-def plot_roc(y_true, y_score, task: str, label_names: Sequence[str] | None, path: str | os.PathLike) -> Path:
-    """ROC curves with each curve's AUC in the legend.
+def _roc_band(positive_sets, scores, grid: np.ndarray, n_boot: int, seed: int = 0):
+    """Pointwise 95 % bootstrap band of the (mean) ROC curve: resample the cases, interpolate TPR on
+    ``grid`` for each (positive mask, score) pair and average them; resamples with one class are skipped."""
+    from sklearn.metrics import roc_curve
+
+    rng = np.random.default_rng(seed)
+    n = len(scores[0])
+    curves = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        per = []
+        for pos, s in zip(positive_sets, scores, strict=True):
+            p = pos[idx]
+            if p.all() or not p.any():
+                continue
+            fpr, tpr, _ = roc_curve(p, s[idx])
+            per.append(np.interp(grid, fpr, tpr))
+        if per:
+            curves.append(np.mean(per, axis=0))
+    if len(curves) < 10:
+        return None
+    return np.percentile(curves, 2.5, axis=0), np.percentile(curves, 97.5, axis=0)
+
+
+def plot_roc(y_true, y_score, task: str, label_names: Sequence[str] | None, path: str | os.PathLike,
+             title: str = "", n_boot: int = 200) -> Path:
+    """ROC curves with each curve's AUC in the legend, and a shaded pointwise 95 % bootstrap band (``n_boot``
+    resamples of the cases; 0 = none) around the binary curve or the macro average.
 
     Binary: one curve for the positive class (``label_names[-1]`` if two names are given).
     Multi-class / ordinal: one one-vs-rest curve per class plus the macro average (TPR averaged on a
@@ -140,14 +176,17 @@ def plot_roc(y_true, y_score, task: str, label_names: Sequence[str] | None, path
     mean_auc = medmnist_auc(y_true, y_score, task)  # warns about classes whose AUC is undefined
     fig, axes = _figure(figsize=(6.5, 6))
     ax = axes[0, 0]
+    grid = np.linspace(0.0, 1.0, 201)
     if task == "binary":
         names = _names(label_names, 2) if label_names is not None else ["negative", "positive"]
         fpr, tpr, _ = roc_curve(y_true, y_score)
         ax.plot(fpr, tpr, linewidth=2, label=f"{names[1]} (AUC = {aucs[1]:.3f})")
+        band = _roc_band([y_true == 1], [y_score], grid, n_boot) if n_boot else None
+        if band is not None:
+            ax.fill_between(grid, *band, color="tab:blue", alpha=0.2, label="95 % bootstrap band")
     else:
         n = y_score.shape[1]
         names = _names(label_names, n)
-        grid = np.linspace(0.0, 1.0, 201)
         curves = []
         for j, color in zip(range(n), _colors(n), strict=True):
             positive = y_true[:, j] == 1 if task == "multi-label" else y_true == j
@@ -166,13 +205,17 @@ def plot_roc(y_true, y_score, task: str, label_names: Sequence[str] | None, path
                 linestyle="--",
                 label=f"macro (mean AUC = {mean_auc:.3f})",
             )
+            ok = [j for j in range(n) if not np.isnan(aucs[j])]
+            band = _roc_band([y_true == j for j in ok], [y_score[:, j] for j in ok], grid, n_boot) if n_boot else None
+            if band is not None:
+                ax.fill_between(grid, *band, color="black", alpha=0.12, label="macro: 95 % bootstrap band")
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax.set(
         xlim=(0, 1),
         ylim=(0, 1.01),
         xlabel="false positive rate",
         ylabel="true positive rate",
-        title=f"ROC ({task}, MedMNIST AUC = {mean_auc:.3f})",
+        title=(f"{title}\n" if title else "") + f"ROC ({task}, MedMNIST AUC = {mean_auc:.3f})",
         aspect="equal",
     )
     ax.grid(alpha=0.3)
@@ -212,8 +255,10 @@ def plot_confusion(
     label_names: Sequence[str] | None,
     path: str | os.PathLike,
     normalize: bool = True,
+    title: str = "",
 ) -> Path:
-    """Confusion matrix heat map; each cell shows the count and the row-normalised percentage.
+    """Confusion matrix heat map; each cell shows the count and the row-normalised percentage (``title``:
+    e.g. model, data and split, above the matrix).
 
     Single-label tasks: one C x C matrix (binary: ``score > 0.5``; multi-class / ordinal: argmax).
     Multi-label: a grid of per-label 2 x 2 matrices (absent / present, ``score > 0.5``).
@@ -225,7 +270,8 @@ def plot_confusion(
         names = _names(label_names, counts.shape[0])
         side = max(4.5, 0.9 * len(names) + 2.5)
         fig, axes = _figure(figsize=(side, side * 0.9))
-        _heatmap(axes[0, 0], counts, names, normalize, f"Confusion matrix ({task}, n = {counts.sum()})")
+        _heatmap(axes[0, 0], counts, names, normalize, (f"{title}\n" if title else "")
+                 + f"Confusion matrix ({task}, n = {counts.sum()})")
         return _save(fig, path)
     names = _names(label_names, counts.shape[0])
     cols = min(4, len(names))

@@ -347,10 +347,11 @@ def _plots(run_dir: Path, history, test_pred, data, model, meta) -> None:
     pdir = run_dir / "plots"
     pdir.mkdir(exist_ok=True)
     labels, probs = test_pred
-    plot_training_curves(history, pdir / "curves.png")
-    plot_roc(labels, probs, data.task, data.label_names, pdir / "roc.png")
+    name = f"{meta['model']['name']} on {data.name}"
+    plot_training_curves(history, pdir / "curves.png", title=f"{name}: training")
+    plot_roc(labels, probs, data.task, data.label_names, pdir / "roc.png", title=f"{name}, test split")
     if data.task != "multi-label":
-        plot_confusion(labels, probs, data.task, data.label_names, pdir / "confusion.png")
+        plot_confusion(labels, probs, data.task, data.label_names, pdir / "confusion.png", title=f"{name}, test split")
     if hasattr(model, "router_stats"):
         from medlite.report.plots import plot_expert_load
 
