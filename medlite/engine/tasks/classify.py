@@ -309,6 +309,18 @@ def finalize(run_dir, data, model, meta, cfg, dist, best_epoch, history, leakage
     return results
 
 
+def shift_warning(val: dict, test: dict, gap: float = 0.1) -> str:
+    """A warning when validation and test AUC differ by more than ``gap`` and their 95 % CIs do not overlap:
+    the checkpoint was chosen on data unlike the test split (a distribution shift, or a bad split)."""
+    d = val["auc"] - test["auc"]
+    if abs(d) <= gap or not (val["auc_ci"][0] > test["auc_ci"][1] or test["auc_ci"][0] > val["auc_ci"][1]):
+        return ""
+    return (f"**Warning: validation AUC {val['auc']:.3f} vs test AUC {test['auc']:.3f} ({-d:+.3f}, 95 % CIs apart).** "
+            "The model was selected on data unlike the test split: a likely distribution shift between them "
+            "(other scanners, sites or populations), or a split that is not random. Check how the splits were "
+            "made (`medlite data check`) before trusting either number.")
+
+
 def _scalar_metrics(rep: dict) -> dict:
     return {k: rep[k] for k in ("auc", "acc", "auc_ci", "acc_ci", "loss", "n") if k in rep}
 
@@ -325,6 +337,8 @@ def report_markdown(results: dict, label_names: list[str]) -> str:
     for name, r in rows:
         lines.append(f"| {name} | {r['auc']:.3f} ({r['auc_ci'][0]:.3f}–{r['auc_ci'][1]:.3f}) | "
                      f"{r['acc']:.3f} ({r['acc_ci'][0]:.3f}–{r['acc_ci'][1]:.3f}) | {r['n']} |")
+    if shift := shift_warning(v, t):
+        lines += ["", shift]
     if results.get("leakage") is not None:
         from medlite.data.leakage import summary_line
 

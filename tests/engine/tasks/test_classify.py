@@ -213,3 +213,13 @@ def test_pretrained_classifier_starts_from_imagenet_and_reloads_without_the_pack
                         lambda *a, **k: pytest.fail("loading the checkpoint read the ImageNet weights"))
     model, _ = load_model(out)
     assert model(torch.zeros(1, 1, 16, 16)).shape == (1, 3)
+
+
+def test_report_flags_a_validation_to_test_gap():
+    """Ecosystem issue, workflows: AUC 0.88 on validation and 0.60 on test is a likely shift, said so."""
+    from medlite.engine.tasks.classify import shift_warning
+
+    val = {"auc": 0.88, "auc_ci": (0.84, 0.92)}
+    assert "distribution shift" in shift_warning(val, {"auc": 0.60, "auc_ci": (0.52, 0.68)})
+    assert shift_warning(val, {"auc": 0.85, "auc_ci": (0.80, 0.90)}) == ""  # within 0.1
+    assert shift_warning(val, {"auc": 0.70, "auc_ci": (0.45, 0.86)}) == ""  # CIs overlap: small test set
