@@ -35,6 +35,7 @@ def datasets(
     data_root: Annotated[str, typer.Option("--data-root", "--root",
                                            help="Data folder (default: $MEDLITE_DATA, else ~/.medlite/data).")
                          ] = "",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """List the 12 MedMNIST 2D subsets: task, classes, channels, official split sizes, and whether each is
     available locally."""
@@ -61,6 +62,7 @@ def models(
     size: Annotated[int, typer.Option(help="Input size used to count parameters.")] = 0,
     card: Annotated[str, typer.Option(help="Print the model card of these zoo weights (e.g. "
                                            "medlit_nano_28_dermamnist) and stop.")] = "",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """List registered models (with which have ready-to-use weights) and the model zoo."""
     import medlite
@@ -194,6 +196,7 @@ def evaluate(
                                                      "report the metrics without the test images that have "
                                                      "a twin in train too.")] = True,
     threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Evaluate a trained classifier with the official MedMNIST AUC/ACC and bootstrap 95 % CIs; with the
     duplicate check, also on the part of the split without a twin in train."""
@@ -294,6 +297,7 @@ def explain(
     discard_ratio: Annotated[float, typer.Option(help="Rollout: drop this fraction of the weakest "
                                                       "attention links per layer.")] = 0.0,
     threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Save the image with a heat map overlaid (attention rollout for MedLiT / ViT models, Grad-CAM of the
     predicted class for CNNs), and the predicted class probabilities."""

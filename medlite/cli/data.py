@@ -58,6 +58,7 @@ def check(
                                           "(default: print only).")] = "",
     data_root: Annotated[str, typer.Option(help=DATA_ROOT_HELP)] = "",
     threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Duplicates within and across train / val / test (exact, and near: re-encoded, resized, slightly
     cropped), label conflicts between duplicates, class balance per split and, for folders and CSVs, image

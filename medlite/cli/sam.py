@@ -125,6 +125,7 @@ def cache_teacher(
                    ] = "runs/sam/teacher_cache",
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the train / val split.")] = 0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Compute a teacher's image embeddings once per training image (resumable: cached cases are
     skipped), for encoder distillation with `medlite sam train --stage distill`."""
@@ -161,6 +162,7 @@ def evaluate(
     fold: Annotated[int, typer.Option(help="Fold of k-fold datasets (PH2).")] = 0,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
     out: Annotated[str, typer.Option(help="Write per-case results JSON here.")] = "",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Challenge DSC / NSD at the original size (the official CVPR 2024 scoring: NSD at 2 px where DSC > 0.2),
     the 2-D boundary NSD beside it, and CPU time per image."""
@@ -219,6 +221,7 @@ def predict(
                                                "background strokes.")] = "",
     out: Annotated[str, typer.Option(help="Output folder.")] = "sam_out",
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Segment one image for one prompt (or every box of a challenge .npz case); writes the mask at the
     original size, an overlay and a JSON with the predicted IoU and the CPU time (model load included)."""
@@ -285,6 +288,7 @@ def export(
                                           "NAME_onnx for zoo weights).")] = "",
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
     threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Export the image encoder and the prompt decoder as two ONNX graphs, parity-checked against PyTorch."""
     use_threads(threads)

@@ -131,6 +131,7 @@ def evaluate(
     out: Annotated[str, typer.Option(help="Folder for per_case.csv and cases.png (default: RUN/eval).")] = "",
     data_root: Annotated[str, typer.Option(help="Folder of built-in datasets (default $MEDLITE_DATA).")] = "",
     threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Score a trained model (Dice, IoU, HD95, NSD at the original image size), per case and mean ± std."""
     use_threads(threads)
@@ -178,6 +179,7 @@ def predict(
     images: Annotated[list[str], typer.Argument(help="Image files (PNG, JPEG, BMP, TIFF, DICOM, NIfTI).")],
     out: Annotated[str, typer.Option(help="Output folder for NAME_mask.png and NAME_overlay.png.")] = "masks",
     threads: Annotated[int, typer.Option(help="CPU threads (0 = default).")] = 0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Segment images; write each mask (0/255 PNG) and an overlay with the lesion contour, both at the image's
     original size. Unreadable files are reported and skipped; the exit code is 1 if any file failed."""
@@ -209,6 +211,7 @@ def export(
     out: Annotated[str, typer.Option(help="Output .onnx (default: RUN/export/MODEL.onnx).")] = "",
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
     threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Export a segmentation model to ONNX (fp32), checked against PyTorch; the file carries its
     preprocessing, so `medlite seg predict FILE.onnx IMAGE...` needs nothing else."""

@@ -128,6 +128,8 @@ def _narrow_ok(output: str) -> None:
 
 @pytest.mark.parametrize("argv", [["--version"], ["datasets"], ["models", "--family", "litesam"]], ids=" ".join)
 def test_listings_read_at_80_columns(argv):
+    if argv != ["--version"]:
+        assert "--verbose" in {o for p in _params((argv[0],)).values() for o in p.opts}
     r = runner.invoke(app, argv, env={"COLUMNS": "80"})
     assert r.exit_code == 0, r.output
     _narrow_ok(r.output)
@@ -182,7 +184,7 @@ def test_one_vocabulary(path):
     model or run is the first argument; model options are --model-opt; batch sizes --batch-size."""
     params = _params(path)
     opts = {o for p in params.values() for o in getattr(p, "opts", [])}
-    assert "--out" in opts and "--threads" in opts, sorted(opts)
+    assert "--out" in opts and "--threads" in opts and "--verbose" in opts, sorted(opts)
     first = next(iter(params.values()))
     if path not in {("demo",), ("sam", "cache-teacher")}:  # demo trains its own model; the cache names a teacher
         assert first.param_type_name == "argument" and first.name in {"model", "run", "models", "student", "data"}
