@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from medlite.cli.common import (
     DATA_ROOT_HELP,
+    JSON_HELP,
     CliError,
     app,
     checked,
@@ -22,6 +23,7 @@ from medlite.cli.common import (
     known_model,
     load_kind,
     parse_kv,
+    print_json,
     print_markdown,
     print_table,
     use_threads,
@@ -36,6 +38,7 @@ def datasets(
                                            help="Data folder (default: $MEDLITE_DATA, else ~/.medlite/data).")
                          ] = "",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """List the 12 MedMNIST 2D subsets: task, classes, channels, official split sizes, and whether each is
     available locally."""
@@ -51,6 +54,10 @@ def datasets(
                      escape(str(found.name)) if found else "[dim]missing (--download)[/dim]"])
     print_table(f"MedMNIST 2D subsets in {base}", ["name", "task", "classes", "ch", "train / val / test", "file"],
                 rows)
+    if json_out:
+        print_json([{"name": n, "task": i.task, "classes": len(i.label_names), "channels": i.channels,
+                     "sizes": i.n_samples, "file": str(find_subset_file(n, 28, base) or "")}
+                    for n, i in MEDMNIST.items()])
     console.print("Your own data: `--data FOLDER` (one subfolder per class, optionally inside "
                   "train/ val/ test/) or `--data FILE.csv` (columns path,label[,split]).")
 
@@ -63,6 +70,7 @@ def models(
     card: Annotated[str, typer.Option(help="Print the model card of these zoo weights (e.g. "
                                            "medlit_nano_28_dermamnist) and stop.")] = "",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """List registered models (with which have ready-to-use weights) and the model zoo."""
     import medlite
@@ -92,6 +100,14 @@ def models(
                 for name, e in entries.items()]
     print_table("model zoo: apply by name (medlite predict NAME ..., create_model(NAME, pretrained=True))",
                 ["name", "architecture", "trained on", "headline", "weights"], zoo_rows)
+    if json_out:
+        from rich.text import Text
+
+        plain = [[Text.from_markup(c).plain for c in r] for r in rows]
+        print_json({"models": [dict(zip(["name", "family", "params", "size", "zoo_weights", "description"], r,
+                                        strict=True)) for r in plain],
+                    "zoo": [{"name": n, "model": e.model, "data": e.data.get("name", ""), "headline": e.headline(),
+                             "shipped": e.shipped} for n, e in entries.items()]})
     console.print("Model cards: `medlite models --card NAME`. Your own weights by name: put NAME.safetensors "
                   "in a folder and set MEDLITE_WEIGHTS to it.")
 
@@ -197,6 +213,7 @@ def evaluate(
                                                      "a twin in train too.")] = True,
     threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Evaluate a trained classifier with the official MedMNIST AUC/ACC and bootstrap 95 % CIs; with the
     duplicate check, also on the part of the split without a twin in train."""
@@ -249,6 +266,8 @@ def evaluate(
             plot_confusion(labels, probs, ds.task, ds.label_names, od / "confusion.png", title=name)
         console.print(f"wrote {od}/evaluation.json, {escape(scores.name)} (the official MedMNIST evaluator's "
                       "layout), roc.png, confusion.png")
+    if json_out:
+        print_json(rep)
 
 
 @app.command()

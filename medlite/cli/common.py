@@ -52,6 +52,14 @@ err_console = Console(stderr=True)  # errors and log lines, so that stdout stays
 F = TypeVar("F", bound=Callable)
 
 
+JSON_HELP = "Print the results as JSON on stdout (tables and notes go to stderr)."
+
+
+def print_json(obj) -> None:
+    """The command's results as JSON on stdout (plain print: the console is on stderr in --json mode)."""
+    print(json.dumps(obj, indent=2, default=float))
+
+
 def print_table(title: str, columns: list[str], rows: list[list[str]], justify: dict[int, str] | None = None) -> None:
     """A table that reads at any terminal width: a Rich table where it fits whole, else one record per row
     (the first column as a heading, then ``column: value`` lines, wrapped, never cut short).
@@ -152,6 +160,10 @@ def checked(command: F) -> F:
     @functools.wraps(command)
     def run(*args, **kwargs):
         setup_logging(bool(kwargs.get("verbose", False)))
+        quiet = bool(kwargs.get("json_out", False))  # --json: stdout carries the JSON alone; tables go to stderr
+        previous = console._file  # None = "whatever sys.stdout is at print time"; keep that, not today's stream
+        if quiet:
+            console.file = err_console.file
         try:
             return command(*args, **kwargs)
         except (MedliteError, FileNotFoundError) as e:
@@ -162,6 +174,9 @@ def checked(command: F) -> F:
             if (hint := missing_extra(e)) is None:
                 raise
             fail(hint)
+        finally:
+            if quiet:
+                console._file = previous
 
     run.medlite_checked = True  # tests/cli/test_app.py checks that every command has it
     return run  # type: ignore[return-value]

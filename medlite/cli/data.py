@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from medlite.cli.common import DATA_ROOT_HELP, app, checked, console, print_table, use_threads
+from medlite.cli.common import DATA_ROOT_HELP, JSON_HELP, app, checked, console, print_json, print_table, use_threads
 
 data_app = typer.Typer(help="Look at a dataset before training on it.", no_args_is_help=True,
                        add_completion=False)
@@ -59,6 +59,7 @@ def check(
     data_root: Annotated[str, typer.Option(help=DATA_ROOT_HELP)] = "",
     threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Duplicates within and across train / val / test (exact, and near: re-encoded, resized, slightly
     cropped), label conflicts between duplicates, class balance per split and, for folders and CSVs, image
@@ -75,6 +76,8 @@ def check(
                     [[escape(u["file"]), escape(u["error"])] for u in files["unreadable"]])
         console.print("The duplicate check needs every file readable: fix or remove these first.")
         _write(out, report, [])
+        if json_out:
+            print_json(report)
         raise typer.Exit(1)
     ds = load_classification(data, size=size, root=data_root or None)
     pairs = find_duplicates(ds, threshold, max_mad)
@@ -105,6 +108,8 @@ def check(
         console.print(f"image sizes: {escape(_top(files['sizes']))}; modes: {escape(_top(files['modes']))}")
     console.print(f"duplicates: {escape(summary_line(lk))}")
     _write(out, report, pairs, write_pairs)
+    if json_out:
+        print_json(report)
     bad = lk["twinned_counts"]["test"] or lk["twinned_counts"]["val"] or lk["label_conflicts"]
     if bad:
         raise typer.Exit(1)

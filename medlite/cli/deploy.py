@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from medlite.cli.common import (
+    JSON_HELP,
     CliError,
     app,
     checked,
@@ -26,6 +27,7 @@ from medlite.cli.common import (
     model_or_checkpoint,
     parse_ints,
     print_error,
+    print_json,
     print_table,
     resolve_weights,
     use_threads,
@@ -249,6 +251,7 @@ def bench(
     num_classes: Annotated[int, typer.Option(help="Classes for model names.")] = 2,
     out: Annotated[str, typer.Option(help="Also write the table as Markdown to this file.")] = "",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Time models on this CPU: batch-1 latency (median, p90), throughput, parameters, MACs, peak memory and
     file size per runtime and thread count, candidates interleaved so that ratios hold on a busy machine."""
@@ -269,6 +272,8 @@ def bench(
     print_table(f"CPU inference ({os.cpu_count()} logical CPUs)", header, [[escape(c) for c in r] for r in cells],
                 {i: "right" for i in range(2, len(header))})
     console.print(legend(rows))
+    if json_out:
+        print_json(rows)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(to_markdown(rows))

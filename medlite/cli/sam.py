@@ -15,6 +15,7 @@ import numpy as np
 import typer
 
 from medlite.cli.common import (
+    JSON_HELP,
     app,
     checked,
     console,
@@ -24,6 +25,7 @@ from medlite.cli.common import (
     parse_choices,
     parse_floats,
     parse_kv,
+    print_json,
     use_threads,
 )
 
@@ -163,6 +165,7 @@ def evaluate(
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
     out: Annotated[str, typer.Option(help="Write per-case results JSON here.")] = "",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Challenge DSC / NSD at the original size (the official CVPR 2024 scoring: NSD at 2 px where DSC > 0.2),
     the 2-D boundary NSD beside it, and CPU time per image."""
@@ -190,6 +193,9 @@ def evaluate(
                           f"± {v['nsd']['std']:.4f}  boundary NSD {v['boundary_nsd']['mean']:.4f}  "
                           f"(n={v['dsc']['n']}, decoder {v['decoder_ms']:.1f} ms)")
     console.print(f"model load {load_s:.2f} s, encoder {res['encoder_ms']:.1f} ms per image")
+    if json_out:
+        print_json({"model_load_s": load_s, **{k: ({m: v[m] for m in v if m != "cases"} if isinstance(v, dict) else v)
+                                              for k, v in res.items()}})
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps({"model_load_s": load_s, **res}, indent=2) + "\n")

@@ -15,6 +15,7 @@ import typer
 from rich.markup import escape
 
 from medlite.cli.common import (
+    JSON_HELP,
     app,
     checked,
     console,
@@ -22,6 +23,7 @@ from medlite.cli.common import (
     load_kind,
     parse_kv,
     print_error,
+    print_json,
     print_table,
     resolve_weights,
     use_threads,
@@ -132,6 +134,7 @@ def evaluate(
     data_root: Annotated[str, typer.Option(help="Folder of built-in datasets (default $MEDLITE_DATA).")] = "",
     threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Score a trained model (Dice, IoU, HD95, NSD at the original image size), per case and mean ± std."""
     use_threads(threads)
@@ -169,6 +172,8 @@ def evaluate(
               postprocess=post)
     _print_summary(summary, f"{run}")
     console.print(f"per-case metrics and cases.png in {out_dir}")
+    if json_out:
+        print_json(summary)
 
 
 @seg_app.command("predict")

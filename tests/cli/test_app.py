@@ -251,3 +251,21 @@ def test_model_and_size_checked_before_any_data_is_loaded():
     assert checked_size("medlit_nano", 0, "my/folder") == 256  # the model's native size
     assert checked_size("medlit_nano_28", 0, "breastmnist") == 28
     assert checked_size("medlit_nano", 0, "breastmnist") == 256  # 28 does not fit its 16 px patches
+
+
+REPORTERS = [("datasets",), ("models",), ("evaluate",), ("predict",), ("bench",), ("seg", "evaluate"),
+             ("sam", "evaluate"), ("data", "check")]
+
+
+@pytest.mark.parametrize("path", REPORTERS, ids=" ".join)
+def test_reporting_commands_have_json(path):
+    assert "--json" in {o for p in _params(path).values() for o in p.opts}
+
+
+def test_json_mode_keeps_stdout_pure(tmp_path):
+    import json
+
+    r = runner.invoke(app, ["datasets", "--json", "--data-root", str(tmp_path)], env={"COLUMNS": "80"})
+    assert r.exit_code == 0
+    rows = json.loads(r.stdout)  # the table went to stderr
+    assert len(rows) == 12 and {"name", "task", "classes", "sizes"} <= set(rows[0])
