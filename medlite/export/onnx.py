@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 FP32_ATOL = 1e-4  # max |ORT - PyTorch| logit difference accepted for an fp32 export
+FP32_RTOL = 1e-5  # relative part of the parity tolerance (see export_onnx)
 
 
 def export_onnx(
@@ -77,9 +78,13 @@ def export_onnx(
         info = {"format": "onnx", "opset": opset, "exporter": exporter, "torch_version": torch.__version__,
                 "input": INPUT_NAME, "output": OUTPUT_NAME, "precision": "fp32"}
         write_onnx_meta(tmp, with_export_info(meta, **info))
-        diff = parity(model, tmp, c, s) if check else None
-        if diff is not None and diff > atol:
-            raise ExportError(f"{path}: ONNX Runtime differs from PyTorch by {diff:.3g} > {atol:g} (fp32)")
+        diff, scale = parity_stats(model, tmp, c, s) if check else (None, 0.0)
+        # as numpy's allclose: an absolute floor plus fp32's relative precision of the output's magnitude (an
+        # untrained U-Net's logits reach the hundreds, where 1e-4 is below float32 rounding of the sums)
+        limit = atol + FP32_RTOL * scale
+        if diff is not None and diff > limit:
+            raise ExportError(f"{path}: ONNX Runtime differs from PyTorch by {diff:.3g} > {limit:.3g} (fp32; "
+                              f"{atol:g} + {FP32_RTOL:g} x max |output| {scale:.3g})")
         os.replace(tmp, path)
     finally:
         model.train(was_training)
@@ -123,6 +128,12 @@ def _export(model: nn.Module, example: torch.Tensor, path: str, opset: int, expo
 @torch.no_grad()
 def parity(model: nn.Module, path: str | os.PathLike, channels: int, size: int, batch: int = 3) -> float:
     """Max absolute logit difference between ONNX Runtime and ``model`` on N(0, 1) input (B, C, S, S)."""
+    return parity_stats(model, path, channels, size, batch)[0]
+
+
+def parity_stats(model: nn.Module, path: str | os.PathLike, channels: int, size: int, batch: int = 3
+                 ) -> tuple[float, float]:
+    """(max absolute difference, max absolute PyTorch output) of :func:`parity`'s comparison."""
     import onnxruntime as ort
 
     x = torch.randn(batch, channels, size, size, generator=torch.Generator().manual_seed(1))
@@ -130,7 +141,8 @@ def parity(model: nn.Module, path: str | os.PathLike, channels: int, size: int, 
     so.intra_op_num_threads = 1
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     (got,) = sess.run(None, {INPUT_NAME: x.numpy()})
-    ref = model(x.to(_device(model))).float().cpu().numpy()
+    with torch.no_grad():
+        ref = model(x.to(_device(model))).float().cpu().numpy()
     if got.shape != ref.shape:
         raise ExportError(f"{path}: ONNX output shape {got.shape} != PyTorch output shape {ref.shape}")
-    return float(np.abs(got - ref).max())
+    return float(np.abs(got - ref).max()), float(np.abs(ref).max())
