@@ -18,7 +18,7 @@ def _prompts(b: int, s: int = 64):
 
 
 def test_variants_registered():
-    assert {"litesam_swin_t", "litesam_swin_xs", "litemedsam", "litemedsam_xs"} <= set(list_models("litesam"))
+    assert {"litesam_swin_t", "litesam_swin_xs", "litemedsam", "litemedsam_xs"} <= set(list_models(family="litesam"))
 
 
 @pytest.mark.parametrize("name", ["litesam_swin_xs", "litemedsam_xs"])
