@@ -181,8 +181,9 @@ def summary_line(report: dict) -> str:
         c = report["by_splits"].get(key)
         if c:
             n = report["twinned_counts"][key.split("-")[1]]
+            classes = ", ".join(f"'{k}' {v}" for k, v in sorted(report.get("by_class", {}).get(key, {}).items()))
             parts.append(f"{n} {key.split('-')[1]} image(s) have a twin in train ({c.get('exact', 0)} exact, "
-                         f"{c.get('near', 0)} near pairs)")
+                         f"{c.get('near', 0)} near pairs{'; pairs by class: ' + classes if classes else ''})")
     within = sum(sum(c.values()) for k, c in report["by_splits"].items() if k.split("-")[0] == k.split("-")[1])
     if within:
         parts.append(f"{within} duplicate pair(s) within splits")
