@@ -107,3 +107,25 @@ def gradcam_heatmap(model: nn.Module, x: Tensor, class_idx: int | None = None, l
     with torch.enable_grad():
         heat = cam(x.clone().requires_grad_(True), class_idx=class_idx)
     return heat[:, 0].detach().float()
+
+
+class _MaskScore(nn.Module):
+    """A segmentation model seen as a one-output scorer: the mean logit over its predicted foreground (the
+    whole image where it predicts none), the quantity Grad-CAM explains for a mask."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = self.model(x)[:, :1]
+        fg = (logits > 0).float().detach()
+        fg = torch.where(fg.sum(dim=(2, 3), keepdim=True) > 0, fg, torch.ones_like(fg))
+        return ((logits * fg).sum(dim=(2, 3)) / fg.sum(dim=(2, 3)))  # (B, 1)
+
+
+def seg_gradcam_heatmap(model: nn.Module, x: Tensor, layer: str | None = None) -> Tensor:
+    """Grad-CAM of a binary segmentation model's predicted mask (MONAI): which regions drive the foreground
+    logits. x: (B, C, H, W) -> (B, H, W) float32 in [0, 1]."""
+    wrapped = _MaskScore(model)
+    return gradcam_heatmap(wrapped, x, class_idx=0, layer=f"model.{layer or last_conv_layer(model)}")

@@ -183,6 +183,8 @@ def predict(
                                               "zoo weights name.")],
     images: Annotated[list[str], typer.Argument(help="Image files (PNG, JPEG, BMP, TIFF, DICOM, NIfTI).")],
     out: Annotated[str, typer.Option(help="Output folder for NAME_mask.png and NAME_overlay.png.")] = "masks",
+    explain: Annotated[bool, typer.Option(help="Also NAME_explain.png: Grad-CAM of the predicted mask (PyTorch "
+                                               "checkpoints).")] = False,
     threads: Annotated[int, typer.Option(help="CPU threads (0 = default).")] = 0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
@@ -195,7 +197,7 @@ def predict(
     rows = []
     for path in images:
         try:
-            r = predictor.predict_file(path, out)
+            r = predictor.predict_file(path, out, explain=explain)
         except MedliteError as e:  # an unreadable image: name it, do the others
             print_error(e)
             failed += 1

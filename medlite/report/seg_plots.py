@@ -57,6 +57,30 @@ def save_overlay(path: str | os.PathLike, image: np.ndarray, pred: np.ndarray | 
     return path
 
 
+def save_heat_overlay(path: str | os.PathLike, image: np.ndarray, heat: np.ndarray, mask: np.ndarray,
+                      title: str = "") -> Path:
+    """The image with a heat map (0-1, jet, colour bar) and the predicted mask's contour on top."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 6 * image.shape[0] / max(1, image.shape[1]) + 0.6))
+    ax.imshow(image)
+    shown = ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+    if mask.any():
+        ax.contour(mask.astype(float), levels=[0.5], colors="white", linewidths=1.2)
+    ax.axis("off")
+    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="relevance (0-1)")
+    if title:
+        ax.set_title(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def plot_case_grid(cases: Sequence[dict], path: str | os.PathLike, title: str = "") -> Path:
     """A grid of overlays: one column per case, each with its name and Dice.
 

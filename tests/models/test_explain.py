@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 import medlite
@@ -95,3 +96,35 @@ def test_explain_cli_cnn_and_out_without_suffix(tmp_path):
     assert r.exit_code == 0, r.output
     assert (tmp_path / "overlay.png").is_file() and str(tmp_path / "overlay.png") in r.output  # the file written
     assert json.loads((tmp_path / "run" / "results.json").read_text())["model"] == "resnet18"
+
+
+def test_seg_gradcam_and_seg_predict_explain(tmp_path):
+    """Grad-CAM for segmentation models (ecosystem issue): the map of the predicted mask, written by
+    `medlite seg predict --explain` beside the mask; an ONNX graph (no gradients) is refused by name."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    import medlite
+    from medlite.cli import app
+    from medlite.explain import seg_gradcam_heatmap
+
+    torch.manual_seed(0)
+    model = medlite.create_model("medlitenet", num_classes=1, in_chans=3, img_size=64).eval()
+    heat = seg_gradcam_heatmap(model, torch.randn(2, 3, 64, 64))
+    assert heat.shape == (2, 64, 64) and float(heat.min()) >= 0 and float(heat.max()) <= 1
+    img = np.full((60, 80, 3), 40, np.uint8)
+    img[20:40, 30:55] = 220
+    Image.fromarray(img).save(tmp_path / "x.png")
+    r = CliRunner().invoke(app, ["seg", "predict", "medlitenet_lite0_busi", str(tmp_path / "x.png"), "--out",
+                                 str(tmp_path / "o"), "--explain"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert Image.open(tmp_path / "o" / "x_explain.png").size[0] > 100
+    from medlite.engine.tasks.segment.predict import SegPredictor
+    from medlite.errors import ModelFileError
+
+    meta = {"preprocessing": {"size": 64, "mean": [0.5] * 3, "std": [0.5] * 3}, "model": {"name": "m"}}
+    onnx_like = SegPredictor(lambda x: x[:, :1], meta, "onnx")  # no torch model behind it
+    with pytest.raises(ModelFileError, match="no gradients"):
+        onnx_like.explain_image(img)

@@ -17,8 +17,8 @@ class SegPredictor:
     """Preprocess like training (3 channels, resize or letterbox, normalise), predict, map back to the
     original size. Build with :meth:`load`."""
 
-    def __init__(self, run, meta: dict, backend: str) -> None:
-        self._run, self.meta, self.backend = run, meta, backend
+    def __init__(self, run, meta: dict, backend: str, model=None) -> None:
+        self._run, self.meta, self.backend, self.model = run, meta, backend, model  # model: torch backend only
         pre = meta["preprocessing"]
         self.size, self.mode = int(pre["size"]), pre.get("mode", "resize")
         self.mean = np.asarray(pre["mean"], np.float32)[:, None, None]
@@ -61,7 +61,7 @@ class SegPredictor:
         def run(x: np.ndarray) -> np.ndarray:
             return model(torch.from_numpy(x)).numpy()
 
-        return cls(run, meta, "torch")
+        return cls(run, meta, "torch", model)
 
     def predict_image(self, image: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 -> (H, W) float32 foreground probability at the original size."""
@@ -70,8 +70,26 @@ class SegPredictor:
         logits = self._run(np.ascontiguousarray(x[None]))[0, 0]
         return restore(1.0 / (1.0 + np.exp(-logits)), geom)
 
-    def predict_file(self, path: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
-        """Write ``<stem>_mask.png`` (0/255) and ``<stem>_overlay.png`` into ``out_dir``; return a summary."""
+    def explain_image(self, image: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 -> (H, W) Grad-CAM of the predicted mask in [0, 1] at the original size (PyTorch
+        checkpoints only: an ONNX graph has no gradients)."""
+        if self.model is None:
+            from medlite.errors import ModelFileError
+
+            raise ModelFileError("--explain needs a PyTorch checkpoint (run folder, .safetensors or zoo name); "
+                                 "an ONNX graph has no gradients")
+        import torch
+
+        from medlite.explain import seg_gradcam_heatmap
+
+        x, geom = letterbox(image, self.size, self.mode)
+        x = (x.transpose(2, 0, 1).astype(np.float32) / 255.0 - self.mean) / self.std
+        heat = seg_gradcam_heatmap(self.model, torch.from_numpy(np.ascontiguousarray(x[None])))[0]
+        return np.clip(restore(heat.numpy(), geom), 0.0, 1.0)
+
+    def predict_file(self, path: str | os.PathLike, out_dir: str | os.PathLike, explain: bool = False) -> dict:
+        """Write ``<stem>_mask.png`` (0/255) and ``<stem>_overlay.png`` into ``out_dir`` (and with ``explain``
+        ``<stem>_explain.png``: the Grad-CAM of the mask over the image); return a summary."""
         from medlite.report.seg_plots import save_overlay
 
         image = read_rgb(path)
@@ -82,5 +100,12 @@ class SegPredictor:
         mask_path = out / f"{stem}_mask.png"
         Image.fromarray(mask * 255).save(mask_path)
         save_overlay(out / f"{stem}_overlay.png", image, mask)
-        return {"image": str(path), "mask": str(mask_path), "height": mask.shape[0], "width": mask.shape[1],
-                "pixels": int(mask.sum()), "fraction": float(mask.mean())}
+        result = {"image": str(path), "mask": str(mask_path), "height": mask.shape[0], "width": mask.shape[1],
+                  "pixels": int(mask.sum()), "fraction": float(mask.mean())}
+        if explain:
+            from medlite.report.seg_plots import save_heat_overlay
+
+            title = f"{self.meta['model']['name']}: Grad-CAM of the mask"
+            result["explain"] = str(save_heat_overlay(out / f"{stem}_explain.png", image, self.explain_image(image),
+                                                      mask, title=title))
+        return result
