@@ -15,8 +15,10 @@ from rich.markup import escape
 
 from medlite.cli.common import (
     DATA_ROOT_HELP,
-    JSON_HELP,
     CliError,
+    JsonOut,
+    Threads,
+    Verbose,
     app,
     checked,
     console,
@@ -37,8 +39,8 @@ def datasets(
     data_root: Annotated[str, typer.Option("--data-root", "--root",
                                            help="Data folder (default: $MEDLITE_DATA, else ~/.medlite/data).")
                          ] = "",
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    verbose: Verbose = False,
+    json_out: JsonOut = False,
 ) -> None:
     """List the 12 MedMNIST 2D subsets: task, classes, channels, official split sizes, and whether each is
     available locally."""
@@ -69,8 +71,8 @@ def models(
     size: Annotated[int, typer.Option(help="Input size used to count parameters.")] = 0,
     card: Annotated[str, typer.Option(help="Print the model card of these zoo weights (e.g. "
                                            "medlit_nano_28_dermamnist) and stop.")] = "",
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    verbose: Verbose = False,
+    json_out: JsonOut = False,
 ) -> None:
     """List registered models (with which have ready-to-use weights) and the model zoo."""
     import medlite
@@ -154,7 +156,7 @@ def train(
                                                      "report test metrics without the test images that have "
                                                      "a twin in train too.")] = True,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Train a classifier, keep the best-validation-AUC checkpoint, evaluate it on test.
 
@@ -211,9 +213,9 @@ def evaluate(
     leakage: Annotated[bool, typer.Option(help="Look for exact and near duplicates across the splits; "
                                                      "report the metrics without the test images that have "
                                                      "a twin in train too.")] = True,
-    threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    threads: Threads = 0,
+    verbose: Verbose = False,
+    json_out: JsonOut = False,
 ) -> None:
     """Evaluate a trained classifier with the official MedMNIST AUC/ACC and bootstrap 95 % CIs; with the
     duplicate check, also on the part of the split without a twin in train."""
@@ -289,7 +291,7 @@ def pretrain(
     data_root: Annotated[str, typer.Option(help=DATA_ROOT_HELP)] = "",
     threads: Annotated[int, typer.Option(help="CPU threads (0 = all).")] = 0,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Masked-autoencoder pretraining of a MedLiT encoder (mask 75 %, light decoder, normalised-pixel
     loss). Fine-tune the result with `medlite train MODEL --init RUN/encoder.safetensors`."""
@@ -315,8 +317,8 @@ def explain(
     out: Annotated[str, typer.Option(help="Output PNG (default IMAGE_explain.png in the run folder).")] = "",
     discard_ratio: Annotated[float, typer.Option(help="Rollout: drop this fraction of the weakest "
                                                       "attention links per layer.")] = 0.0,
-    threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    threads: Threads = 0,
+    verbose: Verbose = False,
 ) -> None:
     """Save the image with a heat map overlaid (attention rollout for MedLiT / ViT models, Grad-CAM of the
     predicted class for CNNs), and the predicted class probabilities."""
@@ -365,8 +367,8 @@ def demo(
                                               "augmentation) or medmnist (the paper's CNN recipe).")] = "vit",
     download: Annotated[bool, typer.Option(help="Download the subset if it is not under $MEDLITE_DATA.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
-    threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
+    verbose: Verbose = False,
+    threads: Threads = 0,
 ) -> None:
     """The main job end to end: train, evaluate with the official metrics, export to ONNX + int8, time it on
     this CPU, print the report."""

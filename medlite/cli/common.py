@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -53,6 +53,10 @@ F = TypeVar("F", bound=Callable)
 
 
 JSON_HELP = "Print the results as JSON on stdout (tables and notes go to stderr)."
+# The options every command shares, declared once (Typer copies the option info per command)
+Threads = Annotated[int, typer.Option(help="CPU threads (0 = torch default).")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
+JsonOut = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
 
 
 def print_json(obj) -> None:

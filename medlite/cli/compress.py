@@ -12,7 +12,17 @@ from typing import Annotated
 import typer
 from rich.markdown import Markdown
 
-from medlite.cli.common import DATA_ROOT_HELP, CliError, app, checked, console, model_or_checkpoint, one_of, parse_ints
+from medlite.cli.common import (
+    DATA_ROOT_HELP,
+    CliError,
+    Verbose,
+    app,
+    checked,
+    console,
+    model_or_checkpoint,
+    one_of,
+    parse_ints,
+)
 
 
 def _report(student: Path, reference: str, out: Path, data_root: str, latency: bool) -> None:
@@ -52,7 +62,7 @@ def distill(
     threads: Annotated[int, typer.Option(help="CPU threads (0 = all).")] = 0,
     latency: Annotated[bool, typer.Option(help="Time teacher and student (ONNX Runtime) in the report.")] = True,
     progress: Annotated[bool, typer.Option(help="Progress bars (off: one log line per epoch).")] = True,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Distil a trained teacher into a student: label loss + temperature-scaled KL on logits + KL between
     head-averaged attention maps of mapped layers (resampled to the student's token grid). Keeps the
@@ -122,7 +132,7 @@ def prune(
     threads: Annotated[int, typer.Option(help="CPU threads for scoring, recovery and latency.")] = 1,
     latency: Annotated[bool, typer.Option(help="Time the models (ONNX Runtime) in the report.")] = True,
     progress: Annotated[bool, typer.Option(help="Progress bars (off: one log line per epoch).")] = True,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Prune a MedLiT physically: attention heads (--heads / --heads-latency-ms) and/or SwiGLU-expert
     hidden units and unused experts (--ffn / --ffn-latency-ms), scored by the gradient of the validation

@@ -11,7 +11,18 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from medlite.cli.common import DATA_ROOT_HELP, JSON_HELP, app, checked, console, print_json, print_table, use_threads
+from medlite.cli.common import (
+    DATA_ROOT_HELP,
+    JsonOut,
+    Threads,
+    Verbose,
+    app,
+    checked,
+    console,
+    print_json,
+    print_table,
+    use_threads,
+)
 
 data_app = typer.Typer(help="Look at a dataset before training on it.", no_args_is_help=True,
                        add_completion=False)
@@ -57,9 +68,9 @@ def check(
     out: Annotated[str, typer.Option(help="Write the report as JSON here and the pairs as CSV beside it "
                                           "(default: print only).")] = "",
     data_root: Annotated[str, typer.Option(help=DATA_ROOT_HELP)] = "",
-    threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    threads: Threads = 0,
+    verbose: Verbose = False,
+    json_out: JsonOut = False,
 ) -> None:
     """Duplicates within and across train / val / test (exact, and near: re-encoded, resized, slightly
     cropped), label conflicts between duplicates, class balance per split and, for folders and CSVs, image

@@ -17,8 +17,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from medlite.cli.common import (
-    JSON_HELP,
     CliError,
+    JsonOut,
+    Threads,
+    Verbose,
     app,
     checked,
     console,
@@ -52,8 +54,8 @@ def export(
     data_root: Annotated[str, typer.Option(help="Data folder (default $MEDLITE_DATA).")] = "",
     compare: Annotated[bool, typer.Option(help="For int8 formats: compare test AUC / ACC with fp32 when the "
                                                "data is available.")] = True,
-    threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    threads: Threads = 0,
+    verbose: Verbose = False,
 ) -> None:
     """Export a trained classifier to run without PyTorch: ONNX (fp32 or int8) or ExecuTorch. The file
     carries its preprocessing, task and label names, so `medlite predict FILE IMAGE...` needs nothing else.
@@ -142,7 +144,7 @@ def predict(
                                                "of MedLiT models only).")] = False,
     out: Annotated[str, typer.Option(help="Folder for the --explain overlays.")] = "explain",
     threads: Annotated[int, typer.Option(help="CPU threads (0 = the runtime's default).")] = 0,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Classify images and print each one's class probabilities. Unreadable or unsupported files are
     reported one per line and skipped; the exit code is 1 if any file failed. Files are read, classified
@@ -250,8 +252,8 @@ def bench(
     in_chans: Annotated[int, typer.Option(help="Input channels for model names.")] = 1,
     num_classes: Annotated[int, typer.Option(help="Classes for model names.")] = 2,
     out: Annotated[str, typer.Option(help="Also write the table as Markdown to this file.")] = "",
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    verbose: Verbose = False,
+    json_out: JsonOut = False,
 ) -> None:
     """Time models on this CPU: batch-1 latency (median, p90), throughput, parameters, MACs, peak memory and
     file size per runtime and thread count, candidates interleaved so that ratios hold on a busy machine."""

@@ -15,7 +15,9 @@ import numpy as np
 import typer
 
 from medlite.cli.common import (
-    JSON_HELP,
+    JsonOut,
+    Threads,
+    Verbose,
     app,
     checked,
     console,
@@ -84,7 +86,7 @@ def train(
     model_opt: Annotated[list[str] | None, typer.Option(metavar="KEY=VALUE",
                                                         help="LiteSAMConfig option (repeatable).")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Train LiteSAM on prompts sampled from ground-truth masks (resumes an interrupted run).
 
@@ -127,7 +129,7 @@ def cache_teacher(
                    ] = "runs/sam/teacher_cache",
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the train / val split.")] = 0,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Compute a teacher's image embeddings once per training image (resumable: cached cases are
     skipped), for encoder distillation with `medlite sam train --stage distill`."""
@@ -164,8 +166,8 @@ def evaluate(
     fold: Annotated[int, typer.Option(help="Fold of k-fold datasets (PH2).")] = 0,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
     out: Annotated[str, typer.Option(help="Write per-case results JSON here.")] = "",
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    verbose: Verbose = False,
+    json_out: JsonOut = False,
 ) -> None:
     """Challenge DSC / NSD at the original size (the official CVPR 2024 scoring: NSD at 2 px where DSC > 0.2),
     the 2-D boundary NSD beside it, and CPU time per image."""
@@ -227,7 +229,7 @@ def predict(
                                                "background strokes.")] = "",
     out: Annotated[str, typer.Option(help="Output folder.")] = "sam_out",
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Segment one image for one prompt (or every box of a challenge .npz case); writes the mask at the
     original size, an overlay and a JSON with the predicted IoU and the CPU time (model load included)."""
@@ -293,8 +295,8 @@ def export(
     out: Annotated[str, typer.Option(help="Folder for encoder.onnx and decoder.onnx (default: RUN/onnx, or "
                                           "NAME_onnx for zoo weights).")] = "",
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
-    threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    threads: Threads = 0,
+    verbose: Verbose = False,
 ) -> None:
     """Export the image encoder and the prompt decoder as two ONNX graphs, parity-checked against PyTorch."""
     use_threads(threads)

@@ -15,7 +15,9 @@ import typer
 from rich.markup import escape
 
 from medlite.cli.common import (
-    JSON_HELP,
+    JsonOut,
+    Threads,
+    Verbose,
     app,
     checked,
     console,
@@ -63,7 +65,7 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed for init, split, order and augmentation.")] = 0,
     out: Annotated[str, typer.Option(help="Run folder (default: under runs/seg, named after the model, data, "
                                           "fold and seed).")] = "",
-    threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
+    threads: Threads = 0,
     amp: Annotated[str, typer.Option(help="Training precision: auto (bf16 where the CPU has native bf16), "
                                           "bf16 or none (fp32).")] = "auto",
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last.safetensors.")] = False,
@@ -73,7 +75,7 @@ def train(
     set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE",
                                                    help="Another SegTrainConfig field (repeatable).")] = None,
     progress: Annotated[bool, typer.Option(help="Progress bars (off: one log line per epoch).")] = True,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Train a segmentation model; the best validation-Dice checkpoint is then scored on the test split at
     the original image size. The run folder gets results.json, per_case.csv, report.md, curves.png and a
@@ -132,9 +134,9 @@ def evaluate(
     tolerance: Annotated[float, typer.Option(help="NSD tolerance in pixels.")] = 2.0,
     out: Annotated[str, typer.Option(help="Folder for per_case.csv and cases.png (default: RUN/eval).")] = "",
     data_root: Annotated[str, typer.Option(help="Folder of built-in datasets (default $MEDLITE_DATA).")] = "",
-    threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    threads: Threads = 0,
+    verbose: Verbose = False,
+    json_out: JsonOut = False,
 ) -> None:
     """Score a trained model (Dice, IoU, HD95, NSD at the original image size), per case and mean ± std."""
     use_threads(threads)
@@ -186,7 +188,7 @@ def predict(
     explain: Annotated[bool, typer.Option(help="Also NAME_explain.png: Grad-CAM of the predicted mask (PyTorch "
                                                "checkpoints).")] = False,
     threads: Annotated[int, typer.Option(help="CPU threads (0 = default).")] = 0,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Segment images; write each mask (0/255 PNG) and an overlay with the lesion contour, both at the image's
     original size. Unreadable files are reported and skipped; the exit code is 1 if any file failed."""
@@ -217,8 +219,8 @@ def export(
                                             "(`medlite models`).")],
     out: Annotated[str, typer.Option(help="Output .onnx (default: RUN/export/MODEL.onnx).")] = "",
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
-    threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    threads: Threads = 0,
+    verbose: Verbose = False,
 ) -> None:
     """Export a segmentation model to ONNX (fp32), checked against PyTorch; the file carries its
     preprocessing, so `medlite seg predict FILE.onnx IMAGE...` needs nothing else."""
