@@ -21,12 +21,9 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def check_writable(folder: str | os.PathLike, need_bytes: int = 0) -> None:
-    """Before long work that ends in files: ``folder`` can be created, written in, and has ``need_bytes``
-    free. Raises OSError (PermissionError, or ENOSPC) with a message naming the folder and what is needed."""
-    import errno
-    import shutil
-
+def check_writable(folder: str | os.PathLike) -> None:
+    """Before long work that ends in files: ``folder`` can be created and written in. Raises PermissionError
+    with a message naming the folder."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -36,8 +33,15 @@ def check_writable(folder: str | os.PathLike, need_bytes: int = 0) -> None:
     except OSError as e:
         raise PermissionError(e.errno, f"{folder}: cannot write the run folder here ({e.strerror or e}); "
                                        "choose another --out or fix its permissions") from e
+
+
+def check_free_space(folder: str | os.PathLike, need_bytes: int) -> None:
+    """``folder``'s disk has ``need_bytes`` free; OSError (ENOSPC) naming the folder and the need if not."""
+    import errno
+    import shutil
+
     free = shutil.disk_usage(folder).free
-    if need_bytes and free < need_bytes:
+    if free < need_bytes:
         raise OSError(errno.ENOSPC, f"{folder}: {free / 2**20:.0f} MiB free on its disk, the run's checkpoints "
                                     f"need about {need_bytes / 2**20:.0f} MiB; free space or choose another --out")
 

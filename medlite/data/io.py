@@ -225,11 +225,10 @@ def _read_dicom(path: Path, index: int | None) -> np.ndarray:
     if arr.ndim == 3:  # RGB / YBR (pydicom converts YBR to RGB)
         bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 8)))
         return arr[..., :3].astype(np.float32) / (2.0**bits - 1.0)
-    return _dicom_grey(ds, arr.astype(np.float64), frame, photometric)
+    return _dicom_grey(pixels, ds, arr.astype(np.float64), frame, photometric)
 
 
-def _dicom_grey(ds, x: np.ndarray, frame: int, photometric: str) -> np.ndarray:
-    pixels = _lazy("pydicom.pixels", "medical")
+def _dicom_grey(pixels, ds, x: np.ndarray, frame: int, photometric: str) -> np.ndarray:
     if "ModalityLUTSequence" in ds:  # a lookup table instead of slope / intercept: pydicom applies it
         x = pixels.apply_modality_lut(x.astype(np.int64), ds).astype(np.float64)
     else:  # slope / intercept, also from the functional groups of enhanced multi-frame files

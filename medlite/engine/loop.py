@@ -39,7 +39,7 @@ from medlite.engine.checkpoint import (
     save_checkpoint,
 )
 from medlite.errors import ConfigError
-from medlite.files import check_writable, remove_stale_temporaries
+from medlite.files import check_free_space, check_writable, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -138,9 +138,10 @@ def resumed_config(cfg, saved: dict[str, Any], extra: tuple[str, ...] = ()):
     return config_from_dict(type(cfg), {**saved, **keep})
 
 
-def _check_writable(run_dir: Path, need_bytes: int = 0) -> None:
+def _config_error(check, *args) -> None:
+    """Run a file-system check; its OSError becomes a ConfigError (a named error for the user)."""
     try:
-        check_writable(run_dir, need_bytes)
+        check(*args)
     except OSError as e:
         raise ConfigError(e.strerror or str(e)) from e
 
@@ -152,7 +153,7 @@ def fit(task: Task, resume: bool = False) -> dict[str, Any]:
         torch.set_num_threads(task.cfg.threads)
     run_dir = task.cfg.run_dir()
     if dist.is_main:
-        _check_writable(run_dir)
+        _config_error(check_writable, run_dir)
         for stale in remove_stale_temporaries(run_dir):  # left by a kill during a checkpoint write
             log.info("removed %s (an interrupted checkpoint write)", stale)
     D.barrier(dist)
@@ -169,7 +170,7 @@ def fit(task: Task, resume: bool = False) -> dict[str, Any]:
     if dist.is_main:  # last + best + a temporary while writing, with the optimizer's state
         model = task.best_state()
         tensors = model.parameters() if isinstance(model, nn.Module) else model.values()
-        _check_writable(run_dir, 4 * sum(t.numel() * t.element_size() for t in tensors) + (16 << 20))
+        _config_error(check_free_space, run_dir, 4 * sum(t.numel() * t.element_size() for t in tensors) + (16 << 20))
         (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
 
     opt = task.optimizer()

@@ -159,7 +159,8 @@ class ClassifyTask(Task):
     def setup(self, run_dir: Path) -> None:
         cfg, dist = self.cfg, self.dist
         self.data = load_data(cfg, run_dir if dist.is_main else None)
-        self.leakage = check_leakage(self.data, run_dir if dist.is_main else None) if cfg.leakage_check else None
+        # the report feeds finalize, which runs on the main rank only
+        self.leakage = check_leakage(self.data, run_dir) if cfg.leakage_check and dist.is_main else None
         card = medlite.model_card(cfg.model)
         self.mean, self.std = norm_stats(card, self.data.channels)
         if "pretrained" in cfg.model_kwargs:
@@ -250,7 +251,7 @@ def _safe_auc(labels, probs, task) -> float:
     return 0.0 if math.isnan(auc) else float(auc)
 
 
-def check_leakage(data: ClassificationData, run_dir: Path | None) -> dict:
+def check_leakage(data: ClassificationData, run_dir: Path) -> dict:
     """Duplicates across and within the splits (:mod:`medlite.data.leakage`): a warning with the counts,
     the pairs in ``run_dir/duplicates.csv``; returns the report (``twinned`` lists the val / test images
     with a twin in train)."""
@@ -260,8 +261,8 @@ def check_leakage(data: ClassificationData, run_dir: Path | None) -> dict:
     rep = leakage_report(data, pairs=pairs)
     if rep["twinned"]["test"] or rep["twinned"]["val"] or rep["pairs"]:
         log.warning("%s: %s; test metrics are reported on the whole split and without the twinned images%s",
-                    data.name, summary_line(rep), f" (pairs in {run_dir / 'duplicates.csv'})" if run_dir else "")
-    if run_dir is not None and pairs:
+                    data.name, summary_line(rep), f" (pairs in {run_dir / 'duplicates.csv'})" if pairs else "")
+    if pairs:
         write_pairs(pairs, run_dir / "duplicates.csv")
     return rep
 
