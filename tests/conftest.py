@@ -65,3 +65,27 @@ def seg_folder(tmp_path: Path) -> Path:
         Image.fromarray(img).save(tmp_path / "images" / f"case{i}.png")
         Image.fromarray(m).save(tmp_path / "masks" / f"case{i}_mask.png")
     return tmp_path
+
+
+@pytest.fixture
+def make_npz(tmp_path):
+    """``make_npz(name, **kw)`` writes ``tmp_path/name`` with :func:`write_npz` and returns its path."""
+    return lambda name="tiny.npz", **kw: write_npz(tmp_path / name, **kw)
+
+
+def write_npz(path: Path, sizes=(6, 3, 3), hw=(8, 8), colour=False, classes=2, label_shape="n1", **override):
+    """Official-layout npz with random uint8 images; ``override`` replaces or (value None) drops keys."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in zip(("train", "val", "test"), sizes, strict=True):
+        shape = (n, *hw, 3) if colour else (n, *hw)
+        arrays[f"{split}_images"] = rng.integers(0, 256, shape, dtype=np.uint8)
+        y = (np.arange(n) % classes).astype(np.uint8)
+        arrays[f"{split}_labels"] = y[:, None] if label_shape == "n1" else y
+    for k, v in override.items():
+        if v is None:
+            arrays.pop(k)
+        else:
+            arrays[k] = v
+    np.savez(path, **arrays)
+    return path

@@ -222,18 +222,11 @@ def test_unwritable_out_fails_before_training(tmp_path, monkeypatch):
     assert "epoch" not in r.output.lower()
 
 
-def test_full_disk_is_named_before_training(tmp_path, monkeypatch):
+def test_full_disk_is_named_before_training(tmp_path, monkeypatch, make_npz):
     import shutil
     from collections import namedtuple
 
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    arrays = {f"{s}_images": rng.integers(0, 256, (n, 28, 28), dtype=np.uint8) for s, n in
-              (("train", 8), ("val", 4), ("test", 4))}
-    arrays |= {f"{s}_labels": (np.arange(n) % 2)[:, None].astype(np.uint8) for s, n in
-               (("train", 8), ("val", 4), ("test", 4))}
-    np.savez(tmp_path / "tiny.npz", **arrays)
+    make_npz("tiny.npz", sizes=(8, 4, 4), hw=(28, 28))
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10 << 20, 10 << 20, 1 << 20))
     r = runner.invoke(app, ["train", "medlit_nano_28", "--data", str(tmp_path / "tiny.npz"), "--epochs", "1",

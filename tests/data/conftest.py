@@ -1,4 +1,4 @@
-"""Fixtures for the data tests: real-data lookup, tiny npz writer, local HTTP server."""
+"""Fixtures for the data tests: real-data lookup, local HTTP server (the tiny npz writer is in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 
@@ -30,30 +29,6 @@ def medlite_data() -> Callable[[str], Path]:
         pytest.skip(msg)
 
     return need
-
-
-@pytest.fixture
-def make_npz(tmp_path):
-    """``make_npz(name, **kw)`` writes ``tmp_path/name`` with :func:`write_npz` and returns its path."""
-    return lambda name="tiny.npz", **kw: write_npz(tmp_path / name, **kw)
-
-
-def write_npz(path: Path, sizes=(6, 3, 3), hw=(8, 8), colour=False, classes=2, label_shape="n1", **override):
-    """Official-layout npz with random uint8 images; ``override`` replaces or (value None) drops keys."""
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for split, n in zip(("train", "val", "test"), sizes, strict=True):
-        shape = (n, *hw, 3) if colour else (n, *hw)
-        arrays[f"{split}_images"] = rng.integers(0, 256, shape, dtype=np.uint8)
-        y = (np.arange(n) % classes).astype(np.uint8)
-        arrays[f"{split}_labels"] = y[:, None] if label_shape == "n1" else y
-    for k, v in override.items():
-        if v is None:
-            arrays.pop(k)
-        else:
-            arrays[k] = v
-    np.savez(path, **arrays)
-    return path
 
 
 class _RangeHandler(http.server.SimpleHTTPRequestHandler):

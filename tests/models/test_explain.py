@@ -71,7 +71,7 @@ def test_gradcam_finds_the_object_a_cnn_was_trained_on():
     assert all(on_square), on_square
 
 
-def test_explain_cli_cnn_and_out_without_suffix(tmp_path):
+def test_explain_cli_cnn_and_out_without_suffix(tmp_path, make_npz):
     import json
 
     import numpy as np
@@ -80,17 +80,12 @@ def test_explain_cli_cnn_and_out_without_suffix(tmp_path):
 
     from medlite.cli import app
 
-    rng = np.random.default_rng(0)
-    arrays = {f"{s}_images": rng.integers(0, 256, (n, 28, 28), dtype=np.uint8) for s, n in
-              (("train", 16), ("val", 8), ("test", 8))}
-    arrays |= {f"{s}_labels": (np.arange(n) % 2)[:, None].astype(np.uint8) for s, n in
-               (("train", 16), ("val", 8), ("test", 8))}
-    np.savez(tmp_path / "d.npz", **arrays)
+    test_images = np.load(make_npz("d.npz", sizes=(16, 8, 8), hw=(28, 28)))["test_images"]
     runner = CliRunner()
     r = runner.invoke(app, ["train", "resnet18", "--data", str(tmp_path / "d.npz"), "--epochs", "1", "--batch-size",
                             "8", "--out", str(tmp_path / "run"), "--no-progress", "--no-leakage"])
     assert r.exit_code == 0, r.output
-    Image.fromarray(arrays["test_images"][0]).save(tmp_path / "x.png")
+    Image.fromarray(test_images[0]).save(tmp_path / "x.png")
     r = runner.invoke(app, ["explain", str(tmp_path / "run"), str(tmp_path / "x.png"), "--out",
                             str(tmp_path / "overlay")], env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
