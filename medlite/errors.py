@@ -36,12 +36,16 @@ EXTRAS = {
 }
 
 
+def _missing_module(e: ImportError) -> str:
+    """The top-level module whose import failed ("" if the error names none)."""
+    return (getattr(e, "name", None) or "").split(".")[0]
+
+
 def extra_of(e: ImportError) -> str | None:
     """The extra whose absence caused ``e`` (by the missing module, or named in medlite's own message)."""
     import re
 
-    name = (getattr(e, "name", None) or "").split(".")[0]
-    if name in EXTRAS:
+    if (name := _missing_module(e)) in EXTRAS:
         return EXTRAS[name]
     m = re.search(r"medlite\[(\w+)\]", str(e))
     return m.group(1) if m else None
@@ -50,7 +54,6 @@ def extra_of(e: ImportError) -> str | None:
 def missing_extra(e: ImportError) -> str | None:
     """For an import that failed because an optional extra is not installed, the one line that says which
     to install; None for any other ImportError (a bug, or a broken install of a core dependency)."""
-    name = (getattr(e, "name", None) or "").split(".")[0]
-    if name not in EXTRAS:
+    if (name := _missing_module(e)) not in EXTRAS:
         return None
     return f"this needs the optional package '{name}', which is not installed: pip install 'medlite[{EXTRAS[name]}]'"
