@@ -163,6 +163,9 @@ def evaluate(
     split: Annotated[str, typer.Option(help="train / val / test, or all (every case: a folder the model "
                                             "never saw).")] = "test",
     prompt: Annotated[str, typer.Option(help="Comma-separated: box, point.")] = "box,point",
+    boxes: Annotated[str, typer.Option(help="Box prompts to use instead of the masks' bounding boxes: a "
+                                            "JSON {case: [x0,y0,x1,y1]} or CSV (name,x0,y0,x1,y1) file, or "
+                                            "a folder of challenge .npz cases.")] = "",
     fold: Annotated[int, typer.Option(help="Fold of k-fold datasets (PH2).")] = 0,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
     out: Annotated[str, typer.Option(help="Write per-case results JSON here.")] = "",
@@ -188,13 +191,22 @@ def evaluate(
         cases = concat([ds.train, ds.val, ds.test])
     else:
         cases = getattr(ds, split)
-    res = evaluate_sam(model, cases, prompts)
+    supplied = None
+    if boxes:
+        from medlite.data.boxes import boxes_for, read_boxes
+
+        if "box" not in prompts:
+            raise typer.BadParameter("--boxes needs the box prompt in --prompt")
+        supplied = boxes_for(cases.names, [o.shape[:2] for o in cases.originals], read_boxes(boxes), boxes)
+    res = evaluate_sam(model, cases, prompts, boxes=supplied)
+    res["box_source"] = boxes or "ground-truth masks"
     for k, v in res.items():
         if isinstance(v, dict):
             console.print(f"{k:6s} DSC {v['dsc']['mean']:.4f} ± {v['dsc']['std']:.4f}  NSD {v['nsd']['mean']:.4f} "
                           f"± {v['nsd']['std']:.4f}  boundary NSD {v['boundary_nsd']['mean']:.4f}  "
                           f"(n={v['dsc']['n']}, decoder {v['decoder_ms']:.1f} ms)")
-    console.print(f"model load {load_s:.2f} s, encoder {res['encoder_ms']:.1f} ms per image")
+    console.print(f"model load {load_s:.2f} s, encoder {res['encoder_ms']:.1f} ms per image; "
+                  f"boxes from {res['box_source']}")
     if json_out:
         print_json({"model_load_s": load_s, **{k: ({m: v[m] for m in v if m != "cases"} if isinstance(v, dict) else v)
                                               for k, v in res.items()}})

@@ -148,3 +148,49 @@ def test_sam_evaluate_every_case_of_a_folder(tmp_path):
     assert r.exit_code == 0, r.output
     res = json.loads(out.read_text())
     assert res["box"]["dsc"]["n"] == 7 and "boundary_nsd" in res["box"]
+
+
+def _folder(root, n=4):
+    rng = np.random.default_rng(1)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(n):
+        img = rng.integers(0, 60, (40, 56, 3), dtype=np.uint8)
+        m = np.zeros((40, 56), np.uint8)
+        m[8 + i:24, 10:30 + i] = 255
+        Image.fromarray(img).save(root / "images" / f"c{i}.png")
+        Image.fromarray(m).save(root / "masks" / f"c{i}_mask.png")
+    return root
+
+
+def test_sam_evaluate_takes_user_boxes_from_json_or_csv(tmp_path, tiny_ckpt):
+    """Ecosystem issue, workflows: boxes supplied by the user (JSON / CSV) replace the masks' boxes."""
+    root = _folder(tmp_path / "data")
+    exact = {f"c{i}": [10, 8 + i, 29 + i, 23] for i in range(4)}  # = the masks' bounding boxes
+    (tmp_path / "exact.json").write_text(json.dumps(exact))
+    (tmp_path / "loose.csv").write_text("name,x0,y0,x1,y1\n" + "".join(f"c{i},0,0,55,39\n" for i in range(4)))
+
+    def run(*extra):
+        out = tmp_path / f"ev{len(list(tmp_path.glob('ev*.json')))}.json"
+        r = runner.invoke(app, ["sam", "evaluate", str(tiny_ckpt), "--data", f"folder:{root}", "--split", "all",
+                                "--prompt", "box", "--out", str(out), *extra], env={"COLUMNS": "200"})
+        assert r.exit_code == 0, r.output
+        return json.loads(out.read_text())
+
+    base, same, loose = run(), run("--boxes", str(tmp_path / "exact.json")), run("--boxes", str(tmp_path / "loose.csv"))
+    assert base["box_source"] == "ground-truth masks" and same["box_source"].endswith("exact.json")
+    assert [c["dsc"] for c in same["box"]["cases"]] == [c["dsc"] for c in base["box"]["cases"]]
+    assert [c["dsc"] for c in loose["box"]["cases"]] != [c["dsc"] for c in base["box"]["cases"]]
+
+
+@pytest.mark.parametrize(("content", "fragment"), [
+    ('{"c0": [1, 1, 5, 5]}', "no box for 3 of 4 cases"),
+    ('{"c0": [0, 0, 99, 5], "c1": [0,0,1,1], "c2": [0,0,1,1], "c3": [0,0,1,1]}', "outside its 56x40 image"),
+])
+def test_sam_evaluate_refuses_boxes_that_do_not_fit(tmp_path, tiny_ckpt, content, fragment):
+    root = _folder(tmp_path / "data")
+    (tmp_path / "b.json").write_text(content)
+    r = runner.invoke(app, ["sam", "evaluate", str(tiny_ckpt), "--data", f"folder:{root}", "--split", "all",
+                            "--prompt", "box", "--boxes", str(tmp_path / "b.json")], env={"COLUMNS": "200"})
+    assert r.exit_code != 0
+    assert fragment in " ".join(r.output.replace("│", " ").split()) and "b.json" in r.output

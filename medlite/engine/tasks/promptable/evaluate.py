@@ -31,14 +31,15 @@ def val_dice(model, split: SegSplit, batch: int = 16) -> float:
     return float(np.mean(scores))
 
 
-def eval_prompt(original: np.ndarray, geometry, kind: str) -> tuple[np.ndarray, np.ndarray]:
+def eval_prompt(original: np.ndarray, geometry, kind: str, box: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
     """The deterministic evaluation prompt of one case, in the model frame: coords (K, 2), labels (K,).
 
-    "box": the ground-truth bounding box at the original size; "point": one positive point at the
-    mask's most interior pixel (distance-transform maximum).
+    "box": ``box`` (xyxy at the original size, supplied by the user) or else the ground-truth bounding
+    box; "point": one positive point at the mask's most interior pixel (distance-transform maximum).
     """
     if kind == "box":
-        return box_prompt(to_model_frame(box_from_mask(original), geometry))
+        return box_prompt(to_model_frame(box_from_mask(original) if box is None else box, geometry))
     if kind == "point":
         return to_model_frame(interior_point(original)[None], geometry), np.ones(1, np.float32)
     raise ValueError(f"evaluation prompt must be 'box' or 'point'; got {kind!r}")
@@ -46,8 +47,11 @@ def eval_prompt(original: np.ndarray, geometry, kind: str) -> tuple[np.ndarray, 
 
 @torch.no_grad()
 def evaluate_sam(model, split: SegSplit, prompts: tuple[str, ...] = ("box", "point"),
-                 tolerance: float = 2.0) -> dict[str, dict]:
+                 tolerance: float = 2.0, boxes: list[np.ndarray] | None = None) -> dict[str, dict]:
     """Challenge DSC / NSD at the original size for each prompt kind; the encoder runs once per image.
+
+    ``boxes``: one supplied xyxy box per case (original pixels, see :func:`medlite.data.boxes.boxes_for`)
+    used as the box prompt instead of the ground-truth mask's bounding box.
 
     Returns:
         {kind: {"dsc": {"mean", "std", "n"}, "nsd": {...}, "cases": [...], "decoder_ms": mean}} plus
@@ -63,7 +67,7 @@ def evaluate_sam(model, split: SegSplit, prompts: tuple[str, ...] = ("box", "poi
         enc_t.append(time.perf_counter() - t0)
         g, gt = split.geometry[i], split.originals[i]
         for kind in prompts:
-            c, lab = eval_prompt(gt, g, kind)
+            c, lab = eval_prompt(gt, g, kind, None if boxes is None else boxes[i])
             c, lab = pad_points(c, lab, max(2, len(lab)))
             t0 = time.perf_counter()
             logits, _ = model.forward_head(feats, torch.from_numpy(c)[None], torch.from_numpy(lab)[None],
