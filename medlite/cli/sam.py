@@ -232,23 +232,23 @@ def _overlay(path: Path, image: np.ndarray, mask: np.ndarray) -> None:
 @sam_app.command()
 @checked
 def predict(
-    model: Annotated[str, typer.Argument(help="Run folder, .safetensors checkpoint or zoo weights "
-                                              "name (litemedsam: needs medlite[sam]).")],
+    model: Annotated[str, typer.Argument(help="Run folder, .safetensors checkpoint, zoo weights name "
+                                              "(litemedsam: needs medlite[sam]) or ONNX export folder.")],
     image: Annotated[str, typer.Argument(help="Image (PNG/JPEG/BMP/TIFF/DICOM/NIfTI) or a challenge .npz case.")],
     box: Annotated[str, typer.Option(help="x0,y0,x1,y1 in image pixels.")] = "",
     point: Annotated[list[str], typer.Option(help="x,y,label (label 1 inside, 0 outside); repeatable.")] = [],  # noqa: B006
     scribble: Annotated[str, typer.Option(help="Scribble image: white = foreground strokes, mid-grey (128) = "
                                                "background strokes.")] = "",
     out: Annotated[str, typer.Option(help="Output folder.")] = "sam_out",
-    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
+    threads: Annotated[int, typer.Option(help="CPU threads (torch or ONNX Runtime).")] = 1,
     verbose: Verbose = False,
 ) -> None:
     """Segment one image for one prompt (or every box of a challenge .npz case); writes the mask at the
-    original size, an overlay and a JSON with the predicted IoU and the CPU time (model load included)."""
-    import torch
-
-    from medlite.data.segmentation import read_rgb
-    from medlite.models.litesam import LiteSAMPredictor
+    original size, an overlay and a JSON with the predicted IoU and the CPU time (model load included).
+    MODEL may also be the folder of `medlite sam export` (encoder.onnx + decoder.onnx): ONNX Runtime, no
+    PyTorch."""
+    from medlite.data.io import read_image, to_rgb8
+    from medlite.export.sam_runtime import OnnxSamPredictor, is_sam_folder
 
     src = Path(image)
     npz = src.suffix == ".npz"
@@ -258,10 +258,16 @@ def predict(
         raise typer.BadParameter("--point x,y,label: label is 1 (inside) or 0 (outside)")
     if not npz and xyxy is None and not pts and not scribble:
         raise typer.BadParameter("give a prompt: --box, --point or --scribble")
-    torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    net, _ = load_kind(model, "promptable", "medlite sam predict")
-    p = LiteSAMPredictor(net)
+    if is_sam_folder(model):
+        p = OnnxSamPredictor(model, threads)
+    else:
+        import torch
+
+        from medlite.models.litesam import LiteSAMPredictor
+
+        torch.set_num_threads(threads)
+        p = LiteSAMPredictor(load_kind(model, "promptable", "medlite sam predict")[0])
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     if npz:
@@ -269,29 +275,27 @@ def predict(
 
         case = read_npz(src)
         p.set_image(case["imgs"])
-        masks, ious = p.predict_boxes(case["boxes"])
+        if isinstance(p, OnnxSamPredictor):
+            res = [p.segment(box=b) for b in case["boxes"]]
+            masks, ious = np.array([m for m, _ in res]), np.array([i for _, i in res], np.float32)
+        else:
+            masks, ious = p.predict_boxes(case["boxes"])
         write_npz(out_dir / src.name, segs=masks_to_labels(masks) if len(masks) else
                   np.zeros(case["imgs"].shape[:2], np.uint16), boxes=case["boxes"])
         info = {"case": src.name, "boxes": len(masks), "iou_pred": ious.tolist(), "seconds": time.perf_counter() - t0}
     else:
-        img = read_rgb(src)
+        img = to_rgb8(read_image(src))
         scr = None
         if scribble:
-            s = np.asarray(read_rgb(scribble))[:, :, 0]
+            s = to_rgb8(read_image(scribble))[:, :, 0]
             scr = np.where(s > 191, 1.0, np.where(s > 63, -1.0, 0.0)).astype(np.float32)
         p.set_image(img)
         try:
-            if xyxy is not None:
-                p.check_boxes(xyxy, "--box")
+            mask, iou = p.segment(box=xyxy, points=[q[:2] for q in pts] or None,
+                                  point_labels=[q[2] for q in pts] or None, scribble=scr)
         except ValueError as e:
-            raise typer.BadParameter(f"{e} ({src})") from e
-        try:
-            if pts:
-                p.check_points([q[:2] for q in pts])
-        except ValueError as e:
-            raise typer.BadParameter(f"--{e} ({src})") from e
-        mask, iou = p.segment(box=xyxy, points=[q[:2] for q in pts] or None,
-                              point_labels=[q[2] for q in pts] or None, scribble=scr)
+            msg = f"--{e}" if str(e).startswith(("box", "point")) else str(e)  # names the option
+            raise typer.BadParameter(f"{msg} ({src})") from e
         _save_mask(out_dir / f"{src.stem}_mask.png", mask)
         _overlay(out_dir / f"{src.stem}_overlay.png", img, mask)
         info = {"image": str(src), "iou_pred": iou, "area_px": int(mask.sum()), "seconds": time.perf_counter() - t0}

@@ -85,6 +85,12 @@ def read_image(path: str | os.PathLike, index: int | None = None) -> np.ndarray:
     return _check_output(path, img)
 
 
+def to_rgb8(img: np.ndarray) -> np.ndarray:
+    """A :func:`read_image` result ((H, W) or (H, W, 3) float32 in [0, 1]) -> (H, W, 3) uint8, grey repeated."""
+    a = np.round(np.asarray(img) * 255.0).astype(np.uint8)
+    return np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a
+
+
 def image_kind(path: str | os.PathLike) -> str:
     """``"pil"``, ``"dicom"`` or ``"nifti"`` from the extension (DICOM also by its magic bytes).
 

@@ -17,13 +17,18 @@ negative points in a band around it, or synthetic scribbles (a polyline through 
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from medlite.data.segmentation import Geometry
+from medlite.data.frames import (  # noqa: F401 (re-exported: prompts in the model frame)
+    LABEL_BOX_BR,
+    LABEL_BOX_TL,
+    LABEL_NEG,
+    LABEL_PAD,
+    LABEL_POS,
+    box_prompt,
+    scribble_to_model_frame,
+    to_model_frame,
+)
 
-# sparse prompt labels (SAM's ONNX convention), shared with medlite.models.litesam.prompt_encoder
-LABEL_PAD, LABEL_NEG, LABEL_POS, LABEL_BOX_TL, LABEL_BOX_BR = -1, 0, 1, 2, 3
 MAX_POINTS = 5  # sparse prompt slots used in training (box corners or up to 5 points; padded with -1)
 PROMPT_KINDS = ("box", "points", "scribble")
 
@@ -46,34 +51,6 @@ def interior_point(mask: np.ndarray) -> np.ndarray:
     d = distance_transform_edt(np.pad(m, 1))[1:-1, 1:-1]
     y, x = np.unravel_index(int(np.argmax(d)), d.shape)
     return np.array([x, y], np.float32)
-
-
-def to_model_frame(xy: np.ndarray, g: Geometry) -> np.ndarray:
-    """(..., 2) or (..., 4) original-frame coordinates -> model frame (scale then offset by the padding)."""
-    xy = np.asarray(xy, np.float32)
-    sx, sy = g.new_w / g.width, g.new_h / g.height
-    scale = np.array([sx, sy] * (xy.shape[-1] // 2), np.float32)
-    offset = np.array([g.left, g.top] * (xy.shape[-1] // 2), np.float32)
-    return xy * scale + offset
-
-
-def scribble_to_model_frame(scribble: np.ndarray, g: Geometry) -> np.ndarray:
-    """(H, W) scribble map in {-1, 0, 1} -> (S, S) float32 in the model frame.
-
-    Each sign is area-resized and kept where any of its pixels fell, so thin strokes survive downscaling.
-    """
-    s = torch.as_tensor(np.asarray(scribble), dtype=torch.float32)[None, None]
-    out = torch.zeros(g.size, g.size)
-    for sign in (1.0, -1.0):
-        part = F.interpolate((s == sign).float(), size=(g.new_h, g.new_w), mode="area")[0, 0] > 0
-        out[g.top:g.top + g.new_h, g.left:g.left + g.new_w][part] = sign
-    return out.numpy()
-
-
-def box_prompt(box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(4,) xyxy -> point_coords (2, 2), point_labels (2,) (box corners as labelled points)."""
-    b = np.asarray(box, np.float32)
-    return b.reshape(2, 2), np.array([LABEL_BOX_TL, LABEL_BOX_BR], np.float32)
 
 
 def pad_points(coords: np.ndarray, labels: np.ndarray, n: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:

@@ -35,16 +35,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from medlite.data.base import DataError, data_root
-from medlite.data.io import PIL_EXTENSIONS, SUPPORTED_EXTENSIONS, ImageReadError, read_image
+from medlite.data.frames import MODES, Geometry, letterbox, restore  # noqa: F401 (re-exported)
+from medlite.data.io import PIL_EXTENSIONS, SUPPORTED_EXTENSIONS, ImageReadError, read_image, to_rgb8
 
 log = logging.getLogger(__name__)
 
 LAYOUTS = ("folder", "busi", "ph2", "isic", "kvasir")
-MODES = ("resize", "pad")
 MASK_SUFFIXES = ("", "_mask", "_lesion", "_segmentation", "_Segmentation")
 
 
@@ -55,35 +54,6 @@ class SegPair:
     name: str
     image: Path
     mask: tuple[Path, ...]
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """How an (height, width) image was placed into the size x size model input.
-
-    The image was scaled by (scale_y, scale_x) to (new_h, new_w) and pasted at (top, left).
-    """
-
-    height: int
-    width: int
-    size: int
-    new_h: int
-    new_w: int
-    top: int = 0
-    left: int = 0
-
-    @classmethod
-    def of(cls, height: int, width: int, size: int, mode: str) -> Geometry:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
-        if mode == "resize":
-            return cls(height, width, size, size, size)
-        s = size / max(height, width)
-        nh, nw = max(1, round(height * s)), max(1, round(width * s))
-        return cls(height, width, size, nh, nw, (size - nh) // 2, (size - nw) // 2)
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 @dataclass
@@ -227,11 +197,9 @@ def _ph2_original(root: Path) -> list[SegPair]:
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
     """Any image medlite reads (PNG/JPEG/BMP/TIFF/DICOM/NIfTI) -> (H, W, 3) uint8 RGB, grey repeated."""
     try:
-        a = read_image(path)
+        return to_rgb8(read_image(path))
     except ImageReadError as e:
         raise DataError(str(e)) from e
-    a = np.round(a * 255.0).astype(np.uint8)
-    return np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a
 
 
 def read_mask(path: str | os.PathLike, threshold: int | None = None) -> np.ndarray:
@@ -278,38 +246,6 @@ def read_pair(pair: SegPair, threshold: int | None = None) -> tuple[np.ndarray, 
 
 
 # ------------------------------------------------------------------------------------------- geometry
-def letterbox(image: np.ndarray, size: int, mode: str = "resize", mask: bool = False) -> tuple[np.ndarray, Geometry]:
-    """Place an (H, W[, C]) uint8 array into size x size: plain resize or longest side + zero padding.
-
-    Images are resized bilinearly (antialiased), masks (``mask=True``, {0, 1}) by nearest neighbour.
-    Returns the (size, size[, C]) array and its :class:`Geometry`.
-    """
-    h, w = image.shape[:2]
-    g = Geometry.of(h, w, size, mode)
-    resample = Image.Resampling.NEAREST if mask else Image.Resampling.BILINEAR
-    resized = np.asarray(Image.fromarray(image).resize((g.new_w, g.new_h), resample))
-    if mode == "resize":
-        return resized, g
-    out = np.zeros((size, size) + image.shape[2:], dtype=image.dtype)
-    out[g.top:g.top + g.new_h, g.left:g.left + g.new_w] = resized
-    return out, g
-
-
-def restore(prob: torch.Tensor | np.ndarray, geometry: Geometry) -> np.ndarray:
-    """Map a model-frame probability map back to the original image: crop the padding, resize bilinearly.
-
-    Args:
-        prob: (S, S) float probabilities (or logits' sigmoid) in the model frame.
-    Returns:
-        (H, W) float32 probabilities at the original size; threshold at 0.5 for the mask.
-    """
-    g = geometry
-    t = torch.as_tensor(np.asarray(prob, dtype=np.float32) if not torch.is_tensor(prob) else prob).float()
-    t = t[g.top:g.top + g.new_h, g.left:g.left + g.new_w]
-    t = F.interpolate(t[None, None], size=(g.height, g.width), mode="bilinear", align_corners=False)
-    return t[0, 0].numpy()
-
-
 # -------------------------------------------------------------------------------------------- splits
 def read_name_list(path: str | os.PathLike) -> list[str]:
     """A split list: one case name per line (extensions are dropped; blank lines ignored)."""

@@ -110,12 +110,17 @@ def test_a_model_without_pretrained_weights_is_a_clear_error(tmp_path):
     (["--point", "90,10,1"], "outside the 70 x 30 image"),
     (["--point", "10,10,7"], "--point x,y,label: label is 1"),
 ])
-def test_sam_predict_refuses_prompts_that_do_not_fit_the_image(tmp_path, tiny_ckpt, prompt, fragment):
+@pytest.mark.parametrize("backend", ["pytorch", "onnx"])
+def test_sam_predict_refuses_prompts_that_do_not_fit_the_image(tmp_path, tiny_ckpt, prompt, fragment, backend):
     """Issue 15, item 6: no mask is written for a box or point that is outside, inverted, empty or not a
-    number; the message names the option and the image."""
+    number; the message names the option and the image. The same for the ONNX graphs."""
     Image.fromarray(np.zeros((30, 70), np.uint8)).save(tmp_path / "x.png")
     out = tmp_path / "out"
-    r = runner.invoke(app, ["sam", "predict", str(tiny_ckpt), str(tmp_path / "x.png"), *prompt, "--out", str(out)],
+    model = str(tiny_ckpt)
+    if backend == "onnx":
+        model = str(tmp_path / "onnx")
+        assert runner.invoke(app, ["sam", "export", str(tiny_ckpt), "--out", model]).exit_code == 0
+    r = runner.invoke(app, ["sam", "predict", model, str(tmp_path / "x.png"), *prompt, "--out", str(out)],
                       env={"COLUMNS": "200"})
     assert r.exit_code == 2, r.output
     assert fragment in " ".join(r.output.replace("│", " ").split())
@@ -194,3 +199,18 @@ def test_sam_evaluate_refuses_boxes_that_do_not_fit(tmp_path, tiny_ckpt, content
                             "--prompt", "box", "--boxes", str(tmp_path / "b.json")], env={"COLUMNS": "200"})
     assert r.exit_code != 0
     assert fragment in " ".join(r.output.replace("│", " ").split()) and "b.json" in r.output
+
+
+def test_sam_predict_runs_the_onnx_folder_like_the_checkpoint(tmp_path, tiny_ckpt):
+    """Serve issue: `sam predict FOLDER` runs the exported graphs without torch; masks agree with PyTorch."""
+    img = np.random.default_rng(3).integers(0, 255, (48, 80, 3), dtype=np.uint8)
+    Image.fromarray(img).save(tmp_path / "x.png")
+    assert runner.invoke(app, ["sam", "export", str(tiny_ckpt), "--out", str(tmp_path / "onnx")]).exit_code == 0
+    masks = {}
+    for name, model in (("pt", str(tiny_ckpt)), ("onnx", str(tmp_path / "onnx"))):
+        r = runner.invoke(app, ["sam", "predict", model, str(tmp_path / "x.png"), "--box", "10,8,60,40",
+                                "--out", str(tmp_path / name)])
+        assert r.exit_code == 0, r.output
+        masks[name] = np.asarray(Image.open(tmp_path / name / "x_mask.png")) > 0
+    inter = (masks["pt"] & masks["onnx"]).sum()
+    assert 2 * inter / max(masks["pt"].sum() + masks["onnx"].sum(), 1) > 0.99

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from medlite.data.frames import Geometry, letterbox, restore, to_rgb_uint8  # noqa: F401 (re-exported)
 from medlite.data.prompts import (
     LABEL_NEG,
     LABEL_POS,
@@ -18,26 +19,7 @@ from medlite.data.prompts import (
     scribble_to_model_frame,
     to_model_frame,
 )
-from medlite.data.segmentation import Geometry, letterbox, restore
 from medlite.models.litesam.image_encoder import ImageFeatures
-
-
-def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
-    """Any (H, W[, C]) array -> (H, W, 3) uint8 (see the module docstring for the channel rules)."""
-    a = np.asarray(image)
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[:, :, 0]
-    if a.ndim == 3 and a.shape[2] == 4:
-        a = a[:, :, :3]
-    elif a.ndim == 3 and a.shape[2] != 3:
-        a = a.astype(np.float32).mean(axis=2)
-    if a.ndim not in (2, 3):
-        raise ValueError(f"image must be (H, W) or (H, W, C); got shape {a.shape}")
-    if a.dtype != np.uint8:
-        a = a.astype(np.float32)
-        lo, hi = float(a.min()), float(a.max())
-        a = np.round((a - lo) / max(hi - lo, 1e-8) * 255).astype(np.uint8)
-    return np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a
 
 
 def normalise(images: torch.Tensor) -> torch.Tensor:
