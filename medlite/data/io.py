@@ -85,6 +85,60 @@ def read_image(path: str | os.PathLike, index: int | None = None) -> np.ndarray:
     return _check_output(path, img)
 
 
+def sniff_kind(data: bytes) -> str | None:
+    """``"pil"``, ``"dicom"``, ``"nifti"`` or ``"gzip"`` (a compressed NIfTI) from a file's first bytes."""
+    import struct
+
+    head = data[:348]
+    if len(head) >= 132 and head[128:132] == b"DICM":  # first: a DICOM preamble may itself look like a TIFF
+        return "dicom"
+    if head.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM", b"II*\x00", b"MM\x00*")):
+        return "pil"
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if len(head) >= 4 and {struct.unpack("<i", head[:4])[0], struct.unpack(">i", head[:4])[0]} & {348, 540}:
+        return "nifti"
+    return None
+
+
+def read_image_bytes(data: bytes, name: str = "upload", index: int | None = None,
+                     max_bytes: int = 512 * 2**20) -> np.ndarray:
+    """:func:`read_image` for a file held in memory (an upload): the type comes from the content, never the
+    name, and nothing is written to disk.
+
+    Args:
+        data: the file's bytes; name: the client's file name, used in messages only (never opened);
+        index: as for :func:`read_image`; max_bytes: cap on a decompressed ``.nii.gz``.
+    Raises:
+        ImageReadError: empty, of an unsupported type, corrupt, too large once decompressed, NaN / inf.
+    """
+    import io
+    import zlib
+
+    label = Path(Path(str(name)).name or "upload")
+    if not data:
+        raise ImageReadError(f"{label}: empty file (0 bytes)")
+    kind = sniff_kind(data)
+    if kind == "gzip":
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            data = d.decompress(data, max_bytes + 1)
+        except zlib.error as e:
+            raise ImageReadError(f"{label}: corrupt gzip data ({e})") from e
+        if len(data) > max_bytes:
+            raise ImageReadError(f"{label}: decompresses to more than {max_bytes // 2**20} MB, refused")
+        kind = "nifti" if sniff_kind(data) == "nifti" else None
+    if kind == "pil":
+        img = _read_pil(label, io.BytesIO(data))
+    elif kind == "dicom":
+        img = _read_dicom(label, index, io.BytesIO(data))
+    elif kind == "nifti":
+        img = _read_nifti(label, index, data)
+    else:
+        raise ImageReadError(f"{label}: not an image medlite reads (PNG, JPEG, BMP, TIFF, DICOM or NIfTI)")
+    return _check_output(label, img)
+
+
 def to_rgb8(img: np.ndarray) -> np.ndarray:
     """A :func:`read_image` result ((H, W) or (H, W, 3) float32 in [0, 1]) -> (H, W, 3) uint8, grey repeated."""
     a = np.round(np.asarray(img) * 255.0).astype(np.uint8)
@@ -152,19 +206,19 @@ def _minmax(x: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------- Pillow
-def _read_pil(path: Path) -> np.ndarray:
+def _read_pil(path: Path, fp=None) -> np.ndarray:
     try:
         with warnings.catch_warnings():  # a huge declared size is refused, not half-decoded into black
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(path if fp is None else fp) as im:
                 im.load()
-                if path.suffix.lower() in (".jpg", ".jpeg", ".tif", ".tiff"):
+                if im.format in ("JPEG", "MPO", "TIFF"):  # photographs carry an EXIF orientation
                     im = ImageOps.exif_transpose(im)
                 return _pil_to_array(im, path)
     except Image.DecompressionBombWarning as e:
         raise ImageReadError(f"{path}: image too large to decode safely, refused ({e})") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageReadError(f"{path}: corrupt or unreadable {path.suffix.lower()} image ({e})") from e
+        raise ImageReadError(f"{path}: corrupt or unreadable {path.suffix.lower() or 'Pillow'} image ({e})") from e
 
 
 def _pil_to_array(im: Image.Image, path: Path) -> np.ndarray:
@@ -203,11 +257,11 @@ def _lazy(module: str, extra: str):
         raise ImportError(f"reading this file needs {module}: pip install medlite[{extra}]") from e
 
 
-def _read_dicom(path: Path, index: int | None) -> np.ndarray:
+def _read_dicom(path: Path, index: int | None, fp=None) -> np.ndarray:
     pydicom = _lazy("pydicom", "medical")
     pixels = _lazy("pydicom.pixels", "medical")  # pydicom >= 3
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(path if fp is None else fp)
     except Exception as e:  # InvalidDicomError, EOFError, struct errors, ...: all mean "not readable"
         raise ImageReadError(f"{path}: not a readable DICOM file ({type(e).__name__}: {e})") from e
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
@@ -294,10 +348,10 @@ def window(x: np.ndarray, center: float, width: float, function: str = "LINEAR")
 
 
 # ------------------------------------------------------------------------------------------------ NIfTI
-def _read_nifti(path: Path, index: int | None) -> np.ndarray:
+def _read_nifti(path: Path, index: int | None, raw: bytes | None = None) -> np.ndarray:
     nib = _lazy("nibabel", "medical")
     try:
-        img = nib.load(path)
+        img = nib.load(path) if raw is None else _nifti_from_bytes(nib, raw)
         shape = img.shape
         if len(shape) < 2 or len(shape) > 4:
             raise ImageReadError(f"{path}: NIfTI image has {len(shape)} dimensions; expected 2, 3 or 4")
@@ -328,6 +382,15 @@ def _read_nifti(path: Path, index: int | None) -> np.ndarray:
     except Exception as e:  # nibabel ImageFileError, gzip / zlib errors, EOF on truncated files
         raise ImageReadError(f"{path}: not a readable NIfTI file ({type(e).__name__}: {e})") from e
     return _minmax(_radiological(plane, ornt, axes))
+
+
+def _nifti_from_bytes(nib, raw: bytes):
+    """An uncompressed single-file NIfTI-1 or NIfTI-2 image held in memory."""
+    import struct
+
+    size = struct.unpack("<i", raw[:4])[0] if len(raw) >= 4 else 0
+    size = size if size in (348, 540) else struct.unpack(">i", raw[:4])[0] if len(raw) >= 4 else 0
+    return (nib.Nifti2Image if size == 540 else nib.Nifti1Image).from_bytes(raw)
 
 
 def _radiological(plane: np.ndarray, ornt: np.ndarray, axes: list[int]) -> np.ndarray:

@@ -377,3 +377,49 @@ def test_nifti_slice_equals_nibabels_canonical_reorientation(tmp_path, perm, fli
     for k in (0, 2, 4):
         np.testing.assert_allclose(read_image(f"{tmp_path / 'v.nii'}::{k}"), _minmax(canon[::-1, ::-1, k].T),
                                    atol=1e-6)
+
+
+def test_bytes_read_like_files_whatever_the_name(tmp_path):
+    """Serve issue: an upload is read from memory by its content, equal to reading the file."""
+    from PIL import Image
+
+    from medlite.data.io import read_image_bytes
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(rng.integers(0, 255, (20, 30), dtype=np.uint8)).save(tmp_path / "b.jpg")
+    Image.fromarray(rng.integers(0, 255, (9, 7), dtype=np.uint8)).save(tmp_path / "c.tif")
+    nib.save(nib.Nifti1Image(_volume(), np.eye(4)), tmp_path / "v.nii.gz")
+    nib.save(nib.Nifti1Image(_volume(), np.eye(4)), tmp_path / "v.nii")
+    nib.save(nib.Nifti2Image(_volume(), np.eye(4)), tmp_path / "v2.nii")
+    files = [tmp_path / f for f in ("a.png", "b.jpg", "c.tif", "v.nii.gz", "v.nii", "v2.nii")]
+    files += [Path(_local("CT_small.dcm")), Path(_local("MR_small.dcm"))]
+    for f in files:
+        got = read_image_bytes(f.read_bytes(), "upload.bin")  # the name says nothing about the type
+        np.testing.assert_array_equal(got, read_image(f), err_msg=str(f))
+    np.testing.assert_array_equal(read_image_bytes((tmp_path / "v.nii.gz").read_bytes(), "x", index=1),
+                                  read_image(tmp_path / "v.nii.gz", index=1))
+
+
+@pytest.mark.parametrize(("data", "fragment"), [
+    (b"", "empty file"),
+    (b"GIF89a" + bytes(40), "not an image medlite reads"),
+    (b"<html><script>", "not an image medlite reads"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(30), "corrupt or unreadable"),
+    (b"\x1f\x8b" + bytes(30), "corrupt gzip"),
+])
+def test_bad_bytes_are_named_errors(data, fragment):
+    from medlite.data.io import read_image_bytes
+
+    with pytest.raises(ImageReadError) as e:
+        read_image_bytes(data, "../../etc/scan.png")
+    assert fragment in str(e.value) and str(e.value).startswith("scan.png:")  # the bare name, never a path
+
+
+def test_a_gzip_bomb_is_refused():
+    import gzip
+
+    from medlite.data.io import read_image_bytes
+
+    with pytest.raises(ImageReadError, match="decompresses to more than 1 MB"):
+        read_image_bytes(gzip.compress(bytes(3 * 2**20)), "v.nii.gz", max_bytes=2**20)
