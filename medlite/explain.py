@@ -76,6 +76,24 @@ def rollout_heatmap(model: nn.Module, x: Tensor, discard_ratio: float = 0.0) -> 
     return heat.view(-1, g, g)
 
 
+class RolloutGraph(nn.Module):
+    """A ViT-style classifier that also returns its attention-rollout heat map, for export as one graph:
+    image (B, C, S, S) -> logits (B, K), heatmap (B, g, g) in [0, 1] (as :func:`rollout_heatmap`)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        if not hasattr(model, "attention_maps"):
+            raise ValueError(f"{type(model).__name__} has no attention maps (a heat map graph needs MedLiT / ViT)")
+        self.model = model
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        feats, attn = self.model.forward_features(x, return_attn=True)
+        roll = attention_rollout(attn)
+        g = math.isqrt(roll.shape[1])
+        lo, hi = roll.amin(dim=1, keepdim=True), roll.amax(dim=1, keepdim=True)
+        return self.model.forward_head(feats), ((roll - lo) / (hi - lo).clamp_min(1e-12)).view(-1, g, g)
+
+
 def last_conv_layer(model: nn.Module) -> str:
     """Name of the last ``nn.Conv2d`` in ``model`` (Grad-CAM's usual target layer); ValueError if none."""
     names = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]

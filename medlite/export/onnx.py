@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
+HEATMAP_NAME = "heatmap"  # second output of a graph exported with explain=True
 FP32_ATOL = 1e-4  # max |ORT - PyTorch| logit difference accepted for an fp32 export
 FP32_RTOL = 1e-5  # relative part of the parity tolerance (see export_onnx)
 
@@ -41,6 +42,7 @@ def export_onnx(
     check: bool = True,
     exporter: str = "torchscript",
     atol: float = FP32_ATOL,
+    explain: bool = False,
 ) -> dict[str, Any]:
     """Export ``model`` to ONNX with ``meta`` embedded, then check it against ONNX Runtime.
 
@@ -55,6 +57,8 @@ def export_onnx(
             so the dynamic batch axis is exercised too).
         exporter: "torchscript" or "dynamo".
         atol: raise if the max absolute logit difference exceeds this.
+        explain: also output ``heatmap (batch, g, g)``, the attention rollout (MedLiT / ViT models only;
+            torchscript exporter), so a torch-free runtime can show where the model looks.
 
     Returns:
         {"path", "opset", "exporter", "size_bytes", "max_abs_diff" (None without check)}.
@@ -74,9 +78,20 @@ def export_onnx(
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".onnx", dir=path.parent)
     os.close(fd)
     try:
-        _export(model, example, tmp, opset, exporter)
+        if explain:
+            from medlite.explain import RolloutGraph
+
+            try:
+                graph = RolloutGraph(model).eval()  # the exporter restores the mode it found, for every child
+            except ValueError as e:
+                raise ExportError(f"{path}: {e}") from e
+            _export(graph, example, tmp, opset, exporter, (OUTPUT_NAME, HEATMAP_NAME))
+        else:
+            _export(model, example, tmp, opset, exporter)
         info = {"format": "onnx", "opset": opset, "exporter": exporter, "torch_version": torch.__version__,
                 "input": INPUT_NAME, "output": OUTPUT_NAME, "precision": "fp32"}
+        if explain:
+            info["heatmap"] = HEATMAP_NAME
         write_onnx_meta(tmp, with_export_info(meta, **info))
         diff, scale = parity_stats(model, tmp, c, s) if check else (None, 0.0)
         # as numpy's allclose: an absolute floor plus fp32's relative precision of the output's magnitude (an
@@ -102,10 +117,13 @@ def _device(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def _export(model: nn.Module, example: torch.Tensor, path: str, opset: int, exporter: str) -> None:
+def _export(model: nn.Module, example: torch.Tensor, path: str, opset: int, exporter: str,
+            outputs: tuple[str, ...] = (OUTPUT_NAME,)) -> None:
     if exporter not in ("torchscript", "dynamo"):
         raise ValueError(f"exporter must be 'torchscript' or 'dynamo', got '{exporter}'")
-    common = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME], "opset_version": opset}
+    if len(outputs) > 1 and exporter != "torchscript":
+        raise ValueError("a graph with a heat map output is exported with the torchscript exporter")
+    common = {"input_names": [INPUT_NAME], "output_names": list(outputs), "opset_version": opset}
     try:
         with warnings.catch_warnings():
             # timm's shape asserts trace to constants (TracerWarning) and the TorchScript exporter is
@@ -115,7 +133,7 @@ def _export(model: nn.Module, example: torch.Tensor, path: str, opset: int, expo
             warnings.simplefilter("ignore", FutureWarning)
             if exporter == "torchscript":
                 torch.onnx.export(model, (example,), path, dynamo=False, **common,
-                                  dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+                                  dynamic_axes={n: {0: "batch"} for n in (INPUT_NAME, *outputs)})
             else:
                 batch = torch.export.Dim("batch", min=1, max=4096)
                 torch.onnx.export(model, (example,), path, dynamo=True, external_data=False, verbose=False,
@@ -140,7 +158,7 @@ def parity_stats(model: nn.Module, path: str | os.PathLike, channels: int, size:
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    (got,) = sess.run(None, {INPUT_NAME: x.numpy()})
+    (got,) = sess.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})
     with torch.no_grad():
         ref = model(x.to(_device(model))).float().cpu().numpy()
     if got.shape != ref.shape:

@@ -135,11 +135,29 @@ class OnnxClassifier(Classifier):
         self.meta = parse(raw, str(self.path))  # validated run record (torch-free)
         require_kind(self.meta, "classifier", str(self.path), "medlite predict")
         self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name  # the logits
+
+    @property
+    def has_heatmap(self) -> bool:
+        """Whether the file was exported with ``explain=True`` (a second output, the attention rollout)."""
+        return any(o.name == "heatmap" for o in self.session.get_outputs())
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """(B, C, S, S) float32 -> (B, num_classes) float32 logits."""
         x = np.ascontiguousarray(x, dtype=np.float32)
-        return self.session.run(None, {self.input_name: x})[0]
+        return self.session.run([self.output_name], {self.input_name: x})[0]
+
+    def explain(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, C, S, S) float32 -> probabilities (B, num_classes), heat map (B, g, g) in [0, 1].
+
+        Raises:
+            ModelFileError: the file has no heat map output (export with ``explain=True``).
+        """
+        if not self.has_heatmap:
+            raise ModelFileError(f"{self.path}: no heat map output (export it with explain=True)")
+        logits, heat = self.session.run([self.output_name, "heatmap"],
+                                        {self.input_name: np.ascontiguousarray(x, np.float32)})
+        return probabilities(logits, self.task), heat
 
     def predict_array(self, x: np.ndarray) -> np.ndarray:
         return probabilities(self.logits(x), self.task)

@@ -111,3 +111,29 @@ def test_predict_raises_on_corrupt_image(trained_onnx, tmp_path):
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     with pytest.raises(ImageReadError, match="bad.png"):
         OnnxClassifier(trained_onnx, threads=1).predict([tmp_path / "bad.png"])
+
+
+def test_explain_graph_gives_the_rollout_heatmap_without_torch(trained_run, tmp_path):
+    """Serve issue: the ONNX file exported with explain=True carries the attention rollout, equal to
+    medlite.explain.rollout_heatmap, so the torch-free runtime can show where the model looks."""
+    import torch
+
+    from medlite.engine.checkpoint import load_model
+    from medlite.explain import rollout_heatmap
+    from medlite.export.onnx import export_onnx
+    from medlite.export.runtime import OnnxClassifier
+
+    model, meta = load_model(trained_run)
+    res = export_onnx(model, meta, tmp_path / "m.onnx", explain=True)
+    assert res["max_abs_diff"] < 1e-4
+    clf = OnnxClassifier(tmp_path / "m.onnx")
+    x = np.random.default_rng(0).standard_normal((2, 1, 16, 16)).astype(np.float32)
+    probs, heat = clf.explain(x)
+    want = rollout_heatmap(model, torch.from_numpy(x)).numpy()
+    assert heat.shape == want.shape == (2, 4, 4)
+    np.testing.assert_allclose(heat, want, atol=1e-4)
+    np.testing.assert_allclose(probs, clf.predict_array(x), atol=1e-6)
+    plain = OnnxClassifier(export_onnx(model, meta, tmp_path / "p.onnx")["path"])
+    assert clf.has_heatmap and not plain.has_heatmap
+    with pytest.raises(Exception, match="no heat map output"):
+        plain.explain(x)
