@@ -8,7 +8,7 @@ PIP     = $(VENV)/bin/pip
 export MEDLITE_DATA ?= ../shared/data
 export NO_ALBUMENTATIONS_UPDATE = 1
 
-.PHONY: demo test test-core install install-test lint clean
+.PHONY: demo test test-core install install-test browser lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,12 @@ install-test: $(VENV)/.installed-test
 demo: install
 	$(PY) -m medlite demo --out demo_run
 
-test: install-test
+browser:  # Debian's Chromium for the browser test of medlite serve (Playwright cannot download its own here)
+	@command -v chromium >/dev/null || { if [ "$$(id -u)" = 0 ]; then apt-get update -q && \
+	  apt-get install -y -q chromium; else echo "chromium is missing: sudo apt-get install chromium (without it \
+	  the browser test is skipped, or fails under CI=true)"; fi; }
+
+test: install-test browser
 	$(PY) -m pytest -q -x --timeout 900 tests
 	bash tests/install/core_install.sh
 

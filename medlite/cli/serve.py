@@ -89,13 +89,15 @@ def serve(
     for spec in specs:
         console.print(f"classifier {spec} …")
         classifiers[Path(spec).stem if spec.lower().endswith(".onnx") else spec] = _classifier_file(spec, cache)
-    server = Server(sam, classifiers, threads=threads, max_upload_mb=max_upload_mb)
+    name = model_flag or model
+    server = Server(sam, classifiers, threads=threads, max_upload_mb=max_upload_mb,
+                    sam_name=name if not Path(name).exists() else None)
     allowed = None
     if not _is_loopback(host):
         console.print(f"[yellow]warning:[/] listening on {host}: any machine that reaches this address can send "
                       "images to this server and read the masks of its own session")
         allowed = ["*"]
     shown = "127.0.0.1" if host in ("127.0.0.1", "0.0.0.0") else host
-    console.print(f"medlite serve: {server.sam.name} and {len(classifiers)} classifier(s) on {threads} thread(s); "
+    console.print(f"medlite serve: {server.sam_name} and {len(classifiers)} classifier(s) on {threads} thread(s); "
                   f"open http://{shown}:{port}/  (Ctrl+C stops)")
     uvicorn.run(create_app(server, allowed), host=host, port=port, log_level="info" if verbose else "warning")

@@ -125,8 +125,9 @@ class Server:
     """The models and the sessions behind the routes (one promptable model, any number of classifiers)."""
 
     def __init__(self, sam: str | Path, classifiers: dict[str, Path] | None = None, threads: int = 1,
-                 max_upload_mb: float = 64.0, max_sessions: int = 16) -> None:
+                 max_upload_mb: float = 64.0, max_sessions: int = 16, sam_name: str | None = None) -> None:
         self.sam = OnnxSamPredictor(sam, threads)
+        self.sam_name = sam_name or self.sam.name  # what the page calls it (a zoo name, or the architecture)
         self.classifier_files = dict(classifiers or {})
         self.threads = threads
         self.max_upload = int(max_upload_mb * 2**20)
@@ -134,6 +135,7 @@ class Server:
         self.sessions: OrderedDict[str, ImageSession] = OrderedDict()
         self._classifiers: dict = {}
         self.lock = threading.Lock()  # the predictor's cached features are per call: one prompt at a time
+        self.timings: dict[str, list[float]] = {"encoder_ms": [], "decoder_ms": []}  # server side, for benchmarks
 
     # ------------------------------------------------------------------ sessions
     def session(self, token: str | None) -> ImageSession:
@@ -155,6 +157,7 @@ class Server:
             t0 = time.perf_counter()
             self.sam.set_image(rgb)
             ms = 1000 * (time.perf_counter() - t0)
+            self.timings["encoder_ms"].append(ms)
             s = ImageSession(Path(name).name, sniff_kind(data) or "?", img, rgb, self.sam.features, self.sam.geometry)
             self.sam.reset_image()
         token = secrets.token_urlsafe(16)
@@ -180,6 +183,7 @@ class Server:
             finally:
                 self.sam.reset_image()
             ms = 1000 * (time.perf_counter() - t0)
+            self.timings["decoder_ms"].append(ms)
         s.objects[req.object] = prob
         return prob, iou, ms
 
@@ -262,9 +266,8 @@ def create_app(server: Server, allowed_hosts: list[str] | None = None) -> FastAP
 
     @app.get("/api/info")
     def info() -> dict:
-        m = server.sam.meta["model"]["name"]
-        return {"sam": m, "classifiers": list(server.classifier_files), "max_upload_mb": server.max_upload / 2**20,
-                "threads": server.threads}
+        return {"sam": server.sam_name, "classifiers": list(server.classifier_files),
+                "max_upload_mb": server.max_upload / 2**20, "threads": server.threads}
 
     @app.post("/api/image")
     async def image(request: Request, x_filename: str = Header("upload", max_length=255)) -> dict:

@@ -71,11 +71,22 @@ def browser_page(downloads: Path | None = None):
             browser.close()
 
 
+def wait_for(page, expression: str, timeout_ms: float = 30_000) -> None:
+    """Poll a JavaScript expression until it is truthy. (Playwright's wait_for_function evaluates a string in
+    the page, which the page's Content-Security-Policy rightly forbids; page.evaluate is not subject to it.)"""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            shown = page.evaluate("document.getElementById('status').textContent")
+            raise TimeoutError(f"waited {timeout_ms / 1000:g} s for {expression}; the page says: {shown}")
+        page.wait_for_timeout(10)
+
+
 def open_image(page, path: str | Path, timeout_ms: float = 60_000) -> float:
     """Open ``path`` with the page's file input; the page's own upload-to-ready time in ms."""
     n = page.evaluate("window.medlite.timings.upload.length")
     page.set_input_files("#file", str(path))
-    page.wait_for_function(f"window.medlite.timings.upload.length > {n}", timeout=timeout_ms)
+    wait_for(page, f"window.medlite.timings.upload.length > {n}", timeout_ms)
     return float(page.evaluate("window.medlite.timings.upload.at(-1)"))
 
 
@@ -84,6 +95,7 @@ def draw_box(page, box, timeout_ms: float = 30_000) -> float:
     n = page.evaluate("window.medlite.timings.prompt.length")
     scale = page.evaluate("window.medlite.scale")
     r = page.locator("#overlay").bounding_box()
+    box = [float(v) for v in box]
     x0, y0, x1, y1 = (r["x"] + box[0] * scale, r["y"] + box[1] * scale, r["x"] + box[2] * scale,
                       r["y"] + box[3] * scale)
     page.mouse.move(x0, y0)
@@ -91,7 +103,7 @@ def draw_box(page, box, timeout_ms: float = 30_000) -> float:
     page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=3)
     page.mouse.move(x1, y1, steps=3)
     page.mouse.up()
-    page.wait_for_function(f"window.medlite.timings.prompt.length > {n}", timeout=timeout_ms)
+    wait_for(page, f"window.medlite.timings.prompt.length > {n}", timeout_ms)
     return float(page.evaluate("window.medlite.timings.prompt.at(-1)"))
 
 

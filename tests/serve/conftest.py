@@ -22,7 +22,7 @@ def graphs(tmp_path_factory):
 
 @pytest.fixture
 def server(graphs):
-    return Server(graphs[0], graphs[1], threads=1, max_upload_mb=2)
+    return Server(graphs[0], graphs[1], threads=1, max_upload_mb=2, sam_name=SAM)
 
 
 @pytest.fixture

@@ -300,7 +300,7 @@ function undo() {
 }
 
 function setup() {
-  $("file").addEventListener("change", (e) => openFile(e.target.files[0]));
+  $("file").addEventListener("change", (e) => { openFile(e.target.files[0]); e.target.value = ""; });
   const stage = $("stage");
   stage.addEventListener("dragover", (e) => { e.preventDefault(); $("drop").classList.add("hover"); });
   stage.addEventListener("dragleave", () => $("drop").classList.remove("hover"));
