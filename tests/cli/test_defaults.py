@@ -27,6 +27,7 @@ from medlite.engine.tasks.segment import SegTrainConfig
 from medlite.explain import rollout_heatmap
 from medlite.export.onnx import export_onnx
 from medlite.export.sam_onnx import export_litesam
+from medlite.serve.app import Server
 
 
 def _or_none(v):
@@ -50,6 +51,7 @@ SOURCES = {
     "sam train": SamTrainConfig,
     "sam evaluate": evaluate_sam,
     "sam export": export_litesam,
+    "serve": Server,
 }
 # commands with no config or library defaults to follow
 NO_SOURCE = {"datasets", "models", "predict", "seg predict", "sam predict", "data check",
@@ -74,6 +76,7 @@ CONVERT = {
     ("sam train", "time_budget"): _or_none,
     ("sam train", "name"): _or_none,
     ("sam evaluate", "prompt"): lambda v: tuple(v.split(",")),
+    ("sam evaluate", "boxes"): _or_none,
 }
 # (command, option) -> why its default differs on purpose
 EXCEPTIONS = {

