@@ -166,3 +166,51 @@ def box_prompt(box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(4,) xyxy -> point_coords (2, 2), point_labels (2,) (box corners as labelled points)."""
     b = np.asarray(box, np.float32)
     return b.reshape(2, 2), np.array([LABEL_BOX_TL, LABEL_BOX_BR], np.float32)
+
+
+def check_boxes(boxes: np.ndarray, g: Geometry, what: str = "box") -> np.ndarray:
+    """(N, 4) xyxy boxes in original pixels, refused unless finite, x0 < x1, y0 < y1 and inside the image
+    (a box outside it, inverted or empty would still give a mask: a silent wrong answer)."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    h, w = g.height, g.width
+    for x0, y0, x1, y1 in b:
+        text = f"{what} {x0:g},{y0:g},{x1:g},{y1:g}"
+        if not np.isfinite([x0, y0, x1, y1]).all():
+            raise ValueError(f"{text}: coordinates must be finite numbers")
+        if not (x0 < x1 and y0 < y1):
+            raise ValueError(f"{text}: needs x0 < x1 and y0 < y1 (a box with an area)")
+        if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
+            raise ValueError(f"{text}: outside the {w} x {h} image (x in 0..{w}, y in 0..{h})")
+    return b.astype(np.float32)
+
+
+def check_points(points: np.ndarray, g: Geometry) -> np.ndarray:
+    """(K, 2) (x, y) in original pixels, refused unless finite and inside the image."""
+    pts = np.asarray(points, np.float64).reshape(-1, 2)
+    h, w = g.height, g.width
+    for x, y in pts:
+        if not np.isfinite([x, y]).all() or not (0 <= x <= w and 0 <= y <= h):
+            raise ValueError(f"point {x:g},{y:g}: outside the {w} x {h} image or not a finite number")
+    return pts.astype(np.float32)
+
+
+def sparse_prompt(box, points, point_labels, g: Geometry) -> tuple[np.ndarray, np.ndarray]:
+    """A box (4,) and / or points (K, 2) with labels (K,) (default all positive), in original pixels, checked
+    -> model-frame coords (M, 2) and labels (M,): box corners labelled 2 / 3, points 1 / 0. With neither (a
+    scribble alone) one padding slot (label -1), which keeps the decoder's token shapes valid."""
+    coords, labels = [np.zeros((0, 2), np.float32)], [np.zeros(0, np.float32)]
+    if box is not None:
+        c, lab = box_prompt(to_model_frame(check_boxes(box, g)[0], g))
+        coords.append(c)
+        labels.append(lab)
+    if points is not None and len(points):
+        pts = check_points(points, g)
+        lab = (np.full(len(pts), LABEL_POS, np.float32) if point_labels is None
+               else np.asarray(point_labels, np.float32).reshape(-1))
+        if len(lab) != len(pts) or not np.isin(lab, (LABEL_NEG, LABEL_POS)).all():
+            raise ValueError("point_labels must give 0 (negative) or 1 (positive) for every point")
+        coords.append(to_model_frame(pts, g))
+        labels.append(lab)
+    if len(coords) == 1:
+        return np.zeros((1, 2), np.float32), np.full(1, LABEL_PAD, np.float32)
+    return np.concatenate(coords), np.concatenate(labels)

@@ -21,16 +21,12 @@ from typing import Any
 import numpy as np
 
 from medlite.data.frames import (
-    LABEL_NEG,
-    LABEL_PAD,
-    LABEL_POS,
     Geometry,
-    box_prompt,
     letterbox,
     minmax,
     restore,
     scribble_to_model_frame,
-    to_model_frame,
+    sparse_prompt,
     to_rgb_uint8,
 )
 from medlite.export.meta import META_KEY, ModelFileError
@@ -102,47 +98,13 @@ class OnnxSamPredictor:
     def reset_image(self) -> None:
         self.features, self.geometry = None, None
 
-    def _check(self, xy: np.ndarray, kind: str) -> np.ndarray:
-        h, w = self.geometry.height, self.geometry.width
-        a = np.asarray(xy, np.float64)
-        what = f"{kind} {','.join(f'{v:g}' for v in a.reshape(-1)[:4])}"
-        if not np.isfinite(a).all():
-            raise ValueError(f"{what}: coordinates must be finite numbers")
-        xs, ys = a[..., 0::2], a[..., 1::2]
-        if (xs < 0).any() or (ys < 0).any() or (xs > w).any() or (ys > h).any():
-            raise ValueError(f"{what}: outside the {w} x {h} image (x in 0..{w}, y in 0..{h})")
-        return a.astype(np.float32)
-
-    def _prompt(self, box, points, point_labels) -> tuple[np.ndarray, np.ndarray]:
-        coords, labels = [np.zeros((0, 2), np.float32)], [np.zeros(0, np.float32)]
-        if box is not None:
-            b = self._check(np.asarray(box, np.float64).reshape(4), "box")
-            if not (b[0] < b[2] and b[1] < b[3]):
-                raise ValueError(f"box {','.join(f'{v:g}' for v in b)}: needs x0 < x1 and y0 < y1 (a box with an "
-                                 "area)")
-            c, lab = box_prompt(to_model_frame(b, self.geometry))
-            coords.append(c)
-            labels.append(lab)
-        if points is not None and len(points):
-            pts = self._check(np.asarray(points, np.float64).reshape(-1, 2), "point")
-            lab = (np.full(len(pts), LABEL_POS, np.float32) if point_labels is None
-                   else np.asarray(point_labels, np.float32).reshape(-1))
-            if len(lab) != len(pts) or not np.isin(lab, (LABEL_NEG, LABEL_POS)).all():
-                raise ValueError("point_labels must give 0 (negative) or 1 (positive) for every point")
-            coords.append(to_model_frame(pts, self.geometry))
-            labels.append(lab)
-        c, lab = np.concatenate(coords), np.concatenate(labels)
-        if len(lab) == 0:  # scribble only: one padding slot keeps the token shapes valid (as LiteSAMPredictor)
-            c, lab = np.zeros((1, 2), np.float32), np.full(1, LABEL_PAD, np.float32)
-        return c, lab
-
     def decode(self, box=None, points=None, point_labels=None, scribble=None) -> tuple[np.ndarray, float]:
         """(S, S) mask logits in the model frame and the predicted IoU (sigmoid of the IoU head) of one prompt."""
         if self.features is None:
             raise RuntimeError("call set_image(image) before segment()")
         if box is None and (points is None or not len(points)) and scribble is None:
             raise ValueError("give at least one prompt: box, points or scribble")
-        coords, labels = self._prompt(box, points, point_labels)
+        coords, labels = sparse_prompt(box, points, point_labels, self.geometry)
         g = self.geometry
         if scribble is not None and np.asarray(scribble).shape != (g.height, g.width):
             raise ValueError(f"scribble is {np.asarray(scribble).shape}; the image is {(g.height, g.width)}")

@@ -147,18 +147,19 @@ class Server:
         return s
 
     def open_image(self, data: bytes, name: str) -> tuple[str, ImageSession, float]:
+        kind = sniff_kind(data)
         try:
             img = read_image_bytes(data, name)
         except ImageReadError as e:
-            code = 415 if sniff_kind(data) is None else 422
-            raise HTTPException(code, str(e)) from e
+            raise HTTPException(415 if kind is None else 422, str(e)) from e
         rgb = to_rgb8(img)
         with self.lock:
             t0 = time.perf_counter()
             self.sam.set_image(rgb)
             ms = 1000 * (time.perf_counter() - t0)
             self.timings["encoder_ms"].append(ms)
-            s = ImageSession(Path(name).name, sniff_kind(data) or "?", img, rgb, self.sam.features, self.sam.geometry)
+            s = ImageSession(Path(name).name, "nifti" if kind == "gzip" else kind, img, rgb, self.sam.features,
+                             self.sam.geometry)
             self.sam.reset_image()
         token = secrets.token_urlsafe(16)
         self.sessions[token] = s

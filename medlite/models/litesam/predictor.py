@@ -11,13 +11,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from medlite.data.frames import Geometry, letterbox, restore, to_rgb_uint8  # noqa: F401 (re-exported)
-from medlite.data.prompts import (
-    LABEL_NEG,
-    LABEL_POS,
-    box_prompt,
+from medlite.data.frames import (  # noqa: F401 (Geometry, to_rgb_uint8 re-exported)
+    Geometry,
+    check_boxes,
+    letterbox,
+    restore,
     scribble_to_model_frame,
+    sparse_prompt,
     to_model_frame,
+    to_rgb_uint8,
 )
 from medlite.models.litesam.image_encoder import ImageFeatures
 
@@ -79,44 +81,8 @@ class LiteSAMPredictor:
         self.features, self.geometry = None, None
 
     def check_boxes(self, boxes: np.ndarray, what: str = "box") -> np.ndarray:
-        """(N, 4) xyxy boxes in original pixels, refused unless finite, x0 < x1, y0 < y1 and inside the image
-        (a box outside it, inverted or empty would still give a mask: a silent wrong answer)."""
-        b = np.asarray(boxes, np.float64).reshape(-1, 4)
-        h, w = self.geometry.height, self.geometry.width
-        for x0, y0, x1, y1 in b:
-            text = f"{what} {x0:g},{y0:g},{x1:g},{y1:g}"
-            if not np.isfinite([x0, y0, x1, y1]).all():
-                raise ValueError(f"{text}: coordinates must be finite numbers")
-            if not (x0 < x1 and y0 < y1):
-                raise ValueError(f"{text}: needs x0 < x1 and y0 < y1 (a box with an area)")
-            if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
-                raise ValueError(f"{text}: outside the {w} x {h} image (x in 0..{w}, y in 0..{h})")
-        return b.astype(np.float32)
-
-    def check_points(self, points: np.ndarray) -> np.ndarray:
-        """(K, 2) (x, y) in original pixels, refused unless finite and inside the image."""
-        pts = np.asarray(points, np.float64).reshape(-1, 2)
-        h, w = self.geometry.height, self.geometry.width
-        for x, y in pts:
-            if not np.isfinite([x, y]).all() or not (0 <= x <= w and 0 <= y <= h):
-                raise ValueError(f"point {x:g},{y:g}: outside the {w} x {h} image or not a finite number")
-        return pts.astype(np.float32)
-
-    def _sparse(self, box, points, point_labels) -> tuple[np.ndarray, np.ndarray]:
-        coords, labels = [np.zeros((0, 2), np.float32)], [np.zeros(0, np.float32)]
-        if box is not None:
-            c, lab = box_prompt(to_model_frame(self.check_boxes(box)[0], self.geometry))
-            coords.append(c)
-            labels.append(lab)
-        if points is not None:
-            pts = self.check_points(points)
-            lab = (np.full(len(pts), LABEL_POS, np.float32) if point_labels is None
-                   else np.asarray(point_labels, np.float32).reshape(-1))
-            if len(lab) != len(pts) or not np.isin(lab, (LABEL_NEG, LABEL_POS)).all():
-                raise ValueError("point_labels must give 0 (negative) or 1 (positive) for every point")
-            coords.append(to_model_frame(pts, self.geometry))
-            labels.append(lab)
-        return np.concatenate(coords), np.concatenate(labels)
+        """(N, 4) xyxy boxes in original pixels, checked against the cached image (see frames.check_boxes)."""
+        return check_boxes(boxes, self.geometry, what)
 
     def predict(self, point_coords=None, point_labels=None, box=None, mask_input=None,
                 multimask_output: bool = True, return_logits: bool = False, scribble=None
@@ -169,9 +135,7 @@ class LiteSAMPredictor:
             raise RuntimeError("call set_image(image) before predict()")
         if box is None and points is None and scribble is None:
             raise ValueError("give at least one prompt: box, points or scribble")
-        coords, labels = self._sparse(box, points, point_labels)
-        if len(labels) == 0:  # scribble only: one padding slot keeps the token shapes valid
-            coords, labels = np.zeros((1, 2), np.float32), np.full(1, -1.0, np.float32)
+        coords, labels = sparse_prompt(box, points, point_labels, self.geometry)
         g = self.geometry
         dense = np.zeros((g.size, g.size), np.float32) if scribble is None else scribble_to_model_frame(scribble, g)
         logits, iou = self.model.forward_head(
