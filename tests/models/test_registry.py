@@ -27,6 +27,7 @@ TINY: dict[str, tuple[int, dict]] = {
     "mobilenetv3_small_100": (32, {}),
     "efficientnet_b0": (32, {}),
     "efficientnet_lite0": (64, {}),  # at 32 px stages 5-6 are 1 x 1: a batch of 2 gives BN exact zero grads
+    "efficientnet_lite2": (64, {}),
     "vit_tiny_patch16_224": (32, {"depth": 2}),
     "medlit_seed": (32, _MEDLIT),
     "medlit_nano": (32, _MEDLIT),
