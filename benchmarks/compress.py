@@ -7,6 +7,9 @@ Two teachers (``--teacher``):
   ``medmnist_teacher.py`` (run that first); "distilled" is the MedLiT-nano that script distilled from it (the
   student recipe with the better validation AUC); a CNN has no attention maps, so logit distillation only and
   no attention ablation. Run folders: ``runs/compress_lite0``.
+- ``efficientnet_lite2`` (``--teacher-size``, default 96): the same with ImageNet EfficientNet-Lite2 from
+  ``medmnist_teacher.py --teacher efficientnet_lite2``; run folders ``runs/compress_lite2_SIZE``; pass
+  ``--out`` to keep results/compress.md.
 - ``vit_tiny``: a timm ViT-Tiny trained here from scratch (the stages below), with the attention-alignment
   ablation; ``--teacher vit_tiny --out results/compress_vit.md``.
 
@@ -51,7 +54,8 @@ SUBSETS = ("dermamnist", "pneumoniamnist")
 MAX_STEPS = 0  # steps per distillation epoch; 0 = full epochs (--max-steps, for smoke runs only)
 STAGES = ("teacher", "distilled", "logit-only", "head-pruned", "ffn-pruned", "int8")
 TEACHER_LABELS = {"vit_tiny": "teacher: ViT-Tiny (timm, 28 px, patch 4)",
-                  "efficientnet_lite0": "teacher: EfficientNet-Lite0 (ImageNet, fine-tuned, 64 px)"}
+                  "efficientnet_lite0": "teacher: EfficientNet-Lite0 (ImageNet, fine-tuned, 64 px)",
+                  "efficientnet_lite2": "teacher: EfficientNet-Lite2 (ImageNet, fine-tuned, {size} px)"}
 LABELS = {"teacher": TEACHER_LABELS["vit_tiny"],
           "distilled": "distilled: MedLiT-nano (task + KD + attention)",
           "logit-only": "ablation: MedLiT-nano, logit-only KD",
@@ -87,7 +91,7 @@ def run_prune(out: Path, src: Path, threads: int, **targets) -> Path:
 
 def pipeline(subset: str, args, runs: Path) -> dict[str, Path]:
     """Train / distil / prune everything not yet done; returns stage -> checkpoint run folder."""
-    if args.teacher == "efficientnet_lite0":
+    if args.teacher != "vit_tiny":
         return pipeline_lite0(subset, args, runs)
     run_job(teacher_cfg(subset, args.teacher_epochs, runs, args.threads, args.teacher_amp))
     teacher = runs / f"teacher-vit_tiny-{subset}"
@@ -105,17 +109,20 @@ def pipeline(subset: str, args, runs: Path) -> dict[str, Path]:
 
 
 def pipeline_lite0(subset: str, args, runs: Path) -> dict[str, Path]:
-    """The stages after medmnist_teacher.py's teacher and distilled MedLiT-nano: prune, recover, prune, recover."""
+    """The stages after medmnist_teacher.py's teacher (Lite0 or Lite2) and distilled MedLiT-nano: prune,
+    recover, prune, recover."""
     import medmnist_teacher as mt
 
-    teacher = mt.RUNS / f"teacher-{subset}"
-    done = {r: mt.RUNS / f"medlit_nano_28-{r}-{subset}" for r in mt.RECIPES}
+    t = mt.teacher(args.teacher, args.teacher_size)
+    teacher = t.run(f"teacher-{subset}")
+    done = {r: t.run(f"medlit_nano_28-{r}-{subset}") for r in mt.RECIPES}
     done = {r: json.loads((d / "results.json").read_text())["val"]["auc"] for r, d in done.items()
             if (d / "results.json").is_file()}
     if not (teacher / "results.json").is_file() or not done:
-        raise SystemExit(f"{subset}: run `python benchmarks/medmnist_teacher.py --subsets {subset}` first (the "
-                         "teacher and the distilled MedLiT-nano come from it)")
-    d = mt.RUNS / f"medlit_nano_28-{max(done, key=done.get)}-{subset}"
+        raise SystemExit(f"{subset}: run `python benchmarks/medmnist_teacher.py --subsets {subset} --teacher "
+                         f"{t.model} --teacher-size {t.size}` first (the teacher and the distilled MedLiT-nano "
+                         "come from it)")
+    d = t.run(f"medlit_nano_28-{max(done, key=done.get)}-{subset}")
     hp = run_prune(runs / f"{subset}-heads.safetensors", d, args.threads, heads=args.head_ratio)
     h = run_distill(runs / f"{subset}-head-pruned", str(hp), teacher, args.recover_epochs, args.threads)
     fp = run_prune(runs / f"{subset}-ffn.safetensors", h, args.threads, ffn=args.ffn_ratio)
@@ -248,13 +255,14 @@ def report(results: dict, args, seconds: dict) -> list[str]:
     else:
         import medmnist_teacher as mt
 
+        t = mt.teacher(args.teacher, args.teacher_size)
         lines += [
-            "Teacher: EfficientNet-Lite0 from its ImageNet weights, fine-tuned on the 28 px images upsampled to "
-            f"64 px ({', '.join(f'{k} {v}' for k, v in mt.TEACHER_EPOCHS.items() if k in SUBSETS)} epochs; AdamW "
+            f"Teacher: {t.label} from its ImageNet weights, fine-tuned on the 28 px images upsampled to "
+            f"{t.size} px ({', '.join(f'{k} {v}' for k, v in mt.TEACHER_EPOCHS.items() if k in SUBSETS)} epochs; AdamW "
             "lr 1e-3, weight decay 0.05, batch 64, 1 warmup epoch + cosine, light augmentation, fp32), best "
-            "validation AUC (`medmnist_teacher.py`, `results/medmnist_teacher.md`). Student: medlit_nano_28 "
+            f"validation AUC (`medmnist_teacher.py`, `results/{t.results}.md`). Student: medlit_nano_28 "
             "from scratch at 28 px, distilled from it by `medmnist_teacher.py` (teacher online on the same "
-            "augmented batch, resized to 64 px; of the two fixed recipes, `kd` = CE + 4^2 KL(T=4) and `deit` = "
+            f"augmented batch, resized to {t.size} px; of the two fixed recipes, `kd` = CE + 4^2 KL(T=4) and `deit` = "
             "0.5 CE + 0.5 CE with the teacher's hard labels, the one with the better validation AUC; see the "
             "notes). A CNN has no attention maps: no attention alignment, no attention IoU."]
     lines[-1] += (
@@ -276,7 +284,9 @@ def report(results: dict, args, seconds: dict) -> list[str]:
                   "test AUC | test ACC | AUC retention | attention IoU |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for st in res["stages"]:
-            r, label = rows[st], TEACHER_LABELS[args.teacher] if st == "teacher" else LABELS[st]
+            r = rows[st]
+            label = (TEACHER_LABELS[args.teacher].format(size=args.teacher_size) if st == "teacher"
+                     else LABELS[st])
             if st == "distilled" and args.teacher != "vit_tiny":
                 label = f"distilled: MedLiT-nano (`{Path(res['distilled']).name.split('-')[1]}` recipe, logits only)"
             ratio = t["params"] / r["params"]
@@ -288,8 +298,8 @@ def report(results: dict, args, seconds: dict) -> list[str]:
                 f"{_fmt(r.get('iou')) if st != 'teacher' else '1 (ref)'} |")
         lines += ["", (f"Attention maps (teacher, each student stage): `{res['png']}`. " if res["png"] else "")
                   + "int8: same weights as the FFN-pruned row; its ONNX graph returns logits only, so no attention "
-                  "IoU." + (" The teacher's latency and MACs are at its own 64 px input, the students' at 28 px."
-                            if args.teacher != "vit_tiny" else ""), ""]
+                  "IoU." + (f" The teacher's latency and MACs are at its own {args.teacher_size} px input, the "
+                            "students' at 28 px." if args.teacher != "vit_tiny" else ""), ""]
     lines += ["## Targets", "", "Final student = the int8 FFN-pruned model (the fp32 FFN-pruned row in "
               "brackets). Targets: >= 8x smaller, >= 3x faster on CPU (1 thread), >= 97 % of the teacher's "
               "test AUC.", ""]
@@ -349,6 +359,7 @@ def report(results: dict, args, seconds: dict) -> list[str]:
     else:
         lines.append("- The ViT-Tiny-teacher version of this pipeline, with the attention-alignment ablation, is "
                      "`results/compress_vit.md`.")
+    if args.teacher == "efficientnet_lite0":
         lines.append("- EfficientNet-Lite0 is itself a mobile network (3.4 M parameters, ~31 M MACs at 64 px), about "
                      "4.5x MedLiT-nano's parameters and no more MACs than it (31 M at 64 px vs 29-41 M at 28 px), so "
                      "neither the >= 8x size nor the >= 3x speed target is within reach of the ratios above (33 % of "
@@ -363,8 +374,11 @@ def report(results: dict, args, seconds: dict) -> list[str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--subsets", default=",".join(SUBSETS))
-    p.add_argument("--teacher", default="efficientnet_lite0", choices=("efficientnet_lite0", "vit_tiny"),
-                   help="ImageNet EfficientNet-Lite0 from medmnist_teacher.py, or a ViT-Tiny trained here")
+    p.add_argument("--teacher", default="efficientnet_lite0",
+                   choices=("efficientnet_lite0", "efficientnet_lite2", "vit_tiny"),
+                   help="ImageNet EfficientNet-Lite0 / -Lite2 from medmnist_teacher.py, or a ViT-Tiny trained here")
+    p.add_argument("--teacher-size", type=int, default=None,
+                   help="input px of the EfficientNet teacher (Lite0: 64, Lite2: 96; as medmnist_teacher.py ran it)")
     p.add_argument("--teacher-epochs", type=int, default=15)
     p.add_argument("--teacher-amp", default="auto", help="teacher training precision: auto, bf16 or none")
     p.add_argument("--distill-epochs", default="6", help="epochs, or per subset: dermamnist=6,pneumoniamnist=8")
@@ -383,7 +397,13 @@ def main() -> None:
     global MAX_STEPS
     MAX_STEPS = args.max_steps
     torch.set_num_threads(args.threads)
-    runs = Path(args.runs or ROOT / "runs" / ("compress" if args.teacher == "vit_tiny" else "compress_lite0"))
+    if args.teacher != "vit_tiny":
+        import medmnist_teacher as mt
+
+        args.teacher_size = mt.teacher(args.teacher, args.teacher_size).size
+    default_runs = {"vit_tiny": "compress", "efficientnet_lite0": "compress_lite0",
+                    "efficientnet_lite2": f"compress_lite2_{args.teacher_size}"}[args.teacher]
+    runs = Path(args.runs or ROOT / "runs" / default_runs)
     args.runs = str(runs)
     results, seconds = {}, {}
     for subset in args.subsets.split(","):

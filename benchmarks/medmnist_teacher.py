@@ -20,7 +20,13 @@ subset where a published row is within reach. Test AUC is read only for the tabl
 Writes ``results/medmnist_teacher.md`` / ``.json`` and adds compact records to ``results/medmnist_runs.json``
 (read by ``medmnist_medlit.py``, whose table gains the teacher and distilled rows).
 
+``--teacher efficientnet_lite2`` (with ``--teacher-size``, default 96 px) runs the same stages with the larger
+ImageNet EfficientNet-Lite2 (4.8 M without its ImageNet head) into run folders prefixed ``lite2_96-`` and
+writes ``results/medmnist_teacher_lite2_96.md``: the teacher ``compress.py --teacher efficientnet_lite2`` needs
+for its >= 8x size and >= 3x speed ratios.
+
     python benchmarks/medmnist_teacher.py --threads 1
+    python benchmarks/medmnist_teacher.py --threads 1 --teacher efficientnet_lite2 --subsets dermamnist
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from common import PUBLISHED, RESULTS, ROOT, header, parse_map, remember, run_job, stored
@@ -36,7 +43,7 @@ from medmnist_baselines import SUBSETS
 from medlite.engine.tasks.classify import TrainConfig
 
 RUNS = ROOT / "runs" / "medmnist_teacher"
-TEACHER = "efficientnet_lite0"
+TEACHER = "efficientnet_lite0"  # the first teacher (its run folders have no prefix); medmnist_medlit.py reads it
 TEACHER_SIZE = 64
 TEACHER_EPOCHS = {"breastmnist": 30, "pneumoniamnist": 10, "dermamnist": 10}
 STUDENT_EPOCHS = {"breastmnist": 100, "pneumoniamnist": 10, "dermamnist": 8}  # sized to one CPU session
@@ -49,22 +56,53 @@ LABELS = {"medlit_nano_28": "MedLiT-nano", "medlit_seed_28": "MedLiT-seed"}
 OURS = "medmnist_medlit.md"  # where the same-recipe ResNet-18 and from-scratch MedLiT rows live
 
 
-def teacher_cfg(subset: str, epochs: int, threads: int, progress: bool) -> TrainConfig:
-    return TrainConfig(model=TEACHER, data=subset, size=TEACHER_SIZE, epochs=epochs, batch_size=64,
+@dataclass(frozen=True)
+class Teacher:
+    """One ImageNet teacher: model, input size, and the prefix of its run folders (also their keys in
+    results/medmnist_runs.json, so two teachers' runs never share a record)."""
+
+    model: str
+    size: int
+    prefix: str
+    label: str
+
+    def run(self, name: str) -> Path:
+        return RUNS / f"{self.prefix}{name}"
+
+    @property
+    def results(self) -> str:
+        """Stem of the results file."""
+        return "medmnist_teacher" + (f"_{self.prefix.rstrip('-')}" if self.prefix else "")
+
+
+def teacher(model: str = TEACHER, size: int | None = None) -> Teacher:
+    if model == TEACHER and size in (None, TEACHER_SIZE):
+        return Teacher(TEACHER, TEACHER_SIZE, "", "EfficientNet-Lite0")
+    if model != "efficientnet_lite2":
+        raise ValueError(f"unknown teacher {model!r}")
+    size = size or 96
+    return Teacher(model, size, f"lite2_{size}-", "EfficientNet-Lite2")
+
+
+def teacher_cfg(subset: str, epochs: int, threads: int, progress: bool, t: Teacher | None = None) -> TrainConfig:
+    t = t or teacher()
+    return TrainConfig(model=t.model, data=subset, size=t.size, epochs=epochs, batch_size=64,
                        optimizer="adamw", lr=1e-3, weight_decay=0.05, schedule="cosine", warmup_epochs=1.0,
-                       augment="light", seed=0, pretrained=True, out=str(RUNS / f"teacher-{subset}"),
+                       augment="light", seed=0, pretrained=True, out=str(t.run(f"teacher-{subset}")),
                        progress=progress, threads=threads, plots=False)
 
 
-def run_student(student: str, subset: str, recipe: str, epochs: int, threads: int, progress: bool) -> dict:
+def run_student(student: str, subset: str, recipe: str, epochs: int, threads: int, progress: bool,
+                t: Teacher | None = None) -> dict:
     from medlite.engine.tasks.distill import DistillConfig, distill
 
-    out = RUNS / f"{student}-{recipe}-{subset}"
+    t = t or teacher()
+    out = t.run(f"{student}-{recipe}-{subset}")
     done = out / "results.json"
     if done.is_file():
         return json.loads(done.read_text())
     t0 = time.time()
-    cfg = DistillConfig(student=student, teacher=str(RUNS / f"teacher-{subset}"), size=28, epochs=epochs,
+    cfg = DistillConfig(student=student, teacher=str(t.run(f"teacher-{subset}")), size=28, epochs=epochs,
                         batch_size=64, lr=1e-3, weight_decay=0.05, attn_weight=0.0, augment="light",
                         out=str(out), threads=threads, progress=progress, **RECIPES[recipe])
     res = distill(cfg, resume=(out / "last.safetensors").is_file())
@@ -106,13 +144,14 @@ def report(args) -> None:
     import medlite
     from medlite.models.flops import count_macs, count_params
 
+    t = args.t
     ours = _ours()
     data = {}
-    lines = header("MedMNIST: an ImageNet EfficientNet-Lite0 teacher and MedLiT students distilled from it")
+    lines = header(f"MedMNIST: an ImageNet {t.label} teacher and MedLiT students distilled from it")
     lines[-1:-1] = ["- precision: fp32 training and evaluation (no bf16 autocast in these runs, whatever the CPU)"]
     lines += [__doc__.split("\n\n", 1)[1].split("\n\n    python")[0].strip(), ""]
     sizes = {}
-    for name, size in ((TEACHER, TEACHER_SIZE), *((s, 28) for s in STUDENTS)):
+    for name, size in ((t.model, t.size), *((s, 28) for s in STUDENTS)):
         m = medlite.create_model(name, num_classes=2, in_chans=1, img_size=size)
         sizes[name] = (count_params(m) / 1e6, count_macs(m, (1, 1, size, size)) / 1e6)
     names = {"breastmnist": "BreastMNIST", "pneumoniamnist": "PneumoniaMNIST", "dermamnist": "DermaMNIST"}
@@ -126,14 +165,14 @@ def report(args) -> None:
             return "not run"
         return f"{rec['test_auc']:.3f} / {rec['test_acc']:.3f} ({rec['val_auc']:.3f})"
 
-    teacher = {s: _compact(RUNS / f"teacher-{s}") for s in SUBSETS}
-    p, m = sizes[TEACHER]
-    lines.append(f"| EfficientNet-Lite0, ImageNet, fine-tuned (teacher) | 64 px | {p:.2f} M | {m:.0f} M | "
-                 + " | ".join(cell(teacher[s]) for s in SUBSETS) + " |")
+    teachers = {s: _compact(t.run(f"teacher-{s}")) for s in SUBSETS}
+    p, m = sizes[t.model]
+    lines.append(f"| {t.label}, ImageNet, fine-tuned (teacher) | {t.size} px | {p:.2f} M | {m:.0f} M | "
+                 + " | ".join(cell(teachers[s]) for s in SUBSETS) + " |")
     best = {}
     for st in STUDENTS:
         p, m = sizes[st]
-        per = {s: {r: _compact(RUNS / f"{st}-{r}-{s}") for r in RECIPES} for s in SUBSETS}
+        per = {s: {r: _compact(t.run(f"{st}-{r}-{s}")) for r in RECIPES} for s in SUBSETS}
         chosen = {}
         for s in SUBSETS:
             done = {r: rec for r, rec in per[s].items() if rec is not None}
@@ -179,19 +218,20 @@ def report(args) -> None:
                  + ("; ".join(nano_top) if nano_top else "none"))
     lines += ["", "## Epochs and wall time", ""]
     for s in SUBSETS:
-        parts = [f"teacher {TEACHER_EPOCHS[s]} epochs" + _fmt_wall(RUNS / f"teacher-{s}")]
+        parts = [f"teacher {args.teacher_epochs_map[s]} epochs" + _fmt_wall(t.run(f"teacher-{s}"))]
         for st in STUDENTS:
             for r in RECIPES:
-                if _compact(RUNS / f"{st}-{r}-{s}") is not None:
-                    parts.append(f"{LABELS[st]} `{r}` {STUDENT_EPOCHS[s]} epochs" + _fmt_wall(RUNS / f"{st}-{r}-{s}"))
+                if _compact(t.run(f"{st}-{r}-{s}")) is not None:
+                    parts.append(f"{LABELS[st]} `{r}` {args.student_epochs_map[s]} epochs"
+                                 + _fmt_wall(t.run(f"{st}-{r}-{s}")))
         lines.append(f"- {s}: " + ", ".join(parts))
     lines += ["", "Runs not listed were not run (MedLiT-seed: only the recipe that won on MedLiT-nano's "
               "validation AUC, on the subsets of `--seed-subsets`). Wall times are the runs' own epoch times "
               "(one thread per process, beside one other job on the 2 cores); a run finished on another machine "
               "shows none.", ""]
-    (RESULTS / "medmnist_teacher.md").write_text("\n".join(lines))
-    (RESULTS / "medmnist_teacher.json").write_text(json.dumps(
-        {"teacher": teacher, "students": data, "best": best}, indent=2, default=float) + "\n")
+    (RESULTS / f"{t.results}.md").write_text("\n".join(lines))
+    (RESULTS / f"{t.results}.json").write_text(json.dumps(
+        {"teacher": teachers, "students": data, "best": best}, indent=2, default=float) + "\n")
     print("\n".join(lines))
 
 
@@ -222,28 +262,34 @@ def main() -> None:
                     help="subsets medlit_seed_28 is distilled on (the nano recipe best on validation)")
     ap.add_argument("--teacher-epochs", default="", help="subset=epochs,... (default: TEACHER_EPOCHS)")
     ap.add_argument("--student-epochs", default="", help="subset=epochs,... (default: STUDENT_EPOCHS)")
+    ap.add_argument("--teacher", default=TEACHER, choices=(TEACHER, "efficientnet_lite2"),
+                    help="ImageNet teacher (Lite2: run folders prefixed lite2_SIZE-, its own results file)")
+    ap.add_argument("--teacher-size", type=int, default=None, help="teacher input px (Lite0: 64, Lite2: 96)")
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--no-progress", dest="progress", action="store_false")
     args = ap.parse_args()
-    t_ep = {**TEACHER_EPOCHS, **(parse_map(args.teacher_epochs) if args.teacher_epochs else {})}
-    s_ep = {**STUDENT_EPOCHS, **(parse_map(args.student_epochs) if args.student_epochs else {})}
+    args.t = t = teacher(args.teacher, args.teacher_size)
+    t_ep = args.teacher_epochs_map = {**TEACHER_EPOCHS,
+                                      **(parse_map(args.teacher_epochs) if args.teacher_epochs else {})}
+    s_ep = args.student_epochs_map = {**STUDENT_EPOCHS,
+                                      **(parse_map(args.student_epochs) if args.student_epochs else {})}
     if not args.report_only:
         for s in args.subsets:
             if "teacher" in args.stages:
-                run_job(teacher_cfg(s, t_ep[s], args.threads, args.progress))
+                run_job(teacher_cfg(s, t_ep[s], args.threads, args.progress, t))
         if "students" in args.stages:
             for st in args.students:
                 for s in args.subsets:
                     if st == "medlit_seed_28":
                         if s not in args.seed_subsets:
                             continue
-                        val = {r: _compact(RUNS / f"medlit_nano_28-{r}-{s}") for r in RECIPES}
+                        val = {r: _compact(t.run(f"medlit_nano_28-{r}-{s}")) for r in RECIPES}
                         val = {r: v["val_auc"] for r, v in val.items() if v is not None}
                         recipes = [max(val, key=val.get)] if val else []
                     else:
                         recipes = args.recipes
                     for r in recipes:
-                        run_student(st, s, r, s_ep[s], args.threads, args.progress)
+                        run_student(st, s, r, s_ep[s], args.threads, args.progress, t)
     report(args)
 
 
