@@ -63,7 +63,8 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 8,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (warmup + cosine; the benchmarks' "
                                            "recipe).")] = 8e-4,
-    augment: Annotated[str, typer.Option(help="none / light / strong.")] = "light",
+    augment: Annotated[str, typer.Option(help="none / photometric / light / strong (stage distill: none or "
+                                               "photometric).")] = "light",
     teacher: Annotated[str, typer.Option(help="Checkpoint, or litemedsam (pretrained), to distil image "
                                               "embeddings from (MSE).")] = "",
     distill_weight: Annotated[float, typer.Option(help="Weight of the embedding MSE (with --teacher).")] = 1.0,

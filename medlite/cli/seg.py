@@ -55,7 +55,7 @@ def train(
                                                   "unet_lite0: ImageNet encoder; needs medlite[pretrained]).")] = False,
     encoder_lr_mult: Annotated[float, typer.Option(help="Learning rate of the encoder = --lr x this (0.1 suits a "
                                                         "pretrained encoder).")] = 1.0,
-    augment: Annotated[str, typer.Option(help="Augmentation level: none, light, strong.")] = "strong",
+    augment: Annotated[str, typer.Option(help="Augmentation level: none, photometric, light, strong.")] = "strong",
     fold: Annotated[int, typer.Option(help="Cross-validation fold (PH2 / folders without lists).")] = 0,
     folds: Annotated[int, typer.Option(help="Number of folds for folders; 0 = random 80/20.")] = 5,
     train_list: Annotated[str, typer.Option(help="File of training case names (folder data).")] = "",

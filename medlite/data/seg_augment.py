@@ -2,6 +2,8 @@
 
 Levels:
 - ``none``: identity.
+- ``photometric``: intensity only (brightness / contrast, gamma, CLAHE, Gaussian noise and blur), no geometry:
+  for targets that cannot follow a geometric change, such as a teacher's cached image embedding.
 - ``light``: horizontal flip, small affine (scale 0.9–1.1, rotate ±15°, shift ±5 %), brightness/contrast.
 - ``strong`` (the MedLiteNet recipe): ``light`` plus vertical flip, elastic deformation, CLAHE, Gaussian
   noise and Gaussian blur, each with a modest probability.
@@ -19,7 +21,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-LEVELS = ("none", "light", "strong")
+LEVELS = ("none", "photometric", "light", "strong")
 
 
 def _albumentations():
@@ -36,6 +38,10 @@ def pipeline(level: str):
     if level not in LEVELS:
         raise ValueError(f"augmentation level must be one of {LEVELS}; got {level!r}")
     A = _albumentations()
+    if level == "photometric":
+        return A.Compose([A.RandomBrightnessContrast(0.2, 0.2, p=0.5), A.RandomGamma((80, 120), p=0.3),
+                          A.CLAHE(clip_limit=2.0, p=0.15), A.GaussNoise(std_range=(0.02, 0.06), p=0.2),
+                          A.GaussianBlur(blur_limit=(3, 5), p=0.2)])
     ops = [A.HorizontalFlip(p=0.5),
            A.Affine(scale=(0.9, 1.1), rotate=(-15, 15), translate_percent=(-0.05, 0.05), p=0.5),
            A.RandomBrightnessContrast(0.15, 0.15, p=0.3)]

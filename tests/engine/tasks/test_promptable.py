@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -127,6 +128,11 @@ def test_encoder_distillation_from_cached_teacher_embeddings(tmp_path, blob_fold
                             init=str(cfg.run_dir() / "best.safetensors"), progress=False)
     res2 = train_sam(prompt, data)
     assert res2["epochs_run"] == 1 and 0.0 <= res2["best_val_dice"] <= 1.0
+    # intensity-only augmentation keeps the cached target valid; geometry would not, and is refused
+    photo = train_sam(dataclasses.replace(cfg, augment="photometric", epochs=1, name="distill_photo"), data)
+    assert photo["epochs_run"] == 1 and np.isfinite(photo["best_val_distill_mse"])
+    with pytest.raises(ConfigError, match="'none' or 'photometric'"):
+        train_sam(dataclasses.replace(cfg, augment="light", name="distill_light"), data)
 
 
 def test_distiller_meets_the_teacher_on_either_grid():

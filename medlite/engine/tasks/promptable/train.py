@@ -54,7 +54,7 @@ class SamTrainConfig:
     lr: float = 8e-4  # AdamW peak learning rate (results/litesam.md and litesam_distill.md use it)
     weight_decay: float = 0.01
     warmup_steps: int = 50  # linear warm-up before the cosine decay
-    augment: str = "light"  # seg_augment level: none / light / strong
+    augment: str = "light"  # seg_augment level: none / photometric / light / strong
     prompt_probs: tuple[float, float, float] = (0.5, 0.3, 0.2)  # box / points / scribble
     box_jitter: float = 5.0  # max box-coordinate jitter in training (model-frame px)
     iou_weight: float = 1.0  # weight of the IoU-head MSE
@@ -200,9 +200,10 @@ class PromptableTask(Task):
             if not (cfg.teacher and cfg.teacher_cache):
                 raise ConfigError("stage 'distill' needs --teacher and --teacher-cache (run `medlite sam "
                                   "cache-teacher` first)")
-            if cfg.augment != "none":
+            if cfg.augment not in ("none", "photometric"):
                 raise ConfigError("stage 'distill' regresses cached embeddings of un-augmented images: use "
-                                  "augment 'none'")
+                                  "augment 'none' or 'photometric' (intensity only, so the target still fits); "
+                                  f"got {cfg.augment!r}")
             self.targets = {s: self._cached(data, s) for s in ("train", "val")}
             distiller = _Distiller(None, self.model.cfg.embed_dim, self.targets["train"].shape[1],
                                    grid=cfg.distill_grid)
