@@ -6,13 +6,19 @@ Stages (each resumes or is skipped when its output exists; runs under --runs, wh
    segmentation set in $MEDLITE_DATA (BUSI split 1, PH2 fold 0, HC18, MoNuSeg, CXR lungs); test splits
    are never read, so no evaluation image is ever seen, not even unlabelled;
 2. distill: ``litesam_swin_xs``'s encoder (+ a 1x1 adapter) regresses the cached embeddings (MSE), all of
-   those images, no augmentation, selected on validation MSE. Two variants (``--distill-grid``): "upsampled"
-   (the student's 16x16 embedding upsampled to the teacher's 64x64; run folders ``distill``, ``prompt*``) and
-   "pooled" (the teacher's embedding average-pooled to 16x16; folders ``*_pooled``);
+   those images, selected on validation MSE. Variants (``--distill-grid``): "upsampled" (the student's 16x16
+   embedding upsampled to the teacher's 64x64; run folders ``distill``, ``prompt*``), "pooled" (the teacher's
+   embedding average-pooled to 16x16; folders ``*_pooled``), both without augmentation, and "pooled_photo"
+   (pooled, with intensity-only augmentation of the student's input, which leaves the cached target valid;
+   folders ``*_pooled_photo``);
 3. prompt: the whole model from the distilled weights on box / point / scribble prompts with the ground truth
    (the recipe of ``results/litesam.md``: BUSI + PH2 fold-0 train), selected on validation Dice;
    cross-domain runs: BUSI train only (tested on all of PH2) and PH2 fold-0 train only (tested on BUSI);
    ``--scratch``: the same prompt recipe from random weights, the same-run reference for what distilling adds;
+   ``--all-sets`` (from the first variant named): prompt training on the train splits of all five sets
+   (``--all-epochs``, 24), and on all but BUSI / all but PH2 for the cross-domain rows; then fine-tuning of
+   the all-sets model on BUSI's and on PH2 fold 0's train split alone (``--finetune-epochs``, 8, at
+   ``--finetune-lr``); all selected on their own validation Dice;
 4. evaluate: box / point DSC and NSD at the original size; LiteMedSAM zero-shot and the references on the
    same cases; encoder and decoder time of both models on 1 thread, interleaved.
 
@@ -40,9 +46,20 @@ from medlite.engine.tasks.promptable.train import concat
 from medlite.metrics.segmentation import reduce_cases
 
 STUDENT, TEACHER = "litesam_swin_xs", "litemedsam"
-VARIANTS = {"upsampled": ("teacher", ""), "pooled": ("student", "_pooled")}  # name: (distill_grid, folder suffix)
-FOLDERS = {"both": "prompt", "busi_only": "prompt_busi", "ph2_only": "prompt_ph2"}  # prompt run: folder stem
+VARIANTS = {"upsampled": ("teacher", ""), "pooled": ("student", "_pooled"),  # name: (distill_grid, folder suffix)
+            "pooled_photo": ("student", "_pooled_photo")}
+DISTILL_AUGMENT = {"pooled_photo": "photometric"}  # variants whose distill stage augments (intensity only)
+FOLDERS = {"both": "prompt", "busi_only": "prompt_busi", "ph2_only": "prompt_ph2",  # prompt run: folder stem
+           "all": "prompt_all", "all_but_busi": "prompt_nobusi", "all_but_ph2": "prompt_noph2",
+           "ft_busi": "finetune_busi", "ft_ph2": "finetune_ph2"}
+PLAN = {"both": ("busi", "ph2"), "busi_only": ("busi", "ph2_all"), "ph2_only": ("ph2", "busi"),  # run: test sets
+        "all": ("busi", "ph2"), "all_but_busi": ("busi",), "all_but_ph2": ("ph2_all",), "ft_busi": ("busi",),
+        "ft_ph2": ("ph2",)}
+ON = {"both": "BUSI + PH2 f0", "busi_only": "BUSI only", "ph2_only": "PH2 f0 only", "all": "all five sets",
+      "all_but_busi": "four sets, no BUSI", "all_but_ph2": "four sets, no PH2",
+      "ft_busi": "all five, then BUSI", "ft_ph2": "all five, then PH2 f0"}
 LABELS = {"upsampled": "LiteSAM xs distilled (upsampled)", "pooled": "LiteSAM xs distilled (pooled)",
+          "pooled_photo": "LiteSAM xs distilled (pooled, photometric augmentation)",
           "scratch": "LiteSAM xs from scratch"}
 
 
@@ -145,11 +162,18 @@ def main() -> None:
                     help="distillation variants to train (finished ones stay in the report)")
     ap.add_argument("--scratch", action=argparse.BooleanOptionalAction, default=True,
                     help="also the prompt recipe from random weights (same-run reference)")
+    ap.add_argument("--all-sets", action=argparse.BooleanOptionalAction, default=True,
+                    help="also prompt-train on every segmentation set (and on all but BUSI / all but PH2 for "
+                         "the cross-domain rows), from the first --distill-grid variant and from scratch")
+    ap.add_argument("--all-epochs", type=int, default=24, help="prompt-stage epochs of the all-sets runs")
+    ap.add_argument("--finetune-epochs", type=int, default=8,
+                    help="epochs of fine-tuning the all-sets model on one dataset's train split (0: none)")
+    ap.add_argument("--finetune-lr", type=float, default=2e-4, help="peak LR of that fine-tuning")
     ap.add_argument("--smoke", action="store_true", help="4-8 cases per split, 1 epoch per stage (own folders)")
     args = ap.parse_args()
     if args.smoke:
         args.runs, args.out = args.runs + "_smoke", str(Path(args.runs + "_smoke") / "litesam_distill.md")
-        args.distill_epochs = args.epochs = 1
+        args.distill_epochs = args.epochs = args.all_epochs = args.finetune_epochs = 1
         args.repeats = 2
     torch.set_num_threads(args.threads)
     runs = Path(args.runs)
@@ -162,7 +186,7 @@ def main() -> None:
     for v in args.distill_grid:
         grid, suf = VARIANTS[v]
         distilled[v] = run(cfg(args, f"distill{suf}", datasets=sets, stage="distill", teacher=TEACHER,
-                               teacher_cache=str(cache), distill_grid=grid, augment="none",
+                               teacher_cache=str(cache), distill_grid=grid, augment=DISTILL_AUGMENT.get(v, "none"),
                                epochs=args.distill_epochs, lr=args.distill_lr), data)
         prompt = dict(epochs=args.epochs, lr=args.lr, init=str(runs / f"distill{suf}" / "best.safetensors"))
         trained[v] = {"both": run(cfg(args, f"prompt{suf}", datasets=("busi", "ph2"), **prompt), data)}
@@ -172,25 +196,42 @@ def main() -> None:
     if args.scratch:
         trained["scratch"] = {"both": run(cfg(args, "prompt_scratch", datasets=("busi", "ph2"), epochs=args.epochs,
                                               lr=args.lr), data)}
+    if args.all_sets:  # every set, and every set but the one tested, for the cross-domain rows
+        v = args.distill_grid[0]
+        suf = VARIANTS[v][1]
+        groups = {"all": sets, "all_but_busi": tuple(s for s in sets if s != "busi"),
+                  "all_but_ph2": tuple(s for s in sets if s != "ph2")}
+        init = str(runs / f"distill{suf}" / "best.safetensors")
+        for name, group in groups.items():
+            trained[v][name] = run(cfg(args, f"{FOLDERS[name]}{suf}", datasets=group, epochs=args.all_epochs,
+                                       lr=args.lr, init=init), data)
+        for name, spec in (("ft_busi", "busi"), ("ft_ph2", "ph2")) if args.finetune_epochs else ():
+            trained[v][name] = run(cfg(args, f"{FOLDERS[name]}{suf}", datasets=(spec,), epochs=args.finetune_epochs,
+                                       lr=args.finetune_lr, init=str(runs / f"prompt_all{suf}" / "best.safetensors")),
+                                   data)
+        if args.scratch:
+            trained["scratch"]["all"] = run(cfg(args, "prompt_all_scratch", datasets=sets, epochs=args.all_epochs,
+                                                lr=args.lr), data)
     for v in VARIANTS:  # variants finished by earlier runs of this script stay in the report
         grid, suf = VARIANTS[v]
         if v not in distilled and (runs / f"distill{suf}" / "results.json").is_file():
             distilled[v] = json.loads((runs / f"distill{suf}" / "results.json").read_text())
             trained[v] = {n: json.loads((runs / f"{folder}{suf}" / "results.json").read_text())
                           for n, folder in FOLDERS.items() if (runs / f"{folder}{suf}" / "results.json").is_file()}
-    if "scratch" not in trained and (runs / "prompt_scratch" / "results.json").is_file():
-        trained["scratch"] = {"both": json.loads((runs / "prompt_scratch" / "results.json").read_text())}
+    for name, folder in FOLDERS.items():  # scratch runs finished by earlier runs of this script
+        if name not in trained.get("scratch", {}) and (runs / f"{folder}_scratch" / "results.json").is_file():
+            trained.setdefault("scratch", {})[name] = json.loads((runs / f"{folder}_scratch" / "results.json")
+                                                                .read_text())
 
     tests = test_sets(data)
     teacher = medlite.create_model(TEACHER, num_classes=1, pretrained=True).eval()
     ev: dict = {"litemedsam": {k: evaluate(teacher, tests[k], runs, f"litemedsam_{k}") for k in tests}}
-    plan = {"both": ("busi", "ph2"), "busi_only": ("busi", "ph2_all"), "ph2_only": ("ph2", "busi")}
     for v, runs_v in trained.items():
         suf = "_scratch" if v == "scratch" else VARIANTS[v][1]
         for name in runs_v:
             model, _ = load_model(runs / f"{FOLDERS[name]}{suf}" / "best.safetensors")
             key = name if v == "upsampled" else f"{v}_{name}"  # the first run's cached evaluations keep their keys
-            ev[f"{v}:{name}"] = {k: evaluate(model, tests[k], runs, f"{key}_{k}") for k in plan[name]}
+            ev[f"{v}:{name}"] = {k: evaluate(model, tests[k], runs, f"{key}_{k}") for k in PLAN[name]}
     refs = {k: box_references({"busi": SimpleNamespace(test=v), "ph2": SimpleNamespace(test=v)})["busi"]
             for k, v in tests.items()}  # the helper scores two named sets; both are this one
     student, _ = load_model(runs / "prompt" / "best.safetensors")  # every LiteSAM xs has this architecture
@@ -239,13 +280,12 @@ def write(args, sets, distilled, trained, ev, refs, times, cache_min) -> None:
         for ref in ("box ellipse", "box fill"):
             lines.append(f"| {ref} (no model) | – | {names[k]} | {_c(refs[k][ref]['dsc'])} | "
                          f"{_c(refs[k][ref]['nsd'])} | {_c(refs[k][ref]['boundary_nsd'])} | – |")
-    on = {"both": "BUSI + PH2 f0", "busi_only": "BUSI only", "ph2_only": "PH2 f0 only"}
     for key, res in ev.items():
         if key == "litemedsam":
             continue
         v, name = key.split(":")
         for k, r in res.items():
-            lines.append(f"| {LABELS[v]} | {on[name]} | {names[k]} | {_c(r['box']['dsc'])} | "
+            lines.append(f"| {LABELS[v]} | {ON[name]} | {names[k]} | {_c(r['box']['dsc'])} | "
                          f"{_c(r['box']['nsd'])} | {_c(r['box']['boundary_nsd'])} | {_c(r['point']['dsc'])} |")
     lines += ["", "| ONNX Runtime, 1 image | params enc / dec (M) | MACs enc / dec (G) | encoder ms 1 / 2 thr "
               "| decoder ms 1 / 2 thr |", "|---|---|---|---|---|"]
@@ -275,7 +315,10 @@ def targets(ev, refs, times) -> list[str]:
     out = ["## Targets", ""]
     rows = [("both", "busi", "in-domain BUSI"), ("both", "ph2", "in-domain PH2"),
             ("ph2_only", "busi", "cross-domain BUSI (trained on PH2)"),
-            ("busi_only", "ph2_all", "cross-domain PH2 (trained on BUSI)")]
+            ("busi_only", "ph2_all", "cross-domain PH2 (trained on BUSI)"),
+            ("all", "busi", "in-domain BUSI (all five sets)"), ("all", "ph2", "in-domain PH2 (all five sets)"),
+            ("all_but_busi", "busi", "cross-domain BUSI (the four other sets)"),
+            ("all_but_ph2", "ph2_all", "cross-domain PH2 (the four other sets)")]
     for v, run_name, k, what in ((v, *row) for v in VARIANTS for row in rows):
         m = f"{v}:{run_name}"
         if m not in ev:
@@ -287,6 +330,13 @@ def targets(ev, refs, times) -> list[str]:
         out.append(f"- {what}: box DSC {dsc:.3f}; ellipse {ell:.3f} (margin {dsc - ell:+.4f}, target >= +0.03: "
                    f"{'met' if dsc - ell >= 0.03 else 'missed'}); LiteMedSAM zero-shot {lm:.3f} (ratio "
                    f"{dsc / lm:.3f}, target >= 0.97: {'met' if dsc / lm >= 0.97 else 'missed'})")
+    for v in VARIANTS:
+        for run_name, k, what in (("ft_busi", "busi", "BUSI"), ("ft_ph2", "ph2", "PH2 fold 0")):
+            if f"{v}:{run_name}" in ev:
+                dsc = ev[f"{v}:{run_name}"][k]["box"]["dsc"]["mean"]
+                lm = ev["litemedsam"][k]["box"]["dsc"]["mean"]
+                out.append(f"- fine-tuned on {what}'s train split, {v}: box DSC {dsc:.3f} vs LiteMedSAM zero-shot "
+                           f"{lm:.3f} ({dsc - lm:+.3f}; target: beat it: {'met' if dsc > lm else 'missed'})")
     speed = _enc(times, "LiteMedSAM") / _enc(times, "LiteSAM xs (distilled)")
     dec = times["LiteSAM xs (distilled)"]["latency_ms"]["decoder"]["1"]["median"]
     out.append(f"- encoder >= 5x faster than LiteMedSAM's (1 thread): {speed:.1f}x "
@@ -304,11 +354,26 @@ def findings(ev, refs, distilled) -> list[str]:
         return ev[key][k]["box"]["dsc"]["mean"] if key in ev and k in ev[key] else None
 
     for v in VARIANTS:
+        for run_name, recipe in (("both", "BUSI + PH2, 12 epochs"), ("all", "all five sets, 24 epochs")):
+            for k, name in (("busi", "BUSI"), ("ph2", "PH2 fold 0")):
+                a, b = dsc(f"{v}:{run_name}", k), dsc(f"scratch:{run_name}", k)
+                if a is not None and b is not None:
+                    out.append(f"- {v} distillation vs the same prompt recipe ({recipe}) from random weights "
+                               f"(same run), {name}: box DSC {a:.3f} vs {b:.3f} ({a - b:+.3f}).")
         for k, name in (("busi", "BUSI"), ("ph2", "PH2 fold 0")):
-            a, b = dsc(f"{v}:both", k), dsc("scratch:both", k)
+            a, b = dsc(f"{v}:all", k), dsc(f"{v}:both", k)
             if a is not None and b is not None:
-                out.append(f"- {v} distillation vs the same prompt recipe from random weights (same run), {name}: "
+                out.append(f"- {v}: prompt training on all five sets for 24 epochs vs BUSI + PH2 for 12, {name}: "
                            f"box DSC {a:.3f} vs {b:.3f} ({a - b:+.3f}).")
+        a, b = dsc(f"{v}:all_but_busi", "busi"), dsc(f"{v}:all_but_ph2", "ph2_all")
+        if a is not None and b is not None:
+            out.append(f"- cross-domain, {v}, four other sets: tested on BUSI {a:.3f} (ellipse "
+                       f"{refs['busi']['box ellipse']['dsc']['mean']:.3f}; the model that saw only PH2: "
+                       f"{dsc(f'{v}:ph2_only', 'busi') or float('nan'):.3f}); tested on all of PH2 {b:.3f} (ellipse "
+                       f"{refs['ph2_all']['box ellipse']['dsc']['mean']:.3f}; the model that saw only BUSI: "
+                       f"{dsc(f'{v}:busi_only', 'ph2_all') or float('nan'):.3f}). The held-out set's images were "
+                       "in the encoder-distillation stage (unlabelled: the teacher's embeddings of its train / val "
+                       "images); its masks and its test images were never seen.")
     for v in VARIANTS:
         a = dsc(f"{v}:ph2_only", "busi")
         b = dsc(f"{v}:busi_only", "ph2_all")

@@ -38,6 +38,7 @@ TINY: dict[str, tuple[int, dict]] = {
     "medlitenet_r18": (64, _MEDLITENET),
     "unet": (64, {"channels": (4, 8, 8, 8, 8), "num_res_units": 1}),
     "medlitenet_lite0": (64, _MEDLITENET),  # the encoder is the full EfficientNet-Lite0 (as efficientnet_lite0)
+    "medlitenet_lite0_s4": (64, {**_MEDLITENET, "decoder_dims": (16, 8, 8)}),
     "unet_lite0": (64, {"decoder_channels": (16, 8, 8, 8, 8)}),
     "litesam_swin_t": (64, _LITESAM),
     "litesam_swin_xs": (64, _LITESAM),
