@@ -9,7 +9,8 @@ import torch
 import medlite
 from medlite.models.medlitenet import BoundaryAwareAttention, MedLiteNet
 
-SEG_MODELS = ["medlitenet", "medlitenet_nobaa", "medlitenet_r18", "unet", "medlitenet_lite0", "unet_lite0"]
+SEG_MODELS = ["medlitenet", "medlitenet_nobaa", "medlitenet_r18", "unet", "medlitenet_lite0", "unet_lite0",
+              "medlitenet_lite0_s4"]
 
 
 @pytest.mark.parametrize("name", SEG_MODELS)
@@ -36,7 +37,7 @@ def test_parameter_budget():
     assert n < unet
 
 
-@pytest.mark.parametrize("name", ["medlitenet_lite0", "unet_lite0"])
+@pytest.mark.parametrize("name", ["medlitenet_lite0", "unet_lite0", "medlitenet_lite0_s4"])
 def test_lite0_variants_at_256_and_grey(name):
     m = medlite.create_model(name, num_classes=1, in_chans=3).eval()
     with torch.no_grad():
@@ -64,6 +65,21 @@ def test_lite0_variants_share_the_encoder_and_state_their_cost():
         encoders.add(tuple((k.removeprefix("encoder.").removeprefix("model."), tuple(v.shape))
                            for k, v in m.state_dict().items() if k.startswith("encoder.")))
     assert len(encoders) == 1  # the same tensors under the same names: one weight table serves both
+
+
+def test_s4_variant_stops_the_decoder_at_stride_4():
+    full, s4 = (medlite.create_model(n, num_classes=1) for n in ("medlitenet_lite0", "medlitenet_lite0_s4"))
+    assert len(full.decoder) == 4 and len(s4.decoder) == 3
+    assert sum(isinstance(m, BoundaryAwareAttention) for m in s4.modules()) == 2  # at strides 8 and 4
+    assert [type(st.baa).__name__ for st in s4.decoder] == ["Identity", "BoundaryAwareAttention",
+                                                            "BoundaryAwareAttention"]
+    from medlite.models.flops import count_macs
+
+    assert round(count_macs(s4, (1, 3, 256, 256)) / 1e9, 2) == 0.63  # as its card says
+    assert "0.63 G MACs" in medlite.model_card("medlitenet_lite0_s4").description
+    for bad in ((), (8, 8, 8, 8, 8)):
+        with pytest.raises(ValueError, match="decoder_dims"):
+            medlite.create_model("medlitenet", num_classes=1, decoder_dims=bad)
 
 
 def test_ablation_switches():
