@@ -388,11 +388,19 @@ def findings(ev, refs, distilled) -> list[str]:
                    f"(on the {VARIANTS[v][0]}'s grid; the two MSEs are on different grids and not comparable).")
     out += ["- Tried so far: (1) the student's 16x16 embedding upsampled to the teacher's 64x64 (8 epochs): it "
             "learned about as much as predicting each channel's mean; (2) the teacher's embedding average-pooled "
-            "to the student's grid (16 epochs), the target the student can represent. Neither beats training "
-            "from scratch at this budget (12 prompt epochs on ~480 BUSI + PH2 images).",
-            "- Not tried yet, in order: the teacher's masks as targets in the prompt stage (output distillation "
-            "on all five image sets, which transfers what LiteMedSAM does rather than its features), prompt "
-            "training on all five sets, a stride-4 student head, `litesam_swin_t`.", ""]
+            "to the student's grid (16 epochs), the target the student can represent; neither beat training "
+            "from scratch at 12 prompt epochs on ~480 BUSI + PH2 images; (3) from (2), prompt training on the "
+            "train splits of all five sets for 24 epochs, and on all sets but the one tested (the rows above): "
+            "more kinds of image lift the cross-domain rows far above the single-set models, but not to the "
+            "box ellipse, and leave the in-domain rows where they were; (4) fine-tuning that model on one "
+            "set's train split (8 epochs, lr 2e-4).",
+            "- Every set here has ground-truth masks, so the teacher's masks as targets \"where ground truth is "
+            "absent\" have no place in these runs; where they would add information is on prompts no mask "
+            "answers (random boxes on any image, the teacher's mask as the target).",
+            "- Not tried yet, in order: that output distillation on random boxes over all five sets; the "
+            "`pooled_photo` variant (implemented: intensity-only augmentation in the distillation stage, "
+            "`--distill-grid pooled_photo`); a stride-4 student head; `litesam_swin_t` (the published size, "
+            "~4x the encoder cost).", ""]
     return out
 
 
