@@ -390,10 +390,12 @@ def findings(ev, refs, distilled) -> list[str]:
             "learned about as much as predicting each channel's mean; (2) the teacher's embedding average-pooled "
             "to the student's grid (16 epochs), the target the student can represent; neither beat training "
             "from scratch at 12 prompt epochs on ~480 BUSI + PH2 images; (3) from (2), prompt training on the "
-            "train splits of all five sets for 24 epochs, and on all sets but the one tested (the rows above): "
-            "more kinds of image lift the cross-domain rows far above the single-set models, but not to the "
-            "box ellipse, and leave the in-domain rows where they were; (4) fine-tuning that model on one "
-            "set's train split (8 epochs, lr 2e-4).",
+            "train splits of all five sets for 24 epochs, and on all sets but the one tested (the rows above; "
+            "compare them with the single-set and from-scratch rows in the lines above): the in-domain rows do "
+            "not move, and the cross-domain rows move both ways, up on BUSI (from the PH2-only model) and down "
+            "on PH2 (from the BUSI-only model). One guess, not tested: the masks of MoNuSeg (many nuclei) and "
+            "CXR (both lungs) make a box mean \"everything of this kind inside\" rather than \"the one "
+            "object\"; (4) fine-tuning the all-sets model on one set's train split (8 epochs, lr 2e-4).",
             "- Every set here has ground-truth masks, so the teacher's masks as targets \"where ground truth is "
             "absent\" have no place in these runs; where they would add information is on prompts no mask "
             "answers (random boxes on any image, the teacher's mask as the target).",
