@@ -155,12 +155,18 @@ def efficientnet_lite0(num_classes: int = 2, in_chans: int = 3, img_size: int = 
     logits; any H, W >= 1 (global pooling; 28 px reaches the head at 1 x 1). ``img_size`` only documents the
     intended size. ``pretrained``: start from the ImageNet weights (in_chans 1 or 3; see the module doc).
     ``kwargs`` go to ``timm.create_model`` (e.g. ``drop_rate``)."""
+    return _build(WEIGHTS.name, num_classes, in_chans, pretrained, **kwargs)
+
+
+def _build(name: str, num_classes: int, in_chans: int, pretrained: bool, **kwargs) -> nn.Module:
+    """timm's ``tf_`` model of the variant ``name`` (efficientnet_lite0 / _lite2), from its ImageNet weights
+    when ``pretrained``."""
     if pretrained:
-        check_in_chans("efficientnet_lite0", in_chans)
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=num_classes,
-                              in_chans=in_chans, **kwargs)
+        check_in_chans(name, in_chans)
+    model = timm.create_model(TIMM_NAMES[name], pretrained=False, num_classes=num_classes, in_chans=in_chans,
+                              **kwargs)
     if pretrained:
-        _load_imagenet(model, num_classes, in_chans)
+        _load_imagenet(model, num_classes, in_chans, name)
     return model
 
 
@@ -179,10 +185,4 @@ def efficientnet_lite0(num_classes: int = 2, in_chans: int = 3, img_size: int = 
 def efficientnet_lite2(num_classes: int = 2, in_chans: int = 3, img_size: int = 260, pretrained: bool = False,
                        **kwargs) -> nn.Module:
     """EfficientNet-Lite2, as :func:`efficientnet_lite0` (same preprocessing; trained at 260 px)."""
-    if pretrained:
-        check_in_chans("efficientnet_lite2", in_chans)
-    model = timm.create_model("tf_efficientnet_lite2", pretrained=False, num_classes=num_classes,
-                              in_chans=in_chans, **kwargs)
-    if pretrained:
-        _load_imagenet(model, num_classes, in_chans, WEIGHTS_LITE2.name)
-    return model
+    return _build(WEIGHTS_LITE2.name, num_classes, in_chans, pretrained, **kwargs)

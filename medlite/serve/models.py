@@ -16,15 +16,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from medlite.files import sha256_file
+
 log = logging.getLogger(__name__)
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def weights_key(spec: str) -> str:
@@ -39,7 +33,7 @@ def weights_key(spec: str) -> str:
         p = next((p / n for n in ("best.safetensors", "last.safetensors") if (p / n).is_file()), p)
     if not p.is_file():
         raise FileNotFoundError(f"{spec}: no zoo name, checkpoint or run folder")
-    return sha256_of(p)[:12]
+    return sha256_file(p)[:12]
 
 
 def onnx_cache(cache: str | os.PathLike | None = None) -> Path:
