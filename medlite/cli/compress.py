@@ -57,6 +57,8 @@ def distill(
     layer_map: Annotated[str, typer.Option(help="Teacher block per student block, e.g. 2,5,8,11 (default: "
                                                 "evenly spread, last with last).")] = "",
     augment: Annotated[str, typer.Option(help="none (teacher outputs cached), flip or light.")] = "none",
+    mixup: Annotated[float, typer.Option(help="Mix images pairwise, weight ~ Beta(a, a), teacher online "
+                                              "(function matching; needs --task-weight 0; 0 = off).")] = 0.0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     data_root: Annotated[str, typer.Option(help=DATA_ROOT_HELP)] = "",
     threads: Annotated[int, typer.Option(help="CPU threads (0 = all).")] = 0,
@@ -79,7 +81,8 @@ def distill(
                         batch_size=batch_size, lr=lr, temperature=temperature, task_weight=task_weight,
                         kd_weight=kd_weight, attn_weight=attn_weight, hard_weight=hard_weight,
                         size=size, layer_map=parse_ints(layer_map, "--layer-map"),
-                        augment=augment, seed=seed, data_root=data_root, threads=threads, progress=progress)
+                        augment=augment, mixup=mixup, seed=seed, data_root=data_root, threads=threads,
+                        progress=progress)
     res = run_distill(cfg)
     run_dir = Path(res["run_dir"])
     _report(run_dir / "best.safetensors", teacher, run_dir, data_root, latency)

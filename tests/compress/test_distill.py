@@ -202,3 +202,39 @@ def test_teacher_at_its_own_size_teaches_a_smaller_student(tiny_npz, tmp_path):
     probs, labels, _ = predict(cnn.eval(), big_test, [0.5], [0.5], "multi-class")
     assert rep["reference"]["auc"] == pytest.approx(float(medmnist_auc(labels, probs, "multi-class")))
     assert rep["reference"]["macs"] > 3 * rep["student"]["macs"] / 4  # counted at 32 px, not 16
+
+
+def test_mix_batch_mixes_each_image_with_another_reproducibly():
+    from medlite.engine.tasks.distill import mix_batch
+
+    x = torch.stack([torch.full((1, 4, 4), float(i)) for i in range(8)])
+    a = mix_batch(x, torch.Generator().manual_seed(3), 1.0)
+    b = mix_batch(x, torch.Generator().manual_seed(3), 1.0)
+    torch.testing.assert_close(a, b)
+    assert not torch.equal(a, x)
+    # each output is a convex combination of two inputs: constant per image, within the batch's range
+    assert torch.all(a.amax((1, 2, 3)) == a.amin((1, 2, 3))) and a.min() >= 0 and a.max() <= 7
+    assert mix_batch(x[:1], torch.Generator(), 1.0) is not None
+
+
+def test_mixup_function_matching_runs_online_and_refuses_labels(tiny_npz, tmp_path):
+    """With mixup the teacher must see the mixed image (no cache) and the label term is refused: a mixed
+    image has no label of its own."""
+    from medlite.engine.checkpoint import save_checkpoint
+    from medlite.engine.tasks.distill import DistillTask
+    from medlite.errors import ConfigError
+
+    torch.manual_seed(0)
+    cnn = medlite.create_model("resnet18", num_classes=3, in_chans=1, img_size=SIZE)
+    save_checkpoint(tmp_path / "cnn" / "best.safetensors", cnn, meta_for("resnet18", {}, str(tiny_npz)))
+    kw = dict(student="medlit_nano_28", teacher=str(tmp_path / "cnn"), epochs=1, batch_size=48, n_boot=10,
+              student_kwargs={"embed_dim": 32, "num_heads": 4, "num_kv_groups": 2, "depth": 2})
+    with pytest.raises(ConfigError, match="task_weight 0"):
+        DistillTask(DistillConfig(**kw, mixup=1.0, out=str(tmp_path / "x"))).setup(tmp_path / "x")
+    task = DistillTask(DistillConfig(**kw, mixup=1.0, task_weight=0.0, temperature=1.0, out=str(tmp_path / "d")))
+    task.setup(tmp_path / "d")
+    assert task.targets.cache is None  # teacher online on the mixed batch
+    res = distill(DistillConfig(**kw, mixup=1.0, task_weight=0.0, temperature=1.0, out=str(tmp_path / "d")))
+    assert {k for k in res["history"][0] if k.startswith("loss_")} == {"loss_kd", "loss_aux"}
+    _, meta = load_model(tmp_path / "d")
+    assert meta["compress"][-1]["config"]["mixup"] == 1.0

@@ -57,7 +57,9 @@ class DistillConfig:
     temperature: float = 4.0  # see LossWeights
     layer_map: tuple[int, ...] | None = None  # teacher block per student block; None = evenly spread
     augment: str = "none"  # batched augmentation ("none", "flip", "light"); not "none" disables the cache
-    cache_teacher: bool = True  # compute teacher outputs once when augment == "none"
+    mixup: float = 0.0  # > 0: mix each image with another of the batch, weight ~ Beta(mixup, mixup), before
+    # teacher and student see it ("function matching", Beyer et al. 2022); label-free: needs task_weight 0
+    cache_teacher: bool = True  # compute teacher outputs once when augment == "none" and mixup == 0
     seed: int = 0  # model init, batch order, augmentation
     data_root: str = ""  # data folder; "" = $MEDLITE_DATA or ~/.medlite/data
     size: int = 0  # student input size; 0 = the student checkpoint's, else the teacher's (else 28)
@@ -187,12 +189,17 @@ class DistillTask(Task):
         self.model, self.meta = _student(cfg, data, size)
         self.mean, self.std = _norm(self.meta)
         self.weights = cfg.weights()
+        if cfg.mixup < 0:
+            raise ConfigError(f"mixup {cfg.mixup}: must be >= 0 (0 = off)")
+        if cfg.mixup and (teacher is None or self.weights.task):
+            raise ConfigError("mixup mixes two images into one whose label is neither's: it needs a teacher and "
+                              "task_weight 0 (the student matches the teacher's outputs on the mixed image)")
         self.targets = None
         if teacher is not None:
             self.targets = TeacherTargets(teacher, tmeta, self.model, cfg, need_attn=self.weights.attn > 0)
             if not self.targets.need_attn:
                 self.weights = replace(self.weights, attn=0.0)
-            if cfg.cache_teacher and cfg.augment == "none":
+            if cfg.cache_teacher and cfg.augment == "none" and not cfg.mixup:
                 t0 = time.perf_counter()
                 self.targets.build_cache(data.train.images, cfg.eval_batch_size)
                 log.info("teacher outputs cached for %d images in %.0f s", len(data.train),
@@ -217,6 +224,8 @@ class DistillTask(Task):
         for step in range(self.steps_per_epoch):
             idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size][dist.rank :: dist.world_size]
             x01 = augment_batch(to_float(train.images[idx], [0.0], [1.0]), g, cfg.augment)
+            if cfg.mixup:
+                x01 = mix_batch(x01, g, cfg.mixup)
             yield idx, x01, train.labels[idx], len(idx) * dist.world_size
 
     def validate(self) -> dict[str, float]:
@@ -254,6 +263,20 @@ class DistillTask(Task):
         save_checkpoint(run_dir / self.best_file, model, meta)
         (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
         return results
+
+
+def mix_batch(x: Tensor, generator: torch.Generator, alpha: float) -> Tensor:
+    """Mixup of a batch with itself in a random order, one weight ~ Beta(alpha, alpha) per image, reproducible
+    from ``generator``. No labels are mixed: the teacher's outputs on the mixed image are the target."""
+    if len(x) < 2:
+        return x
+    perm = torch.randperm(len(x), generator=generator)
+    seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):  # Beta sampling takes no generator: seed a private stream
+        torch.manual_seed(seed)
+        lam = torch.distributions.Beta(float(alpha), float(alpha)).sample((len(x),))
+    lam = lam.to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
+    return lam * x + (1 - lam) * x[perm]
 
 
 class _DistillStep(nn.Module):
