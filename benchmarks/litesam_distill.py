@@ -19,6 +19,11 @@ Stages (each resumes or is skipped when its output exists; runs under --runs, wh
    (``--all-epochs``, 24), and on all but BUSI / all but PH2 for the cross-domain rows; then fine-tuning of
    the all-sets model on BUSI's and on PH2 fold 0's train split alone (``--finetune-epochs``, 8, at
    ``--finetune-lr``); all selected on their own validation Dice;
+   ``--pseudo-boxes N`` (default 4; 0 = off): the all-sets runs again, from the same distilled weights, with
+   N random boxes per training image answered by LiteMedSAM from its cached embedding and its confident
+   masks as extra training cases (``medlite.engine.tasks.promptable.pseudo``: output distillation where no
+   ground truth answers the prompt), for ``--pseudo-epochs`` (10); then the same fine-tuning; folders
+   ``*_pooled_pseudo``;
 4. evaluate: box / point DSC and NSD at the original size; LiteMedSAM zero-shot and the references on the
    same cases; encoder and decoder time of both models on 1 thread, interleaved.
 
@@ -60,7 +65,14 @@ ON = {"both": "BUSI + PH2 f0", "busi_only": "BUSI only", "ph2_only": "PH2 f0 onl
       "ft_busi": "all five, then BUSI", "ft_ph2": "all five, then PH2 f0"}
 LABELS = {"upsampled": "LiteSAM xs distilled (upsampled)", "pooled": "LiteSAM xs distilled (pooled)",
           "pooled_photo": "LiteSAM xs distilled (pooled, photometric augmentation)",
-          "scratch": "LiteSAM xs from scratch"}
+          "scratch": "LiteSAM xs from scratch",
+          "pseudo": "LiteSAM xs distilled (pooled) + teacher-labelled random boxes"}
+PSEUDO = "pseudo"  # the runs with teacher-labelled random boxes (from the first --distill-grid variant)
+
+
+def suffix(v: str, base: str = "_pooled") -> str:
+    """Run-folder suffix of a row group: a distillation variant, "scratch", or "pseudo" (on ``base``)."""
+    return {"scratch": "_scratch", PSEUDO: f"{base}_pseudo"}.get(v) or VARIANTS[v][1]
 
 
 def distill_sets() -> tuple[str, ...]:
@@ -169,11 +181,15 @@ def main() -> None:
     ap.add_argument("--finetune-epochs", type=int, default=8,
                     help="epochs of fine-tuning the all-sets model on one dataset's train split (0: none)")
     ap.add_argument("--finetune-lr", type=float, default=2e-4, help="peak LR of that fine-tuning")
+    ap.add_argument("--pseudo-boxes", type=int, default=4,
+                    help="random boxes per training image labelled by LiteMedSAM's masks for the all-sets runs "
+                         "(0: no such runs)")
+    ap.add_argument("--pseudo-epochs", type=int, default=10, help="prompt-stage epochs of those runs")
     ap.add_argument("--smoke", action="store_true", help="4-8 cases per split, 1 epoch per stage (own folders)")
     args = ap.parse_args()
     if args.smoke:
         args.runs, args.out = args.runs + "_smoke", str(Path(args.runs + "_smoke") / "litesam_distill.md")
-        args.distill_epochs = args.epochs = args.all_epochs = args.finetune_epochs = 1
+        args.distill_epochs = args.epochs = args.all_epochs = args.finetune_epochs = args.pseudo_epochs = 1
         args.repeats = 2
     torch.set_num_threads(args.threads)
     runs = Path(args.runs)
@@ -212,24 +228,34 @@ def main() -> None:
         if args.scratch:
             trained["scratch"]["all"] = run(cfg(args, "prompt_all_scratch", datasets=sets, epochs=args.all_epochs,
                                                 lr=args.lr), data)
+        if args.pseudo_boxes:  # the same groups with teacher-labelled random boxes, then the same fine-tuning
+            psuf = suffix(PSEUDO, suf)
+            pseudo = dict(teacher=TEACHER, teacher_cache=str(cache), distill_weight=0.0,
+                          pseudo_boxes=args.pseudo_boxes)
+            trained[PSEUDO] = {name: run(cfg(args, f"{FOLDERS[name]}{psuf}", datasets=group, epochs=args.pseudo_epochs,
+                                             lr=args.lr, init=init, **pseudo), data) for name, group in groups.items()}
+            for name, spec in (("ft_busi", "busi"), ("ft_ph2", "ph2")) if args.finetune_epochs else ():
+                trained[PSEUDO][name] = run(cfg(args, f"{FOLDERS[name]}{psuf}", datasets=(spec,),
+                                                epochs=args.finetune_epochs, lr=args.finetune_lr,
+                                                init=str(runs / f"prompt_all{psuf}" / "best.safetensors")), data)
     for v in VARIANTS:  # variants finished by earlier runs of this script stay in the report
         grid, suf = VARIANTS[v]
         if v not in distilled and (runs / f"distill{suf}" / "results.json").is_file():
             distilled[v] = json.loads((runs / f"distill{suf}" / "results.json").read_text())
             trained[v] = {n: json.loads((runs / f"{folder}{suf}" / "results.json").read_text())
                           for n, folder in FOLDERS.items() if (runs / f"{folder}{suf}" / "results.json").is_file()}
-    for name, folder in FOLDERS.items():  # scratch runs finished by earlier runs of this script
-        if name not in trained.get("scratch", {}) and (runs / f"{folder}_scratch" / "results.json").is_file():
-            trained.setdefault("scratch", {})[name] = json.loads((runs / f"{folder}_scratch" / "results.json")
-                                                                .read_text())
+    for v in ("scratch", PSEUDO):  # scratch / pseudo runs finished by earlier runs of this script
+        for name, folder in FOLDERS.items():
+            f = runs / f"{folder}{suffix(v)}" / "results.json"
+            if name not in trained.get(v, {}) and f.is_file():
+                trained.setdefault(v, {})[name] = json.loads(f.read_text())
 
     tests = test_sets(data)
     teacher = medlite.create_model(TEACHER, num_classes=1, pretrained=True).eval()
     ev: dict = {"litemedsam": {k: evaluate(teacher, tests[k], runs, f"litemedsam_{k}") for k in tests}}
     for v, runs_v in trained.items():
-        suf = "_scratch" if v == "scratch" else VARIANTS[v][1]
         for name in runs_v:
-            model, _ = load_model(runs / f"{FOLDERS[name]}{suf}" / "best.safetensors")
+            model, _ = load_model(runs / f"{FOLDERS[name]}{suffix(v)}" / "best.safetensors")
             key = name if v == "upsampled" else f"{v}_{name}"  # the first run's cached evaluations keep their keys
             ev[f"{v}:{name}"] = {k: evaluate(model, tests[k], runs, f"{key}_{k}") for k in PLAN[name]}
     refs = {k: box_references({"busi": SimpleNamespace(test=v), "ph2": SimpleNamespace(test=v)})["busi"]
@@ -319,7 +345,7 @@ def targets(ev, refs, times) -> list[str]:
             ("all", "busi", "in-domain BUSI (all five sets)"), ("all", "ph2", "in-domain PH2 (all five sets)"),
             ("all_but_busi", "busi", "cross-domain BUSI (the four other sets)"),
             ("all_but_ph2", "ph2_all", "cross-domain PH2 (the four other sets)")]
-    for v, run_name, k, what in ((v, *row) for v in VARIANTS for row in rows):
+    for v, run_name, k, what in ((v, *row) for v in (*VARIANTS, PSEUDO) for row in rows):
         m = f"{v}:{run_name}"
         if m not in ev:
             continue
@@ -330,7 +356,7 @@ def targets(ev, refs, times) -> list[str]:
         out.append(f"- {what}: box DSC {dsc:.3f}; ellipse {ell:.3f} (margin {dsc - ell:+.4f}, target >= +0.03: "
                    f"{'met' if dsc - ell >= 0.03 else 'missed'}); LiteMedSAM zero-shot {lm:.3f} (ratio "
                    f"{dsc / lm:.3f}, target >= 0.97: {'met' if dsc / lm >= 0.97 else 'missed'})")
-    for v in VARIANTS:
+    for v in (*VARIANTS, PSEUDO):
         for run_name, k, what in (("ft_busi", "busi", "BUSI"), ("ft_ph2", "ph2", "PH2 fold 0")):
             if f"{v}:{run_name}" in ev:
                 dsc = ev[f"{v}:{run_name}"][k]["box"]["dsc"]["mean"]
@@ -383,6 +409,15 @@ def findings(ev, refs, distilled) -> list[str]:
                        f"{b:.3f} (ellipse {refs['ph2_all']['box ellipse']['dsc']['mean']:.3f}). The distilled "
                        "encoder does not carry LiteMedSAM's generality into the prompt stage: a model prompt-trained "
                        "on dermoscopy alone fails on ultrasound.")
+    base = next((v for v in VARIANTS if f"{v}:all" in ev), None)
+    for run_name, k, name in (("all", "busi", "in-domain BUSI"), ("all", "ph2", "in-domain PH2 fold 0"),
+                              ("all_but_busi", "busi", "cross-domain BUSI"),
+                              ("all_but_ph2", "ph2_all", "cross-domain PH2 (all)"),
+                              ("ft_busi", "busi", "fine-tuned on BUSI"), ("ft_ph2", "ph2", "fine-tuned on PH2 f0")):
+        a, b = dsc(f"{PSEUDO}:{run_name}", k), dsc(f"{base}:{run_name}", k) if base else None
+        if a is not None and b is not None:
+            out.append(f"- teacher-labelled random boxes ({ON[run_name]}), {name}: box DSC {a:.3f} vs {b:.3f} "
+                       f"without them ({a - b:+.3f}; ground-truth cases and initial weights the same).")
     for v, d in distilled.items():
         out.append(f"- distill stage '{v}': {d['steps']} steps, best validation MSE {d['best_val_distill_mse']:.4f} "
                    f"(on the {VARIANTS[v][0]}'s grid; the two MSEs are on different grids and not comparable).")
@@ -399,7 +434,9 @@ def findings(ev, refs, distilled) -> list[str]:
             "- Every set here has ground-truth masks, so the teacher's masks as targets \"where ground truth is "
             "absent\" have no place in these runs; where they would add information is on prompts no mask "
             "answers (random boxes on any image, the teacher's mask as the target).",
-            "- Not tried yet, in order: that output distillation on random boxes over all five sets; the "
+            *([] if f"{PSEUDO}:all" in ev else ["- Output distillation on random boxes (`--pseudo-boxes`, "
+                                                 "implemented) has not been run yet."]),
+            "- Not tried yet, in order: the "
             "`pooled_photo` variant (implemented: intensity-only augmentation in the distillation stage, "
             "`--distill-grid pooled_photo`); a stride-4 student head; `litesam_swin_t` (the published size, "
             "~4x the encoder cost).", ""]

@@ -64,6 +64,9 @@ class SamTrainConfig:
     distill_grid: str = "teacher"  # where embeddings are compared: "teacher" (student upsampled to the
     # teacher's grid) or "student" (teacher average-pooled to the student's grid)
     stage: str = "prompt"  # "prompt": masks from sampled prompts; "distill": encoder only, MSE to the teacher
+    pseudo_boxes: int = 0  # prompt stage: random boxes per training image answered by the teacher from its cached
+    # embedding; its confident masks join the training cases (:mod:`.pseudo`); needs teacher + teacher_cache
+    pseudo_min_iou: float = 0.75  # keep a teacher mask only if its predicted IoU reaches this
     init: str = ""  # checkpoint to start from (e.g. the distill stage's best.safetensors); not on resume
     time_budget_s: float | None = None  # if set: fit the schedule to this many seconds (steps estimated)
     grad_clip: float = 1.0  # max gradient norm (model + distillation adapter); 0 disables
@@ -210,10 +213,44 @@ class PromptableTask(Task):
             self.metric, self.minimize = "val_distill_mse", True
         else:
             distiller = (_Distiller(cfg.teacher, self.model.cfg.embed_dim, grid=cfg.distill_grid)
-                         if cfg.teacher else None)
+                         if cfg.teacher and cfg.distill_weight else None)
+        self.pseudo_cases = 0
+        if cfg.pseudo_boxes:
+            if cfg.stage != "prompt" or not (cfg.teacher and cfg.teacher_cache):
+                raise ConfigError("pseudo_boxes labels random boxes with the teacher's masks in the prompt stage: "
+                                  "it needs --teacher and --teacher-cache (the cached embeddings of the training "
+                                  "images)")
+            pseudo = self._pseudo(data)
+            self.pseudo_cases = sum(len(p) for p in pseudo)
+            log.info("%d teacher-labelled cases join %d ground-truth training cases", self.pseudo_cases,
+                     len(self.train_split))
+            self.train_split = concat([self.train_split, *pseudo])
         self.trainable = _PromptableStep(self.model, distiller, cfg.iou_weight, cfg.distill_weight,
                                          distill_only=cfg.stage == "distill")
         self.steps_per_epoch = max(1, len(self.train_split) // cfg.batch_size)
+
+    def _pseudo(self, data: dict[str, SegmentationData]) -> list[SegSplit]:
+        """Teacher-labelled cases of every training split (labelled once, then read from the cache)."""
+        from medlite.engine.tasks.promptable.pseudo import PseudoSettings, load_or_label, pseudo_split
+        from medlite.engine.tasks.promptable.teacher import dataset_folder, load_embeddings, load_teacher, teacher_name
+
+        cfg = self.cfg
+        settings = PseudoSettings(boxes=cfg.pseudo_boxes, min_iou=cfg.pseudo_min_iou, seed=cfg.seed)
+        root = Path(cfg.teacher_cache) / f"{teacher_name(cfg.teacher)}-{cfg.img_size}"
+        teacher: list[torch.nn.Module] = []  # loaded at most once, and only if some split is not labelled yet
+
+        def get_teacher():
+            if not teacher:
+                teacher.append(load_teacher(cfg.teacher)[0])
+            return teacher[0]
+
+        out = []
+        for d in cfg.datasets:
+            train, folder = data[d].train, root / dataset_folder(d)
+            labels = load_or_label(get_teacher, train, lambda t=train, f=folder: load_embeddings(f, t.names), folder,
+                                   settings)
+            out.append(pseudo_split(train, labels))
+        return out
 
     def _cached(self, data: dict[str, SegmentationData], split: str) -> torch.Tensor:
         """Cached teacher embeddings of every case of ``split``, in the order of the concatenated split."""
@@ -275,6 +312,7 @@ class PromptableTask(Task):
     def finalize(self, run_dir: Path, history: list[dict], best_epoch: int) -> dict[str, Any]:
         result = {"config": asdict(self.cfg), "steps": self.steps_done, "epochs_run": len(history),
                   "train_cases": len(self.train_split), "val_cases": len(self.val_split),
+                  "pseudo_cases": self.pseudo_cases,
                   f"best_{self.metric}": (min if self.minimize else max)((h[self.metric] for h in history),
                                                                            default=float("nan")),
                   "train_time_s": sum(h["epoch_seconds"] for h in history), "history": history}
