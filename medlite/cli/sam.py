@@ -71,12 +71,15 @@ def train(
     stage: Annotated[str, typer.Option(help="prompt (masks from sampled prompts) or distill (encoder only: "
                                             "MSE to cached teacher embeddings).")] = "prompt",
     teacher_cache: Annotated[str, typer.Option(help="Folder of teacher embeddings from `medlite sam "
-                                                    "cache-teacher` (stage distill).")] = "",
+                                                    "cache-teacher` (stage distill, --pseudo-boxes).")] = "",
     distill_grid: Annotated[str, typer.Option(help="Compare embeddings on the teacher's grid (student "
                                                    "upsampled) or the student's (teacher average-pooled).")
                             ] = "teacher",
     init: Annotated[str, typer.Option(help="Checkpoint to start from (e.g. the distill stage's "
                                            "best.safetensors).")] = "",
+    pseudo_boxes: Annotated[int, typer.Option(help="Random boxes per training image answered by the teacher "
+                                                   "from --teacher-cache; its confident masks join the "
+                                                   "training cases (0: off).")] = 0,
     time_budget: Annotated[float, typer.Option(help="Fit the schedule into this many seconds (0: off).")] = 0.0,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
     out: Annotated[str, typer.Option(help="Run folder (default: runs/sam/MODEL).")] = "",
@@ -108,8 +111,9 @@ def train(
                          stage=parse_choices(stage, ("prompt", "distill"), "--stage")[0],
                          teacher_cache=teacher_cache, init=init,
                          distill_grid=parse_choices(distill_grid, ("teacher", "student"), "--distill-grid")[0],
-                         distill_weight=distill_weight, time_budget_s=time_budget or None, threads=threads,
-                         out_dir=out_dir, name=name or None, seed=seed)
+                         distill_weight=distill_weight, pseudo_boxes=pseudo_boxes,
+                         time_budget_s=time_budget or None, threads=threads, out_dir=out_dir, name=name or None,
+                         seed=seed)
     res = train_sam(cfg)
     if not res:  # a torchrun rank other than 0: rank 0 reports
         return
