@@ -229,7 +229,10 @@ def report(args) -> None:
                  + ("; ".join(nano_top) if nano_top else "none"))
     lines += ["", "## Epochs and wall time", ""]
     for s in SUBSETS:
-        parts = [f"teacher {args.teacher_epochs_map[s]} epochs" + _fmt_wall(t.run(f"teacher-{s}"))]
+        if _compact(t.run(f"teacher-{s}")) is None:
+            lines.append(f"- {s}: not run")
+            continue
+        parts = [f"teacher {_epochs(t.run(f'teacher-{s}'))} epochs" + _fmt_wall(t.run(f"teacher-{s}"))]
         for st in STUDENTS:
             for r in RECIPES:
                 if _compact(t.run(f"{st}-{r}-{s}")) is not None:
@@ -251,7 +254,8 @@ def _epochs(run_dir: Path) -> int | str:
     res_file = run_dir / "results.json"
     if not res_file.is_file():
         return "?"
-    return len(json.loads(res_file.read_text()).get("history", [])) or "?"
+    res = json.loads(res_file.read_text())
+    return len(res.get("history", [])) or res.get("epochs") or "?"
 
 
 def _fmt_wall(run_dir: Path) -> str:
