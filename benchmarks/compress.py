@@ -242,6 +242,9 @@ def _fmt(v, spec=".3f", none="–"):
 
 
 def report(results: dict, args, seconds: dict) -> list[str]:
+    import medmnist_teacher as mt
+
+    t_epochs = {}
     lines = header("Compression: distillation, head pruning, FFN pruning, int8 (28 px MedMNIST)")
     if args.teacher == "vit_tiny":
         lines += [
@@ -253,11 +256,8 @@ def report(results: dict, args, seconds: dict) -> list[str]:
             "teacher blocks 2/5/8/11 -> student blocks 0-3, AdamW lr 1e-3, batch 64, no augmentation: teacher "
             "outputs cached)."]
     else:
-        import medmnist_teacher as mt
-
         t = mt.teacher(args.teacher, args.teacher_size)
-        t_epochs = {k: json.loads((t.run(f"teacher-{k}") / "results.json").read_text()).get("epochs", "?")
-                    for k in results}  # as each teacher run recorded it
+        t_epochs = {k: mt._epochs(t.run(f"teacher-{k}")) for k in results}  # as each teacher run recorded it
         lines += [
             f"Teacher: {t.label} from its ImageNet weights, fine-tuned on the 28 px images upsampled to "
             f"{t.size} px ({', '.join(f'{k} {v}' for k, v in t_epochs.items())} epochs; AdamW "
@@ -366,8 +366,9 @@ def report(results: dict, args, seconds: dict) -> list[str]:
                      "4.5x MedLiT-nano's parameters and about its latency, so neither ratio target was reachable "
                      "from it. Lite2 (4.8 M without its ImageNet head) was timed before training, idle, ONNX Runtime "
                      "1 thread: 3.5 ms at 96 px, 4.2 ms at 112, 5.8 ms at 128, against 1.1-1.6 ms for the FFN-pruned "
-                     "student; 128 px was chosen for a >= 3x margin, and for the higher resolution's accuracy. The "
-                     "teacher's DermaMNIST / PneumoniaMNIST epochs (6 / 8) were cut from Lite0's 10 to fit one "
+                     "student (a one-off measurement, not repeated by this script); 128 px was chosen for a >= 3x "
+                     "margin, and for the higher resolution's accuracy. The teacher's epochs (" + ", ".join(
+                         f"{k} {v}" for k, v in t_epochs.items()) + ") were cut from Lite0's 10 to fit one "
                      "session (one 128 px epoch costs ~4x a 64 px one).")
     if args.teacher == "efficientnet_lite0":
         lines.append("- EfficientNet-Lite0 is itself a mobile network (3.4 M parameters, ~31 M MACs at 64 px), about "

@@ -15,8 +15,8 @@ safetensors file beside the embeddings (written atomically; the settings are par
 
 from __future__ import annotations
 
+import hashlib
 import json
-import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,8 +28,6 @@ from medlite.data.frames import Geometry, box_prompt
 from medlite.data.segmentation import SegSplit
 from medlite.errors import ConfigError
 from medlite.files import atomic_write
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,8 +43,6 @@ class PseudoSettings:
 
     def tag(self) -> str:
         """A short, unique file-name tag of these settings."""
-        import hashlib
-
         return f"pseudo-{self.boxes}-{hashlib.sha1(json.dumps(asdict(self)).encode()).hexdigest()[:8]}"
 
 

@@ -16,6 +16,7 @@ concatenated, test splits are kept per dataset.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -232,21 +233,15 @@ class PromptableTask(Task):
     def _pseudo(self, data: dict[str, SegmentationData]) -> list[SegSplit]:
         """Teacher-labelled cases of every training split (labelled once, then read from the cache)."""
         from medlite.engine.tasks.promptable.pseudo import PseudoSettings, load_or_label, pseudo_split
-        from medlite.engine.tasks.promptable.teacher import dataset_folder, load_embeddings, load_teacher, teacher_name
+        from medlite.engine.tasks.promptable.teacher import dataset_folder, load_embeddings, load_teacher
 
         cfg = self.cfg
         settings = PseudoSettings(boxes=cfg.pseudo_boxes, min_iou=cfg.pseudo_min_iou, seed=cfg.seed)
-        root = Path(cfg.teacher_cache) / f"{teacher_name(cfg.teacher)}-{cfg.img_size}"
-        teacher: list[torch.nn.Module] = []  # loaded at most once, and only if some split is not labelled yet
-
-        def get_teacher():
-            if not teacher:
-                teacher.append(load_teacher(cfg.teacher)[0])
-            return teacher[0]
-
+        # loaded at most once, and only if some split is not labelled yet
+        get_teacher = functools.cache(lambda: load_teacher(cfg.teacher)[0])
         out = []
         for d in cfg.datasets:
-            train, folder = data[d].train, root / dataset_folder(d)
+            train, folder = data[d].train, self._teacher_root / dataset_folder(d)
             labels = load_or_label(get_teacher, train, lambda t=train, f=folder: load_embeddings(f, t.names), folder,
                                    settings)
             out.append(pseudo_split(train, labels))
@@ -254,11 +249,17 @@ class PromptableTask(Task):
 
     def _cached(self, data: dict[str, SegmentationData], split: str) -> torch.Tensor:
         """Cached teacher embeddings of every case of ``split``, in the order of the concatenated split."""
-        from medlite.engine.tasks.promptable.teacher import dataset_folder, load_embeddings, teacher_name
+        from medlite.engine.tasks.promptable.teacher import dataset_folder, load_embeddings
 
-        root = Path(self.cfg.teacher_cache) / f"{teacher_name(self.cfg.teacher)}-{self.cfg.img_size}"
-        return torch.cat([load_embeddings(root / dataset_folder(d), getattr(data[d], split).names)
+        return torch.cat([load_embeddings(self._teacher_root / dataset_folder(d), getattr(data[d], split).names)
                           for d in self.cfg.datasets])
+
+    @functools.cached_property
+    def _teacher_root(self) -> Path:
+        """This run's folder of cached teacher outputs (the teacher's name hashes a checkpoint file: once)."""
+        from medlite.engine.tasks.promptable.teacher import teacher_name
+
+        return Path(self.cfg.teacher_cache) / f"{teacher_name(self.cfg.teacher)}-{self.cfg.img_size}"
 
     def total_steps(self, resumed: int | None) -> int:
         cfg = self.cfg
