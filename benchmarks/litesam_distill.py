@@ -39,6 +39,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+import torch.nn.functional as F
 from common import RESULTS, ROOT, header
 from litesam import _subset, box_references, efficiency
 
@@ -52,21 +53,26 @@ from medlite.metrics.segmentation import reduce_cases
 
 STUDENT, TEACHER = "litesam_swin_xs", "litemedsam"
 VARIANTS = {"upsampled": ("teacher", ""), "pooled": ("student", "_pooled"),  # name: (distill_grid, folder suffix)
-            "pooled_photo": ("student", "_pooled_photo")}
+            "pooled_photo": ("student", "_pooled_photo"), "md": ("student", "_md")}
+STUDENTS = {"md": "litesam_swin_xs_md"}  # variants whose student is not STUDENT
+HEADS = {"md": "litemedsam"}  # variants whose prompt stage starts from LiteMedSAM's prompt encoder + mask decoder
 DISTILL_AUGMENT = {"pooled_photo": "photometric"}  # variants whose distill stage augments (intensity only)
 FOLDERS = {"both": "prompt", "busi_only": "prompt_busi", "ph2_only": "prompt_ph2",  # prompt run: folder stem
            "all": "prompt_all", "all_but_busi": "prompt_nobusi", "all_but_ph2": "prompt_noph2",
-           "ft_busi": "finetune_busi", "ft_ph2": "finetune_ph2"}
+           "ft_busi": "finetune_busi", "ft_ph2": "finetune_ph2", "zeroshot": "distill"}
 PLAN = {"both": ("busi", "ph2"), "busi_only": ("busi", "ph2_all"), "ph2_only": ("ph2", "busi"),  # run: test sets
         "all": ("busi", "ph2"), "all_but_busi": ("busi",), "all_but_ph2": ("ph2_all",), "ft_busi": ("busi",),
-        "ft_ph2": ("ph2",)}
+        "ft_ph2": ("ph2",), "zeroshot": ("busi", "ph2_all")}
 ON = {"both": "BUSI + PH2 f0", "busi_only": "BUSI only", "ph2_only": "PH2 f0 only", "all": "all five sets",
       "all_but_busi": "four sets, no BUSI", "all_but_ph2": "four sets, no PH2",
-      "ft_busi": "all five, then BUSI", "ft_ph2": "all five, then PH2 f0"}
+      "ft_busi": "all five, then BUSI", "ft_ph2": "all five, then PH2 f0",
+      "zeroshot": "no masks: encoder distilled only"}
 LABELS = {"upsampled": "LiteSAM xs distilled (upsampled)", "pooled": "LiteSAM xs distilled (pooled)",
           "pooled_photo": "LiteSAM xs distilled (pooled, photometric augmentation)",
+          "md": "LiteSAM xs-md distilled (pooled, LiteMedSAM's decoder)",
           "scratch": "LiteSAM xs from scratch",
           "pseudo": "LiteSAM xs distilled (pooled) + teacher-labelled random boxes"}
+XS, XS_MD = "LiteSAM xs (distilled)", "LiteSAM xs-md (distilled)"  # rows of the timing table
 PSEUDO = "pseudo"  # the runs with teacher-labelled random boxes (from the first --distill-grid variant)
 
 
@@ -201,11 +207,16 @@ def main() -> None:
     distilled, trained = {}, {}
     for v in args.distill_grid:
         grid, suf = VARIANTS[v]
-        distilled[v] = run(cfg(args, f"distill{suf}", datasets=sets, stage="distill", teacher=TEACHER,
+        student = STUDENTS.get(v, STUDENT)
+        distilled[v] = run(cfg(args, f"distill{suf}", model=student, init_head=HEADS.get(v, ""), datasets=sets,
+                               stage="distill", teacher=TEACHER,
                                teacher_cache=str(cache), distill_grid=grid, augment=DISTILL_AUGMENT.get(v, "none"),
                                epochs=args.distill_epochs, lr=args.distill_lr), data)
-        prompt = dict(epochs=args.epochs, lr=args.lr, init=str(runs / f"distill{suf}" / "best.safetensors"))
+        prompt = dict(model=student, epochs=args.epochs, init=str(runs / f"distill{suf}" / "best.safetensors"),
+                      lr=args.finetune_lr if v in HEADS else args.lr, init_head=HEADS.get(v, ""))
         trained[v] = {"both": run(cfg(args, f"prompt{suf}", datasets=("busi", "ph2"), **prompt), data)}
+        if v in HEADS:  # the distilled encoder with LiteMedSAM's decoder answers prompts before any mask is seen
+            trained[v]["zeroshot"] = distilled[v]
         if args.cross:
             trained[v]["busi_only"] = run(cfg(args, f"prompt_busi{suf}", datasets=("busi",), **prompt), data)
             trained[v]["ph2_only"] = run(cfg(args, f"prompt_ph2{suf}", datasets=("ph2",), **prompt), data)
@@ -243,7 +254,8 @@ def main() -> None:
         if v not in distilled and (runs / f"distill{suf}" / "results.json").is_file():
             distilled[v] = json.loads((runs / f"distill{suf}" / "results.json").read_text())
             trained[v] = {n: json.loads((runs / f"{folder}{suf}" / "results.json").read_text())
-                          for n, folder in FOLDERS.items() if (runs / f"{folder}{suf}" / "results.json").is_file()}
+                          for n, folder in FOLDERS.items() if (runs / f"{folder}{suf}" / "results.json").is_file()
+                          and (n != "zeroshot" or v in HEADS)}
     for v in ("scratch", PSEUDO):  # scratch / pseudo runs finished by earlier runs of this script
         for name, folder in FOLDERS.items():
             f = runs / f"{folder}{suffix(v)}" / "results.json"
@@ -260,13 +272,37 @@ def main() -> None:
             ev[f"{v}:{name}"] = {k: evaluate(model, tests[k], runs, f"{key}_{k}") for k in PLAN[name]}
     refs = {k: box_references({"busi": SimpleNamespace(test=v), "ph2": SimpleNamespace(test=v)})["busi"]
             for k, v in tests.items()}  # the helper scores two named sets; both are this one
-    student, _ = load_model(runs / "prompt" / "best.safetensors")  # every LiteSAM xs has this architecture
+    # one timing per architecture: every LiteSAM xs row shares one, every xs-md row the other
+    timed = {XS: runs / "prompt" / "best.safetensors", "LiteMedSAM": None,
+             XS_MD: runs / "prompt_md" / "best.safetensors"}
+    timed = {k: f for k, f in timed.items() if f is None or f.is_file()}
     eff_file = runs / "efficiency.json"  # ONNX export + interleaved ORT timing, 1 and 2 threads
-    if not eff_file.is_file():
-        eff = efficiency({"LiteSAM xs (distilled)": student, "LiteMedSAM": teacher}, runs / "onnx", [1, 2],
-                         args.repeats)
+    if not eff_file.is_file() or set(json.loads(eff_file.read_text())) != set(timed):
+        eff = efficiency({k: teacher if f is None else load_model(f)[0] for k, f in timed.items()}, runs / "onnx",
+                         [1, 2], args.repeats)
         eff_file.write_text(json.dumps(eff, indent=2, default=float) + "\n")
-    write(args, sets, distilled, trained, ev, refs, json.loads(eff_file.read_text()), cache_min)
+    baseline = channel_mean_mse(cache / f"{TEACHER}-256", data, runs)
+    write(args, sets, distilled, trained, ev, refs, json.loads(eff_file.read_text()), cache_min, baseline)
+
+
+def channel_mean_mse(folder: Path, data: dict, runs: Path) -> float:
+    """Validation MSE of the constant guess "each channel's training mean", on the 16x16 grid: what the pooled
+    distillation MSEs are to be read against (LiteMedSAM's embedding is small: mean square ~0.01)."""
+    from medlite.engine.tasks.promptable.teacher import load_embeddings
+
+    f = runs / "channel_mean_mse.json"
+    if f.is_file():
+        return json.loads(f.read_text())["val_mse"]
+    total, n = 0, 0
+    for spec, ds in data.items():
+        emb = F.adaptive_avg_pool2d(load_embeddings(folder / dataset_folder(spec), ds.train.names).float(), 16)
+        total, n = total + emb.sum((0, 2, 3)), n + emb.shape[0] * 256
+    mean = (total / n).view(1, -1, 1, 1)
+    err = [F.adaptive_avg_pool2d(load_embeddings(folder / dataset_folder(spec), ds.val.names).float(), 16) - mean
+           for spec, ds in data.items()]
+    val = float(torch.cat(err).pow(2).mean())
+    f.write_text(json.dumps({"val_mse": val}) + "\n")
+    return val
 
 
 def _enc(times: dict, name: str) -> float:
@@ -277,7 +313,7 @@ def _c(r: dict) -> str:
     return f"{r['mean']:.3f} ± {r['std']:.3f}"
 
 
-def write(args, sets, distilled, trained, ev, refs, times, cache_min) -> None:
+def write(args, sets, distilled, trained, ev, refs, times, cache_min, baseline) -> None:
     lines = header("LiteSAM distilled from LiteMedSAM: box / point DSC, in-domain and cross-domain")
     d0 = next(iter(distilled.values()))
     lines += [f"- torch threads: {args.threads}; distillation images: {d0['train_cases']} train + "
@@ -286,8 +322,10 @@ def write(args, sets, distilled, trained, ev, refs, times, cache_min) -> None:
               *(f"- distill stage '{v}' (grid: {VARIANTS[v][0]}'s): {d['steps']} steps, "
                 f"{d['train_time_s'] / 60:.1f} min, best val MSE {d['best_val_distill_mse']:.4f}"
                 for v, d in distilled.items()),
+              f"- on the 16x16 grid, guessing each channel's training mean scores a val MSE of {baseline:.4f}",
               *(f"- prompt stage '{v}', '{k}': {r['steps']} steps, {r['train_time_s'] / 60:.1f} min, best val "
-                f"Dice {r['best_val_dice']:.3f}" for v, runs_v in trained.items() for k, r in runs_v.items()), "",
+                f"Dice {r['best_val_dice']:.3f}" for v, runs_v in trained.items() for k, r in runs_v.items()
+                if k != "zeroshot"), "",
               "- evaluations are cached per (model, test set) under --runs/eval; the LiteMedSAM rows of this run "
               "reuse the per-case results of `litemedsam_zeroshot.py` (same weights, protocol and cases; the PH2 "
               "fold-0 row is the fold's 20 cases of it)", "",
@@ -321,13 +359,13 @@ def write(args, sets, distilled, trained, ev, refs, times, cache_min) -> None:
                      f"{v['macs']['encoder'] / 1e9:.2f} / {v['macs']['decoder'] / 1e9:.2f} | "
                      f"{lat['encoder']['1']['median']:.1f} / {lat['encoder']['2']['median']:.1f} | "
                      f"{lat['decoder']['1']['median']:.2f} / {lat['decoder']['2']['median']:.2f} |")
-    ratio = _enc(times, "LiteMedSAM") / _enc(times, "LiteSAM xs (distilled)")
-    lines += ["", f"Encoder speed-up over LiteMedSAM in the same run: {ratio:.1f}x (ONNX Runtime, 1 thread, "
-              "candidates interleaved; both graphs parity-checked against PyTorch; every LiteSAM xs row has the "
-              "same architecture, so one timing serves them all). LiteMedSAM was trained with box prompts only; "
-              "its point-prompt column shows what a single click gives it.", ""]
+    ratios = ", ".join(f"{k} {_enc(times, 'LiteMedSAM') / _enc(times, k):.1f}x" for k in times if k != "LiteMedSAM")
+    lines += ["", f"Encoder speed-up over LiteMedSAM in the same run: {ratios} (ONNX Runtime, 1 thread, "
+              "candidates interleaved; both graphs parity-checked against PyTorch; the LiteSAM xs rows share one "
+              "architecture and the xs-md rows another, so one timing serves each). LiteMedSAM was trained with box "
+              "prompts only; its point-prompt column shows what a single click gives it.", ""]
     lines += targets(ev, refs, times)
-    lines += findings(ev, refs, distilled)
+    lines += findings(ev, refs, distilled, args)
     Path(args.out).write_text("\n".join(lines) + "\n")
     Path(args.out).with_suffix(".json").write_text(json.dumps(
         {"eval": {m: {k: {p: {q: r[p][q] for q in ("dsc", "nsd", "boundary_nsd")} for p in ("box", "point")}
@@ -344,7 +382,8 @@ def targets(ev, refs, times) -> list[str]:
             ("busi_only", "ph2_all", "cross-domain PH2 (trained on BUSI)"),
             ("all", "busi", "in-domain BUSI (all five sets)"), ("all", "ph2", "in-domain PH2 (all five sets)"),
             ("all_but_busi", "busi", "cross-domain BUSI (the four other sets)"),
-            ("all_but_ph2", "ph2_all", "cross-domain PH2 (the four other sets)")]
+            ("all_but_ph2", "ph2_all", "cross-domain PH2 (the four other sets)"),
+            ("zeroshot", "busi", "zero-shot BUSI (no mask seen)"), ("zeroshot", "ph2_all", "zero-shot PH2 (all)")]
     for v, run_name, k, what in ((v, *row) for v in (*VARIANTS, PSEUDO) for row in rows):
         m = f"{v}:{run_name}"
         if m not in ev:
@@ -357,21 +396,24 @@ def targets(ev, refs, times) -> list[str]:
                    f"{'met' if dsc - ell >= 0.03 else 'missed'}); LiteMedSAM zero-shot {lm:.3f} (ratio "
                    f"{dsc / lm:.3f}, target >= 0.97: {'met' if dsc / lm >= 0.97 else 'missed'})")
     for v in (*VARIANTS, PSEUDO):
-        for run_name, k, what in (("ft_busi", "busi", "BUSI"), ("ft_ph2", "ph2", "PH2 fold 0")):
+        pairs = (("busi_only", "busi", "BUSI"), ("ph2_only", "ph2", "PH2 fold 0")) if v in HEADS else (
+            ("ft_busi", "busi", "BUSI"), ("ft_ph2", "ph2", "PH2 fold 0"))  # xs-md: its decoder is pretrained
+        for run_name, k, what in pairs:
             if f"{v}:{run_name}" in ev:
                 dsc = ev[f"{v}:{run_name}"][k]["box"]["dsc"]["mean"]
                 lm = ev["litemedsam"][k]["box"]["dsc"]["mean"]
                 out.append(f"- fine-tuned on {what}'s train split, {v}: box DSC {dsc:.3f} vs LiteMedSAM zero-shot "
                            f"{lm:.3f} ({dsc - lm:+.3f}; target: beat it: {'met' if dsc > lm else 'missed'})")
-    speed = _enc(times, "LiteMedSAM") / _enc(times, "LiteSAM xs (distilled)")
-    dec = times["LiteSAM xs (distilled)"]["latency_ms"]["decoder"]["1"]["median"]
-    out.append(f"- encoder >= 5x faster than LiteMedSAM's (1 thread): {speed:.1f}x "
-               f"({'met' if speed >= 5 else 'missed'}); prompt from the cached embedding < 10 ms (1 thread): "
-               f"{dec:.2f} ms ({'met' if dec < 10 else 'missed'})")
+    for k in (k for k in times if k != "LiteMedSAM"):
+        speed = _enc(times, "LiteMedSAM") / _enc(times, k)
+        dec = times[k]["latency_ms"]["decoder"]["1"]["median"]
+        out.append(f"- {k}: encoder >= 5x faster than LiteMedSAM's (1 thread): {speed:.1f}x "
+                   f"({'met' if speed >= 5 else 'missed'}); prompt from the cached embedding < 10 ms (1 thread): "
+                   f"{dec:.2f} ms ({'met' if dec < 10 else 'missed'})")
     return [*out, ""]
 
 
-def findings(ev, refs, distilled) -> list[str]:
+def findings(ev, refs, distilled, args) -> list[str]:
     """What the rows say, computed from them: distillation against the same-run scratch model, and the
     cross-domain rows against the box-only reference."""
     out = ["## What this run shows, and what was tried", ""]
@@ -418,6 +460,21 @@ def findings(ev, refs, distilled) -> list[str]:
         if a is not None and b is not None:
             out.append(f"- teacher-labelled random boxes ({ON[run_name]}), {name}: box DSC {a:.3f} vs {b:.3f} "
                        f"without them ({a - b:+.3f}; ground-truth cases and initial weights the same).")
+    for v in HEADS:
+        for run_name, k, name in (("both", "busi", "BUSI"), ("both", "ph2", "PH2 fold 0"),
+                                  ("ph2_only", "busi", "BUSI, trained on PH2 only"),
+                                  ("busi_only", "ph2_all", "all of PH2, trained on BUSI only")):
+            a, b = dsc(f"{v}:{run_name}", k), dsc(f"pooled:{run_name}", k)
+            if a is not None and b is not None:
+                out.append(f"- {v} (LiteMedSAM's decoder on a 256-wide distilled embedding, prompt stage at LR "
+                           f"{args.finetune_lr:g}) vs pooled (own 128-wide decoder, LR {args.lr:g}), {name}: box DSC "
+                           f"{a:.3f} vs {b:.3f} ({a - b:+.3f}).")
+        a, b = dsc(f"{v}:zeroshot", "busi"), dsc(f"{v}:zeroshot", "ph2_all")
+        if a is not None:
+            out.append(f"- {v} before any prompt training (the encoder regressed LiteMedSAM's embedding of "
+                       f"unlabelled images; the decoder is LiteMedSAM's, untouched): BUSI {a:.3f}, all of PH2 "
+                       f"{b:.3f} (ellipse {refs['busi']['box ellipse']['dsc']['mean']:.3f} / "
+                       f"{refs['ph2_all']['box ellipse']['dsc']['mean']:.3f}).")
     for v, d in distilled.items():
         out.append(f"- distill stage '{v}': {d['steps']} steps, best validation MSE {d['best_val_distill_mse']:.4f} "
                    f"(on the {VARIANTS[v][0]}'s grid; the two MSEs are on different grids and not comparable).")

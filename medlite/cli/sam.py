@@ -77,6 +77,8 @@ def train(
                             ] = "teacher",
     init: Annotated[str, typer.Option(help="Checkpoint to start from (e.g. the distill stage's "
                                            "best.safetensors).")] = "",
+    init_head: Annotated[str, typer.Option(help="litemedsam: then copy the real LiteMedSAM's prompt encoder "
+                                                "and mask decoder in (litesam_swin_xs_md).")] = "",
     pseudo_boxes: Annotated[int, typer.Option(help="Random boxes per training image answered by the teacher "
                                                    "from --teacher-cache; its confident masks join the "
                                                    "training cases (0: off).")] = 0,
@@ -110,6 +112,7 @@ def train(
                          batch_size=batch_size, lr=lr, augment=augment, teacher=teacher or None,
                          stage=parse_choices(stage, ("prompt", "distill"), "--stage")[0],
                          teacher_cache=teacher_cache, init=init,
+                         init_head=parse_choices(init_head, ("litemedsam",), "--init-head")[0] if init_head else "",
                          distill_grid=parse_choices(distill_grid, ("teacher", "student"), "--distill-grid")[0],
                          distill_weight=distill_weight, pseudo_boxes=pseudo_boxes,
                          time_budget_s=time_budget or None, threads=threads, out_dir=out_dir, name=name or None,

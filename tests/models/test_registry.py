@@ -44,6 +44,7 @@ TINY: dict[str, tuple[int, dict]] = {
     "litesam_swin_xs": (64, _LITESAM),
     "litemedsam": (64, {**_LITESAM, "windows": (7, 7, 7, 7)}),
     "litemedsam_xs": (64, _LITESAM),
+    "litesam_swin_xs_md": (64, _LITESAM),
 }
 NUM_CLASSES = {"classification": 3, "segmentation": 2, "promptable-segmentation": 1}
 

@@ -31,11 +31,12 @@ class SwinImageEncoder(nn.Module):
 
     The neck fuses stage 3 (stride 16) with upsampled stage 4 (stride 32) into the ``embed_dim``-channel
     embedding at stride 16; stage 2 (stride 8) and stage 1 (stride 4) are projected to the decoder's
-    upsampling widths (embed_dim/4, embed_dim/8) and returned as skips.
+    upsampling widths (embed_dim/4, embed_dim/8) and returned as skips (``skips=False``: no skips, and no
+    layers that only they would use).
     """
 
     def __init__(self, img_size: int, in_chans: int, dims, depths, heads, window: int, embed_dim: int,
-                 drop_path: float = 0.0) -> None:
+                 drop_path: float = 0.0, skips: bool = True) -> None:
         super().__init__()
         from timm.models.swin_transformer import SwinTransformerStage
 
@@ -54,13 +55,15 @@ class SwinImageEncoder(nn.Module):
             if i > 0:
                 res //= 2
         self.stages = nn.ModuleList(stages)
-        self.norms = nn.ModuleList(nn.LayerNorm(d) for d in dims)
+        self.norms = nn.ModuleList(nn.LayerNorm(d) if skips or i >= 2 else nn.Identity() for i, d in enumerate(dims))
         self.lateral3 = nn.Conv2d(dims[2], embed_dim, 1, bias=False)
         self.lateral4 = nn.Conv2d(dims[3], embed_dim, 1, bias=False)
         self.neck = nn.Sequential(LayerNorm2d(embed_dim), nn.Conv2d(embed_dim, embed_dim, 3, padding=1, bias=False),
                                   LayerNorm2d(embed_dim))
-        self.skip8 = nn.Conv2d(dims[1], embed_dim // 4, 1)
-        self.skip4 = nn.Conv2d(dims[0], embed_dim // 8, 1)
+        self.skips = skips
+        if skips:
+            self.skip8 = nn.Conv2d(dims[1], embed_dim // 4, 1)
+            self.skip4 = nn.Conv2d(dims[0], embed_dim // 8, 1)
 
     def forward(self, x: torch.Tensor) -> ImageFeatures:
         """x: (B, C, S, S) float32 in [0, 1] -> ImageFeatures (embedding at S/16, skips at S/8 and S/4)."""
@@ -71,7 +74,7 @@ class SwinImageEncoder(nn.Module):
             feats.append(norm(x).permute(0, 3, 1, 2))
         f4, f8, f16, f32 = feats
         emb = self.lateral3(f16) + F.interpolate(self.lateral4(f32), scale_factor=2.0, mode="nearest")
-        return ImageFeatures(self.neck(emb), (self.skip8(f8), self.skip4(f4)))
+        return ImageFeatures(self.neck(emb), (self.skip8(f8), self.skip4(f4)) if self.skips else ())
 
 
 class TinyViTImageEncoder(nn.Module):

@@ -14,6 +14,10 @@ Variants (all 256 px; only ``litemedsam`` has pretrained weights, the real LiteM
   encoder and SAM mask decoder with 3 + 1 mask tokens (no skips, no prompt maps);
   ``create_model("litemedsam", pretrained=True)`` loads the real weights (``medlite[sam]``).
 - ``litemedsam_xs``: the same layout at the ``litesam_swin_xs`` widths (for equal-budget comparisons).
+- ``litesam_swin_xs_md``: the ``litesam_swin_xs`` encoder with a 256-wide embedding (no skips, no prompt
+  maps) in front of LiteMedSAM's prompt encoder and mask decoder, shape for shape, so the real decoder's
+  weights load into it (:func:`load_litemedsam_head`) and the encoder can regress LiteMedSAM's embedding
+  itself (average-pooled to 16x16) rather than through an adapter.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
+from timm.layers import LayerNorm2d
 from torch import nn
 
 from medlite.errors import ConfigError
@@ -80,7 +85,7 @@ class LiteSAM(nn.Module):
         self.cfg = cfg
         if cfg.encoder == "swin":
             self.image_encoder = SwinImageEncoder(cfg.img_size, cfg.in_chans, cfg.dims, cfg.depths, cfg.heads,
-                                                  cfg.windows[0], cfg.embed_dim, cfg.drop_path)
+                                                  cfg.windows[0], cfg.embed_dim, cfg.drop_path, cfg.skips)
         else:
             self.image_encoder = TinyViTImageEncoder(cfg.img_size, cfg.in_chans, cfg.dims, cfg.depths, cfg.heads,
                                                      cfg.windows, cfg.embed_dim, cfg.drop_path)
@@ -136,6 +141,8 @@ VARIANTS: dict[str, dict] = {
     "litemedsam": {**_TINYVIT, "num_mask_tokens": 4, "mask_in_chans": 16, "iou_hidden": 256,  # = the real one
                    "iou_logits": False},
     "litemedsam_xs": {**_XS, **_TINYVIT, "windows": (7, 7, 7, 7)},
+    "litesam_swin_xs_md": {**_XS, "embed_dim": 256, "decoder_heads": 8, "decoder_mlp_dim": 2048, "skips": False,
+                           "prompt_maps": False, "num_mask_tokens": 4, "iou_hidden": 256, "iou_logits": False},
 }
 
 
@@ -194,6 +201,56 @@ def litemedsam(num_classes: int = 1, in_chans: int = 3, img_size: int = 256, pre
                               f"img_size and options (got in_chans={in_chans}, img_size={img_size}, {kwargs})")
         model.load_state_dict(load_weights(_weights.LITEMEDSAM.name))  # strict: every tensor mapped
     return model
+
+
+@register_model(_card("litesam_swin_xs_md", "litesam_swin_xs encoder (256-wide embedding) + LiteMedSAM's prompt "
+                                          "encoder and mask decoder"))
+def litesam_swin_xs_md(num_classes: int = 1, in_chans: int = 3, img_size: int = 256, **kwargs) -> LiteSAM:
+    """The xs encoder at embedding width 256 before a decoder shaped like LiteMedSAM's (4 mask tokens, SAM
+    IoU head), at the xs encoder's 16x16 grid; :func:`load_litemedsam_head` fills the decoder."""
+    return build_litesam("litesam_swin_xs_md", num_classes, in_chans, img_size, **kwargs)
+
+
+def load_litemedsam_head(model: LiteSAM) -> list[str]:
+    """Copy the real LiteMedSAM's prompt encoder and mask decoder into ``model`` (weights: ``medlite[sam]``).
+
+    Every prompt-encoder and mask-decoder tensor of LiteMedSAM must have a same-shaped counterpart, except the
+    dense (scribble) downscaling, whose depth follows the embedding stride (4 at LiteMedSAM, 16 here): it
+    keeps its own weights (none of it is copied, even where a layer's shape happens to match). The positional
+    code and the decoder do not depend on the grid size, so the head answers prompts on a 16x16 embedding as
+    on LiteMedSAM's 64x64 one.
+
+    The affine parameters of the encoder's final LayerNorm are copied too: both necks end in one, so the
+    student's embedding starts in the teacher's per-channel scale and offset (LiteMedSAM's embedding is small,
+    mean square ~0.01, against 1 for a fresh LayerNorm), which encoder distillation would otherwise spend its
+    first ~1000 steps learning. Returns the head keys left as they were.
+    """
+    from medlite.models.litesam import pretrained as _weights  # registers the entry
+    from medlite.weights import load_weights
+
+    src = load_weights(_weights.LITEMEDSAM.name)
+    own = model.state_dict()
+    head = {k: v for k, v in src.items() if k.startswith(("prompt_encoder.", "mask_decoder."))
+            and not k.startswith("prompt_encoder.dense_down.")}
+    bad = [k for k, v in head.items() if k not in own or own[k].shape != v.shape]
+    if bad:
+        raise ConfigError(f"{model.cfg.to_dict()}: LiteMedSAM's head does not fit this model ({len(bad)} tensors, "
+                          f"e.g. {bad[:3]}); use a variant shaped like it (litesam_swin_xs_md)")
+    last = _final_norm(model.image_encoder.neck)
+    if last is None or last.weight.shape != src["image_encoder.neck.3.weight"].shape:
+        raise ConfigError(f"{model.cfg.to_dict()}: the encoder's neck does not end in a 256-wide LayerNorm like "
+                          "LiteMedSAM's; use litesam_swin_xs_md")
+    with torch.no_grad():
+        last.weight.copy_(src["image_encoder.neck.3.weight"])
+        last.bias.copy_(src["image_encoder.neck.3.bias"])
+    model.load_state_dict(head, strict=False)
+    return sorted(k for k in own if k.startswith(("prompt_encoder.", "mask_decoder.")) and k not in head)
+
+
+def _final_norm(neck: nn.Module) -> nn.Module | None:
+    """The neck's last module if it is a LayerNorm2d (both LiteSAM and LiteMedSAM necks end in one)."""
+    last = list(neck.children())[-1] if isinstance(neck, nn.Sequential) else None
+    return last if isinstance(last, LayerNorm2d) else None
 
 
 @register_model(_card("litemedsam_xs", "LiteMedSAM-style baseline at the litesam_swin_xs widths"))

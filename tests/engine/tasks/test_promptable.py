@@ -138,7 +138,8 @@ def test_encoder_distillation_from_cached_teacher_embeddings(tmp_path, blob_fold
 def test_distiller_meets_the_teacher_on_either_grid():
     """grid "student": the 64x64 teacher embedding average-pooled to the 16x16 student grid (a student equal
     to the pooled target scores 0); grid "teacher": the student upsampled, which cannot match detail inside
-    a 4x4 cell; anything else is refused."""
+    a 4x4 cell; anything else is refused. Equal widths: no projection, the student regresses the teacher's
+    embedding itself (so the teacher's decoder can read it); other widths go through a 1x1 convolution."""
     from medlite.engine.tasks.promptable.train import _Distiller
     from medlite.errors import ConfigError
 
@@ -146,12 +147,11 @@ def test_distiller_meets_the_teacher_on_either_grid():
     teacher = torch.randn(2, 8, 64, 64)
     pooled = torch.nn.functional.avg_pool2d(teacher, 4)
     d = _Distiller(None, 8, 8, grid="student")
-    with torch.no_grad():
-        d.proj.weight.copy_(torch.eye(8).view(8, 8, 1, 1))
-        d.proj.bias.zero_()
+    assert isinstance(d.proj, torch.nn.Identity) and not list(d.parameters())
     assert float(d(None, pooled, teacher)) < 1e-10
     up = _Distiller(None, 8, 8, grid="teacher")
-    up.load_state_dict(d.state_dict())
     assert float(up(None, pooled, teacher)) > 0.5  # white-noise detail stays in the loss
+    narrow = _Distiller(None, 4, 8, grid="student")
+    assert narrow.proj.weight.shape == (8, 4, 1, 1) and narrow(None, pooled[:, :4], teacher).shape == ()
     with pytest.raises(ConfigError, match="distill_grid"):
         _Distiller(None, 8, 8, grid="both")

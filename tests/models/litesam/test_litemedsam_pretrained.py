@@ -17,6 +17,7 @@ import torch
 import medlite
 from medlite.data.prompts import box_from_mask, to_model_frame
 from medlite.data.segmentation import read_mask, read_rgb
+from medlite.models.litesam.image_encoder import ImageFeatures
 from medlite.models.litesam.predictor import LiteSAMPredictor, preprocess
 from medlite.weights import WeightsError, convert, load_weights, map_keys, package_file
 
@@ -125,3 +126,35 @@ def test_missing_package_names_the_extra(monkeypatch):
     monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None)
     with pytest.raises(ImportError, match=r"medlite\[sam\]"):
         package_file(LITEMEDSAM)
+
+
+def test_litemedsam_head_answers_a_pooled_embedding_in_the_xs_md_model(pretrained, cache, monkeypatch):
+    from medlite.models.litesam.model import load_litemedsam_head
+
+    monkeypatch.setenv("MEDLITE_CACHE", str(cache))
+    student = medlite.create_model("litesam_swin_xs_md", num_classes=1).eval()
+    kept = load_litemedsam_head(student)
+    assert kept and all(k.startswith("prompt_encoder.dense_down.") for k in kept)  # depth follows the stride
+    own, src = student.state_dict(), pretrained.state_dict()
+    assert all(torch.equal(own[k], src[k]) for k in own if k.startswith(("mask_decoder.", "prompt_encoder."))
+               and k not in kept)
+    # the same 16x16 embedding through LiteMedSAM's own decoder (its positional code at 16x16) and the copy
+    emb = torch.randn(1, 256, 16, 16, generator=torch.Generator().manual_seed(0))
+    coords, labels = torch.tensor([[[60.0, 70.0], [180.0, 200.0]]]), torch.tensor([[2.0, 3.0]])
+    with torch.no_grad():
+        sparse, _, _ = pretrained.prompt_encoder(coords, labels, torch.zeros(1, 1, 256, 256), torch.zeros(1))
+        ref, ref_iou = pretrained.mask_decoder(emb, (), pretrained.prompt_encoder.pe.grid(16, 16), sparse,
+                                               pretrained.prompt_encoder.no_dense_embed.expand(1, -1, 16, 16))
+        ours, iou = student.forward_head(ImageFeatures(emb, ()), coords, labels, torch.zeros(1, 1, 256, 256),
+                                         torch.zeros(1))
+    ref = torch.nn.functional.interpolate(ref, size=(256, 256), mode="bilinear", align_corners=False)
+    assert torch.allclose(ours, ref, atol=1e-5) and torch.allclose(iou, ref_iou, atol=1e-6)
+
+
+def test_litemedsam_head_refuses_a_model_of_another_shape(cache, monkeypatch):
+    from medlite.errors import ConfigError
+    from medlite.models.litesam.model import load_litemedsam_head
+
+    monkeypatch.setenv("MEDLITE_CACHE", str(cache))
+    with pytest.raises(ConfigError, match="litesam_swin_xs_md"):
+        load_litemedsam_head(medlite.create_model("litesam_swin_xs", num_classes=1))

@@ -69,6 +69,8 @@ class SamTrainConfig:
     # embedding; its confident masks join the training cases (:mod:`.pseudo`); needs teacher + teacher_cache
     pseudo_min_iou: float = 0.75  # keep a teacher mask only if its predicted IoU reaches this
     init: str = ""  # checkpoint to start from (e.g. the distill stage's best.safetensors); not on resume
+    init_head: str = ""  # "litemedsam": then copy the real LiteMedSAM's prompt encoder and mask decoder into
+    # the model (a variant shaped like it: litesam_swin_xs_md); not on resume
     time_budget_s: float | None = None  # if set: fit the schedule to this many seconds (steps estimated)
     grad_clip: float = 1.0  # max gradient norm (model + distillation adapter); 0 disables
     threads: int = 1  # torch CPU threads
@@ -147,8 +149,9 @@ class _Distiller(torch.nn.Module):
     Where the grids differ (LiteMedSAM 64x64, LiteSAM 16x16), ``grid`` says where they meet: "teacher" upsamples
     the projected student embedding bilinearly to the teacher's grid (detail inside a student cell cannot be
     matched and stays in the loss); "student" average-pools the teacher's embedding to the student's grid (the
-    target the student can represent). The target comes from the batch (cached embeddings) or, without one,
-    from running the teacher online."""
+    target the student can represent). Where the widths agree there is no projection: the student regresses
+    the teacher's embedding itself, so the teacher's mask decoder can read it. The target comes from the batch
+    (cached embeddings) or, without one, from running the teacher online."""
 
     def __init__(self, teacher_spec: str | None, student_dim: int, teacher_dim: int | None = None,
                  grid: str = "teacher") -> None:
@@ -159,7 +162,9 @@ class _Distiller(torch.nn.Module):
             raise ConfigError(f"distill_grid must be 'teacher' or 'student'; got {grid!r}")
         teacher = load_teacher(teacher_spec)[0] if teacher_spec else None
         self._teacher = (teacher,)  # not a submodule: neither trained, saved, nor switched to train mode
-        self.proj = torch.nn.Conv2d(student_dim, teacher_dim or teacher.cfg.embed_dim, 1)
+        teacher_dim = teacher_dim or teacher.cfg.embed_dim
+        self.proj = (torch.nn.Identity() if student_dim == teacher_dim
+                     else torch.nn.Conv2d(student_dim, teacher_dim, 1))
         self.grid = grid
 
     def forward(self, x: torch.Tensor, student_emb: torch.Tensor, target: torch.Tensor | None = None):
@@ -199,6 +204,14 @@ class PromptableTask(Task):
             from medlite.engine.checkpoint import read_checkpoint
 
             self.model.load_state_dict(read_checkpoint(cfg.init)[0])
+        if cfg.init_head and not self.resuming:
+            if cfg.init_head != "litemedsam":
+                raise ConfigError(f"init_head must be 'litemedsam' (the only pretrained head); got {cfg.init_head!r}")
+            from medlite.models.litesam.model import load_litemedsam_head
+
+            kept = load_litemedsam_head(self.model)
+            log.info("LiteMedSAM's prompt encoder and mask decoder copied in (%d head tensors kept: %s)",
+                     len(kept), ", ".join(sorted({k.rsplit(".", 2)[0] for k in kept})) or "none")
         self.targets = None
         if cfg.stage == "distill":
             if not (cfg.teacher and cfg.teacher_cache):
