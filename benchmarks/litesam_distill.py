@@ -212,8 +212,9 @@ def main() -> None:
                                stage="distill", teacher=TEACHER,
                                teacher_cache=str(cache), distill_grid=grid, augment=DISTILL_AUGMENT.get(v, "none"),
                                epochs=args.distill_epochs, lr=args.distill_lr), data)
+        # (an xs-md distill checkpoint already holds LiteMedSAM's head, copied in before distillation)
         prompt = dict(model=student, epochs=args.epochs, init=str(runs / f"distill{suf}" / "best.safetensors"),
-                      lr=args.finetune_lr if v in HEADS else args.lr, init_head=HEADS.get(v, ""))
+                      lr=args.finetune_lr if v in HEADS else args.lr)
         trained[v] = {"both": run(cfg(args, f"prompt{suf}", datasets=("busi", "ph2"), **prompt), data)}
         if v in HEADS:  # the distilled encoder with LiteMedSAM's decoder answers prompts before any mask is seen
             trained[v]["zeroshot"] = distilled[v]

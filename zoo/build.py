@@ -96,11 +96,14 @@ def seg_spec(dataset: str) -> dict:
                       "where its record chose it. Resizes every image to 256x256 (aspect ratio not kept)."}
 
 
-SAM_RUNS = {  # litesam_distill.py run folder -> (data, what its prompt stage saw)
-    "prompt_pooled": ("busi+ph2", "BUSI split-1 train + PH2 fold-0 train, 12 epochs"),
-    "prompt": ("busi+ph2", "BUSI split-1 train + PH2 fold-0 train, 12 epochs"),
-    "prompt_all_pooled": ("busi+ph2+hc18+monuseg+cxr_lung", "the train splits of all five sets, 24 epochs"),
+SAM_RUNS = {  # litesam_distill.py run folder -> what its prompt stage saw (the encoders of all saw ALL_SEG's images)
+    "prompt_pooled": "BUSI split-1 train + PH2 fold-0 train, 12 epochs",
+    "prompt": "BUSI split-1 train + PH2 fold-0 train, 12 epochs",
+    "prompt_all_pooled": "the train splits of all five sets, 24 epochs",
+    "prompt_md": "BUSI split-1 train + PH2 fold-0 train, 12 epochs, from LiteMedSAM's own prompt encoder and mask "
+                 "decoder",
 }
+ALL_SEG = "busi+ph2+hc18+monuseg+cxr_lung"  # data (and so licences) of every LiteSAM entry
 
 
 @functools.cache
@@ -126,15 +129,18 @@ def sam_spec() -> dict | None:
     if not scored:
         return None
     name = max(scored, key=scored.get)  # chosen on validation Dice
-    data, prompts = SAM_RUNS[name]
-    return {"source": base / name, "model": "litesam_swin_xs", "data": data,
+    prompts = SAM_RUNS[name]
+    model, meta = load_model(base / name / "best.safetensors")
+    enc = sum(p.numel() for p in model.image_encoder.parameters()) / 1e6
+    return {"source": base / name, "model": meta["model"]["name"], "data": ALL_SEG,
             "split": "encoder distilled from LiteMedSAM on the train/val images of BUSI, PH2 fold 0, HC18, MoNuSeg "
                      f"and CXR lungs; prompt-trained on {prompts}",
             "recipe": f"python benchmarks/litesam_distill.py (run folder {name}, chosen among "
                       f"{', '.join(f'{k} {v:.4f}' for k, v in scored.items())} on box Dice of the BUSI + PH2 "
                       "fold-0 validation cases)",
-            "summary": "LiteSAM xs: box / point / scribble-prompted segmentation, encoder distilled from the real "
-                       "LiteMedSAM; 1.5 M encoder parameters, a prompt in a few ms from the cached embedding",
+            "summary": f"LiteSAM ({meta['model']['name']}): box / point / scribble-prompted segmentation, encoder "
+                       f"distilled from the real LiteMedSAM; {enc:.1f} M encoder parameters, a prompt in a few ms "
+                       "from the cached embedding",
             "use": "Research: interactive segmentation of one object per prompt on 2D medical images; answer many "
                    "prompts from one image embedding (LiteSAMPredictor). Not a medical device.",
             "limits": "Trained on five small public sets; box prompts around a single object work best; weaker "

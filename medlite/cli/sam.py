@@ -77,8 +77,9 @@ def train(
                             ] = "teacher",
     init: Annotated[str, typer.Option(help="Checkpoint to start from (e.g. the distill stage's "
                                            "best.safetensors).")] = "",
-    init_head: Annotated[str, typer.Option(help="litemedsam: then copy the real LiteMedSAM's prompt encoder "
-                                                "and mask decoder in (litesam_swin_xs_md).")] = "",
+    init_head: Annotated[str, typer.Option(help="litemedsam: copy the real LiteMedSAM's prompt encoder, mask "
+                                                "decoder and neck-final LayerNorm in (litesam_swin_xs_md; "
+                                                "before its distill stage).")] = "",
     pseudo_boxes: Annotated[int, typer.Option(help="Random boxes per training image answered by the teacher "
                                                    "from --teacher-cache; its confident masks join the "
                                                    "training cases (0: off).")] = 0,

@@ -18,6 +18,7 @@ from medlite.engine.tasks.promptable import (
     sam_loss,
     train_sam,
 )
+from medlite.models.litesam.predictor import normalise
 
 
 @pytest.fixture
@@ -64,6 +65,28 @@ def test_train_resume_evaluate(tmp_path, blob_folder):
         assert 0.0 <= out[k]["dsc"]["mean"] <= 1.0 and out[k]["dsc"]["n"] == len(data[spec].test)
         assert all(c["nsd"] == 0.0 for c in out[k]["cases"] if c["dsc"] <= 0.2)  # the challenge rule
     assert json.loads((cfg.run_dir() / "results.json").read_text())["epochs_run"] == 2
+
+
+def test_a_sam_style_head_trains_and_validates_on_its_first_mask(tmp_path, blob_folder):
+    """litesam_swin_xs_md answers with 4 masks and predicts IoU itself (SAM's head): training and validation
+    read mask 0, the single-prompt answer, and its IoU without a sigmoid."""
+    from medlite.engine.tasks.promptable.train import _PromptableStep, prompt_batch
+
+    spec = f"folder:{blob_folder}"
+    data = {spec: load_dataset(spec, 64)}
+    cfg = SamTrainConfig(model="litesam_swin_xs_md", model_kwargs=TINY, datasets=(spec,), img_size=64, epochs=1,
+                         batch_size=4, warmup_steps=1, out_dir=str(tmp_path), progress=False)
+    res = train_sam(cfg, data)
+    assert res["epochs_run"] == 1 and 0.0 <= res["best_val_dice"] <= 1.0
+    model, _ = load_model(cfg.run_dir())
+    split = data[spec].train
+    masks = split.masks[:4]
+    batch = (normalise(split.images[:4]), masks, prompt_batch(masks, np.random.default_rng(0), cfg), 4)
+    with torch.no_grad():
+        loss = _PromptableStep(model, None, 1.0, 0.0)(batch)[0]
+        logits, iou = model.forward_head(model.forward_features(batch[0]), *batch[2])
+        want, _ = sam_loss(logits[:, :1], iou[:, :1], masks.float(), 1.0, iou_is_logit=False)
+    assert logits.shape[1] == 4 and torch.allclose(loss, want)
 
 
 def test_distillation_from_a_teacher_checkpoint(tmp_path, blob_folder):

@@ -26,7 +26,7 @@ def val_dice(model, split: SegSplit, batch: int = 16) -> float:
         labels = torch.tensor([[2.0, 3.0]]).expand(len(m), 2)
         logits, _ = model(normalise(split.images[i:i + batch]), coords, labels,
                           torch.zeros(len(m), 1, *m.shape[2:]), torch.zeros(len(m)))
-        p, t = (logits > 0).float(), m.float()
+        p, t = (logits[:, :1] > 0).float(), m.float()  # mask 0 answers a single prompt (SAM-style heads: 4)
         scores += ((2 * (p * t).sum((1, 2, 3)) + 1e-6) / (p.sum((1, 2, 3)) + t.sum((1, 2, 3)) + 1e-6)).tolist()
     return float(np.mean(scores))
 

@@ -69,8 +69,8 @@ class SamTrainConfig:
     # embedding; its confident masks join the training cases (:mod:`.pseudo`); needs teacher + teacher_cache
     pseudo_min_iou: float = 0.75  # keep a teacher mask only if its predicted IoU reaches this
     init: str = ""  # checkpoint to start from (e.g. the distill stage's best.safetensors); not on resume
-    init_head: str = ""  # "litemedsam": then copy the real LiteMedSAM's prompt encoder and mask decoder into
-    # the model (a variant shaped like it: litesam_swin_xs_md); not on resume
+    init_head: str = ""  # "litemedsam": then copy the real LiteMedSAM's prompt encoder, mask decoder and neck-final
+    # LayerNorm affine into the model (litesam_swin_xs_md), over ``init``'s; for the distill stage; not on resume
     time_budget_s: float | None = None  # if set: fit the schedule to this many seconds (steps estimated)
     grad_clip: float = 1.0  # max gradient norm (model + distillation adapter); 0 disables
     threads: int = 1  # torch CPU threads
@@ -115,8 +115,9 @@ def prompt_batch(masks: torch.Tensor, rng: np.random.Generator, cfg: SamTrainCon
 
 
 def sam_loss(logits: torch.Tensor, iou_logits: torch.Tensor, target: torch.Tensor,
-             iou_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
-    """Dice + BCE on logits (B, 1, S, S) vs target (B, 1, S, S) {0, 1}, plus MSE of the IoU head (B, 1)."""
+             iou_weight: float = 1.0, iou_is_logit: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+    """Dice + BCE on logits (B, 1, S, S) vs target (B, 1, S, S) {0, 1}, plus MSE of the IoU head (B, 1):
+    on its sigmoid, or (``iou_is_logit=False``, SAM's head) on its output itself."""
     prob = torch.sigmoid(logits)
     inter = (prob * target).sum((2, 3))
     dice = 1 - (2 * inter + 1) / (prob.sum((2, 3)) + target.sum((2, 3)) + 1)
@@ -125,7 +126,7 @@ def sam_loss(logits: torch.Tensor, iou_logits: torch.Tensor, target: torch.Tenso
         hard = (logits > 0).float()
         i = (hard * target).sum((2, 3))
         true_iou = i / ((hard + target).clamp(max=1).sum((2, 3))).clamp_min(1)
-    mse = F.mse_loss(torch.sigmoid(iou_logits), true_iou)
+    mse = F.mse_loss(torch.sigmoid(iou_logits) if iou_is_logit else iou_logits, true_iou)
     loss = dice.mean() + bce + iou_weight * mse
     return loss, {"dice_loss": float(dice.mean().detach()), "bce": float(bce.detach()), "iou_mse": float(mse.detach())}
 
@@ -349,7 +350,8 @@ class _PromptableStep(torch.nn.Module):
         x, masks, (coords, labels, dense, has_dense), n = batch
         feats = self.model.forward_features(x)
         logits, iou = self.model.forward_head(feats, coords, labels, dense, has_dense)
-        loss, _ = sam_loss(logits, iou, masks.float(), self.iou_weight)
+        # mask 0 answers a single prompt; SAM-style heads' other three (multimask) outputs are left as they are
+        loss, _ = sam_loss(logits[:, :1], iou[:, :1], masks.float(), self.iou_weight, self.model.cfg.iou_logits)
         terms = {}
         if self.distiller is not None:
             d = self.distiller(x, feats.embedding)
