@@ -9,7 +9,7 @@ from medlite.export.meta import read_onnx_meta
 from medlite.export.sam_onnx import export_litesam, session
 
 
-@pytest.mark.parametrize("name", ["litesam_swin_xs", "litemedsam_xs", "litesam_swin_xs_md"])
+@pytest.mark.parametrize("name", ["litesam_swin_xs", "litemedsam_xs", "litesam_swin_xs_md", "litesam_swin_xs_md8"])
 def test_two_graphs_match_pytorch(tmp_path, name):
     m = tiny(name)
     res = export_litesam(m, {"model": {"name": name}}, tmp_path)

@@ -45,6 +45,7 @@ TINY: dict[str, tuple[int, dict]] = {
     "litemedsam": (64, {**_LITESAM, "windows": (7, 7, 7, 7)}),
     "litemedsam_xs": (64, _LITESAM),
     "litesam_swin_xs_md": (64, _LITESAM),
+    "litesam_swin_xs_md8": (64, _LITESAM),
 }
 NUM_CLASSES = {"classification": 3, "segmentation": 2, "promptable-segmentation": 1}
 

@@ -32,11 +32,12 @@ class SwinImageEncoder(nn.Module):
     The neck fuses stage 3 (stride 16) with upsampled stage 4 (stride 32) into the ``embed_dim``-channel
     embedding at stride 16; stage 2 (stride 8) and stage 1 (stride 4) are projected to the decoder's
     upsampling widths (embed_dim/4, embed_dim/8) and returned as skips (``skips=False``: no skips, and no
-    layers that only they would use).
+    layers that only they would use). ``embed_stride=8`` (without skips): the neck also takes stage 2 and gives
+    the embedding at stride 8 (32x32 cells at 256 px).
     """
 
     def __init__(self, img_size: int, in_chans: int, dims, depths, heads, window: int, embed_dim: int,
-                 drop_path: float = 0.0, skips: bool = True) -> None:
+                 drop_path: float = 0.0, skips: bool = True, embed_stride: int = 16) -> None:
         super().__init__()
         from timm.models.swin_transformer import SwinTransformerStage
 
@@ -55,7 +56,14 @@ class SwinImageEncoder(nn.Module):
             if i > 0:
                 res //= 2
         self.stages = nn.ModuleList(stages)
-        self.norms = nn.ModuleList(nn.LayerNorm(d) if skips or i >= 2 else nn.Identity() for i, d in enumerate(dims))
+        if embed_stride not in (8, 16) or (embed_stride == 8 and skips):
+            raise ValueError(f"the Swin encoder's embedding is at stride 16, or 8 without skips; got {embed_stride}")
+        self.embed_stride = embed_stride
+        first = 2 if embed_stride == 16 else 1  # the first stage the neck reads
+        self.norms = nn.ModuleList(nn.LayerNorm(d) if skips or i >= first else nn.Identity()
+                                   for i, d in enumerate(dims))
+        if embed_stride == 8:
+            self.lateral2 = nn.Conv2d(dims[1], embed_dim, 1, bias=False)
         self.lateral3 = nn.Conv2d(dims[2], embed_dim, 1, bias=False)
         self.lateral4 = nn.Conv2d(dims[3], embed_dim, 1, bias=False)
         self.neck = nn.Sequential(LayerNorm2d(embed_dim), nn.Conv2d(embed_dim, embed_dim, 3, padding=1, bias=False),
@@ -74,6 +82,8 @@ class SwinImageEncoder(nn.Module):
             feats.append(norm(x).permute(0, 3, 1, 2))
         f4, f8, f16, f32 = feats
         emb = self.lateral3(f16) + F.interpolate(self.lateral4(f32), scale_factor=2.0, mode="nearest")
+        if self.embed_stride == 8:
+            emb = self.lateral2(f8) + F.interpolate(emb, scale_factor=2.0, mode="nearest")
         return ImageFeatures(self.neck(emb), (self.skip8(f8), self.skip4(f4)) if self.skips else ())
 
 

@@ -18,6 +18,8 @@ Variants (all 256 px; only ``litemedsam`` has pretrained weights, the real LiteM
   maps) in front of LiteMedSAM's prompt encoder and mask decoder, shape for shape, so the real decoder's
   weights load into it (:func:`load_litemedsam_head`) and the encoder can regress LiteMedSAM's embedding
   itself (average-pooled to 16x16) rather than through an adapter.
+- ``litesam_swin_xs_md8``: the same with the embedding at stride 8 (32x32 cells: stage 2 joins the neck), 4x
+  the decoder's work per prompt.
 """
 
 from __future__ import annotations
@@ -63,8 +65,8 @@ class LiteSAMConfig:
             setattr(self, f, tuple(getattr(self, f)))
         if self.encoder not in ("swin", "tinyvit"):
             raise ValueError(f"encoder must be 'swin' or 'tinyvit'; got {self.encoder!r}")
-        if self.encoder == "swin" and self.embed_stride != 16:
-            raise ValueError("the Swin encoder's embedding is at stride 16")
+        if self.encoder == "swin" and not (self.embed_stride == 16 or (self.embed_stride == 8 and not self.skips)):
+            raise ValueError("the Swin encoder's embedding is at stride 16, or 8 without skips")
         if self.encoder == "tinyvit" and (self.embed_stride != 4 or self.skips):
             raise ValueError("the TinyViT encoder gives a stride-4 embedding and no skips")
 
@@ -85,7 +87,8 @@ class LiteSAM(nn.Module):
         self.cfg = cfg
         if cfg.encoder == "swin":
             self.image_encoder = SwinImageEncoder(cfg.img_size, cfg.in_chans, cfg.dims, cfg.depths, cfg.heads,
-                                                  cfg.windows[0], cfg.embed_dim, cfg.drop_path, cfg.skips)
+                                                  cfg.windows[0], cfg.embed_dim, cfg.drop_path, cfg.skips,
+                                                  cfg.embed_stride)
         else:
             self.image_encoder = TinyViTImageEncoder(cfg.img_size, cfg.in_chans, cfg.dims, cfg.depths, cfg.heads,
                                                      cfg.windows, cfg.embed_dim, cfg.drop_path)
@@ -144,6 +147,7 @@ VARIANTS: dict[str, dict] = {
     "litesam_swin_xs_md": {**_XS, "embed_dim": 256, "decoder_heads": 8, "decoder_mlp_dim": 2048, "skips": False,
                            "prompt_maps": False, "num_mask_tokens": 4, "iou_hidden": 256, "iou_logits": False},
 }
+VARIANTS["litesam_swin_xs_md8"] = {**VARIANTS["litesam_swin_xs_md"], "embed_stride": 8}
 
 
 def config_for(name: str, img_size: int = 256, in_chans: int = 3, **overrides) -> LiteSAMConfig:
@@ -209,6 +213,12 @@ def litesam_swin_xs_md(num_classes: int = 1, in_chans: int = 3, img_size: int = 
     """The xs encoder at embedding width 256 before a decoder shaped like LiteMedSAM's (4 mask tokens, SAM
     IoU head), at the xs encoder's 16x16 grid; :func:`load_litemedsam_head` fills the decoder."""
     return build_litesam("litesam_swin_xs_md", num_classes, in_chans, img_size, **kwargs)
+
+
+@register_model(_card("litesam_swin_xs_md8", "litesam_swin_xs_md with a stride-8 (32x32) embedding"))
+def litesam_swin_xs_md8(num_classes: int = 1, in_chans: int = 3, img_size: int = 256, **kwargs) -> LiteSAM:
+    """:func:`litesam_swin_xs_md` with the embedding at stride 8 (the neck also reads the stride-8 stage)."""
+    return build_litesam("litesam_swin_xs_md8", num_classes, in_chans, img_size, **kwargs)
 
 
 def load_litemedsam_head(model: LiteSAM) -> list[str]:
