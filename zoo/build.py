@@ -102,8 +102,21 @@ SAM_RUNS = {  # litesam_distill.py run folder -> what its prompt stage saw (the 
     "prompt_all_pooled": "the train splits of all five sets, 24 epochs",
     "prompt_md": "BUSI split-1 train + PH2 fold-0 train, 12 epochs, from LiteMedSAM's own prompt encoder and mask "
                  "decoder",
+    "prompt_md8": "BUSI split-1 train + PH2 fold-0 train, 12 epochs, from LiteMedSAM's own prompt encoder and mask "
+                  "decoder",
 }
 ALL_SEG = "busi+ph2+hc18+monuseg+cxr_lung"  # data (and so licences) of every LiteSAM entry
+SAM_TIMING = {"litesam_swin_xs": "LiteSAM xs (distilled)", "litesam_swin_xs_md": "LiteSAM xs-md (distilled)",
+              "litesam_swin_xs_md8": "LiteSAM xs-md8 (distilled)"}  # model -> its row in litesam_distill's timing
+PROMPT_MS = 10.0  # the shipped LiteSAM answers a prompt from the cached embedding within this (#12; 1 thread)
+
+
+def sam_prompt_ms(model_name: str) -> float | None:
+    """1-thread ONNX Runtime decoder median of ``model_name`` from litesam_distill.py's timing (None: not timed)."""
+    f = RUNS / "litesam_distill" / "efficiency.json"
+    times = json.loads(f.read_text()) if f.is_file() else {}
+    row = times.get(SAM_TIMING.get(model_name, ""))
+    return row["latency_ms"]["decoder"]["1"]["median"] if row else None
 
 
 @functools.cache
@@ -125,7 +138,10 @@ def sam_val_dice(run: Path) -> float:
 
 def sam_spec() -> dict | None:
     base = RUNS / "litesam_distill"
-    scored = {name: sam_val_dice(base / name) for name in SAM_RUNS if (base / name / "best.safetensors").is_file()}
+    found = [name for name in SAM_RUNS if (base / name / "best.safetensors").is_file()]
+    ms = {name: sam_prompt_ms(load_model(base / name / "best.safetensors")[1]["model"]["name"]) for name in found}
+    slow = {name: t for name, t in ms.items() if t is None or t >= PROMPT_MS}  # interactive use first
+    scored = {name: sam_val_dice(base / name) for name in found if name not in slow}
     if not scored:
         return None
     name = max(scored, key=scored.get)  # chosen on validation Dice
@@ -137,7 +153,10 @@ def sam_spec() -> dict | None:
                      f"and CXR lungs; prompt-trained on {prompts}",
             "recipe": f"python benchmarks/litesam_distill.py (run folder {name}, chosen among "
                       f"{', '.join(f'{k} {v:.4f}' for k, v in scored.items())} on box Dice of the BUSI + PH2 "
-                      "fold-0 validation cases)",
+                      "fold-0 validation cases"
+                      + ("; not considered, a prompt over "
+                         f"{PROMPT_MS:g} ms: " + ", ".join(f"{k} ({'not timed' if t is None else f'{t:.1f} ms'})"
+                                                          for k, t in slow.items()) if slow else "") + ")",
             "summary": f"LiteSAM ({meta['model']['name']}): box / point / scribble-prompted segmentation, encoder "
                        f"distilled from the real LiteMedSAM; {enc:.1f} M encoder parameters, a prompt in a few ms "
                        "from the cached embedding",
