@@ -10,7 +10,11 @@ Stages (each resumes or is skipped when its output exists; runs under --runs, wh
    embedding upsampled to the teacher's 64x64; run folders ``distill``, ``prompt*``), "pooled" (the teacher's
    embedding average-pooled to 16x16; folders ``*_pooled``), both without augmentation, and "pooled_photo"
    (pooled, with intensity-only augmentation of the student's input, which leaves the cached target valid;
-   folders ``*_pooled_photo``);
+   folders ``*_pooled_photo``), and "md" / "md8": ``litesam_swin_xs_md`` / ``litesam_swin_xs_md8`` (256-wide
+   embedding at 16x16 / 32x32) with the real LiteMedSAM's prompt encoder and mask decoder copied in before
+   distillation, the encoder regressing the teacher's pooled embedding itself (folders ``*_md``, ``*_md8``;
+   their distill checkpoint already answers prompts: the "no masks" rows; their prompt stage runs at
+   ``--finetune-lr``);
 3. prompt: the whole model from the distilled weights on box / point / scribble prompts with the ground truth
    (the recipe of ``results/litesam.md``: BUSI + PH2 fold-0 train), selected on validation Dice;
    cross-domain runs: BUSI train only (tested on all of PH2) and PH2 fold-0 train only (tested on BUSI);
@@ -25,7 +29,9 @@ Stages (each resumes or is skipped when its output exists; runs under --runs, wh
    ground truth answers the prompt), for ``--pseudo-epochs`` (10); then the same fine-tuning; folders
    ``*_pooled_pseudo``;
 4. evaluate: box / point DSC and NSD at the original size; LiteMedSAM zero-shot and the references on the
-   same cases; encoder and decoder time of both models on 1 thread, interleaved.
+   same cases; encoder and decoder time of LiteMedSAM and of each student architecture on 1 and 2 threads,
+   interleaved; two references for the distillation (the channel-mean MSE, and LiteMedSAM's decoder on its
+   own embedding pooled to 32x32 / 16x16).
 
     python benchmarks/litesam_distill.py --threads 1     # writes results/litesam_distill.md and .json
 """
