@@ -14,7 +14,7 @@ Stages (each resumes or is skipped when its output exists; runs under --runs, wh
    embedding at 16x16 / 32x32) with the real LiteMedSAM's prompt encoder and mask decoder copied in before
    distillation, the encoder regressing the teacher's pooled embedding itself (folders ``*_md``, ``*_md8``;
    their distill checkpoint already answers prompts: the "no masks" rows; their prompt stage runs at
-   ``--finetune-lr``);
+   ``--finetune-lr``, and their BUSI + PH2 model is then fine-tuned on each set's train split alone);
 3. prompt: the whole model from the distilled weights on box / point / scribble prompts with the ground truth
    (the recipe of ``results/litesam.md``: BUSI + PH2 fold-0 train), selected on validation Dice;
    cross-domain runs: BUSI train only (tested on all of PH2) and PH2 fold-0 train only (tested on BUSI);
@@ -73,6 +73,7 @@ ON = {"both": "BUSI + PH2 f0", "busi_only": "BUSI only", "ph2_only": "PH2 f0 onl
       "all_but_busi": "four sets, no BUSI", "all_but_ph2": "four sets, no PH2",
       "ft_busi": "all five, then BUSI", "ft_ph2": "all five, then PH2 f0",
       "zeroshot": "no masks: encoder distilled only"}
+ON_HEADS = {"ft_busi": "BUSI + PH2 f0, then BUSI", "ft_ph2": "BUSI + PH2 f0, then PH2 f0"}  # md / md8 fine-tuning
 LABELS = {"upsampled": "LiteSAM xs distilled (upsampled)", "pooled": "LiteSAM xs distilled (pooled)",
           "pooled_photo": "LiteSAM xs distilled (pooled, photometric augmentation)",
           "md": "LiteSAM xs-md distilled (pooled, LiteMedSAM's decoder)",
@@ -225,6 +226,11 @@ def main() -> None:
         trained[v] = {"both": run(cfg(args, f"prompt{suf}", datasets=("busi", "ph2"), **prompt), data)}
         if v in HEADS:  # the distilled encoder with LiteMedSAM's decoder answers prompts before any mask is seen
             trained[v]["zeroshot"] = distilled[v]
+            for name, spec in (("ft_busi", "busi"), ("ft_ph2", "ph2")) if args.finetune_epochs else ():
+                # then the BUSI + PH2 model fine-tuned on one set's train split, as the all-sets model is
+                trained[v][name] = run(cfg(args, f"{FOLDERS[name]}{suf}", model=student, datasets=(spec,),
+                                           epochs=args.finetune_epochs, lr=args.finetune_lr,
+                                           init=str(runs / f"prompt{suf}" / "best.safetensors")), data)
         if args.cross:
             trained[v]["busi_only"] = run(cfg(args, f"prompt_busi{suf}", datasets=("busi",), **prompt), data)
             trained[v]["ph2_only"] = run(cfg(args, f"prompt_ph2{suf}", datasets=("ph2",), **prompt), data)
@@ -401,7 +407,8 @@ def write(args, sets, distilled, trained, ev, refs, times, cache_min, baseline) 
             continue
         v, name = key.split(":")
         for k, r in res.items():
-            lines.append(f"| {LABELS[v]} | {ON[name]} | {names[k]} | {_c(r['box']['dsc'])} | "
+            on = ON_HEADS.get(name, ON[name]) if v in HEADS else ON[name]
+            lines.append(f"| {LABELS[v]} | {on} | {names[k]} | {_c(r['box']['dsc'])} | "
                          f"{_c(r['box']['nsd'])} | {_c(r['box']['boundary_nsd'])} | {_c(r['point']['dsc'])} |")
     lines += ["", "| ONNX Runtime, 1 image | params enc / dec (M) | MACs enc / dec (G) | encoder ms 1 / 2 thr "
               "| decoder ms 1 / 2 thr |", "|---|---|---|---|---|"]
@@ -448,14 +455,16 @@ def targets(ev, refs, times) -> list[str]:
                    f"{'met' if dsc - ell >= 0.03 else 'missed'}); LiteMedSAM zero-shot {lm:.3f} (ratio "
                    f"{dsc / lm:.3f}, target >= 0.97: {'met' if dsc / lm >= 0.97 else 'missed'})")
     for v in (*VARIANTS, PSEUDO):
-        pairs = (("busi_only", "busi", "BUSI"), ("ph2_only", "ph2", "PH2 fold 0")) if v in HEADS else (
-            ("ft_busi", "busi", "BUSI"), ("ft_ph2", "ph2", "PH2 fold 0"))  # xs-md: its decoder is pretrained
+        pairs = [("ft_busi", "busi", "BUSI"), ("ft_ph2", "ph2", "PH2 fold 0")]
+        if v in HEADS:  # its decoder is pretrained: prompt training on one set alone is a fine-tuning too
+            pairs = [("busi_only", "busi", "BUSI"), ("ph2_only", "ph2", "PH2 fold 0"), *pairs]
         for run_name, k, what in pairs:
             if f"{v}:{run_name}" in ev:
                 dsc = ev[f"{v}:{run_name}"][k]["box"]["dsc"]["mean"]
                 lm = ev["litemedsam"][k]["box"]["dsc"]["mean"]
-                out.append(f"- fine-tuned on {what}'s train split, {v}: box DSC {dsc:.3f} vs LiteMedSAM zero-shot "
-                           f"{lm:.3f} ({dsc - lm:+.3f}; target: beat it: {'met' if dsc > lm else 'missed'})")
+                on = ON_HEADS.get(run_name, ON[run_name]) if v in HEADS else ON[run_name]
+                out.append(f"- fine-tuned on {what}'s train split ({on}), {v}: box DSC {dsc:.3f} vs LiteMedSAM "
+                           f"zero-shot {lm:.3f} ({dsc - lm:+.3f}; target: beat it: {'met' if dsc > lm else 'missed'})")
     for k in (k for k in times if k != "LiteMedSAM"):
         speed = _enc(times, "LiteMedSAM") / _enc(times, k)
         dec = times[k]["latency_ms"]["decoder"]["1"]["median"]
