@@ -81,6 +81,9 @@ LABELS = {"upsampled": "LiteSAM xs distilled (upsampled)", "pooled": "LiteSAM xs
           "scratch": "LiteSAM xs from scratch",
           "pseudo": "LiteSAM xs distilled (pooled) + teacher-labelled random boxes"}
 XS, XS_MD, XS_MD8 = "LiteSAM xs (distilled)", "LiteSAM xs-md (distilled)", "LiteSAM xs-md8 (distilled)"
+# one timing per architecture: model -> (its row in the timing table, the run folder timed for it)
+TIMING_ROWS = {STUDENT: (XS, "prompt"), "litesam_swin_xs_md": (XS_MD, "prompt_md"),
+               "litesam_swin_xs_md8": (XS_MD8, "prompt_md8")}
 PSEUDO = "pseudo"  # the runs with teacher-labelled random boxes (from the first --distill-grid variant)
 
 
@@ -130,6 +133,15 @@ def run(c: SamTrainConfig, data: dict) -> dict:
     res = train_sam(c, {k: data[k] for k in c.datasets})
     print(f"[{c.name}] {res['steps']} steps in {(time.time() - t0) / 60:.1f} min", flush=True)
     return res
+
+
+def finetune(args, data: dict, suf: str, start: str, model: str = STUDENT) -> dict:
+    """The model of run folder ``start`` fine-tuned on BUSI's and on PH2 fold 0's train split alone
+    (``--finetune-epochs`` at ``--finetune-lr``; none when the epochs are 0), into ``finetune_*{suf}``."""
+    init = str(Path(args.runs) / start / "best.safetensors")
+    return {name: run(cfg(args, f"{FOLDERS[name]}{suf}", model=model, datasets=(spec,), epochs=args.finetune_epochs,
+                          lr=args.finetune_lr, init=init), data)
+            for name, spec in (("ft_busi", "busi"), ("ft_ph2", "ph2")) if args.finetune_epochs}
 
 
 def test_sets(data: dict) -> dict:
@@ -226,11 +238,7 @@ def main() -> None:
         trained[v] = {"both": run(cfg(args, f"prompt{suf}", datasets=("busi", "ph2"), **prompt), data)}
         if v in HEADS:  # the distilled encoder with LiteMedSAM's decoder answers prompts before any mask is seen
             trained[v]["zeroshot"] = distilled[v]
-            for name, spec in (("ft_busi", "busi"), ("ft_ph2", "ph2")) if args.finetune_epochs else ():
-                # then the BUSI + PH2 model fine-tuned on one set's train split, as the all-sets model is
-                trained[v][name] = run(cfg(args, f"{FOLDERS[name]}{suf}", model=student, datasets=(spec,),
-                                           epochs=args.finetune_epochs, lr=args.finetune_lr,
-                                           init=str(runs / f"prompt{suf}" / "best.safetensors")), data)
+            trained[v].update(finetune(args, data, suf, f"prompt{suf}", student))  # as the all-sets model is
         if args.cross:
             trained[v]["busi_only"] = run(cfg(args, f"prompt_busi{suf}", datasets=("busi",), **prompt), data)
             trained[v]["ph2_only"] = run(cfg(args, f"prompt_ph2{suf}", datasets=("ph2",), **prompt), data)
@@ -246,10 +254,7 @@ def main() -> None:
         for name, group in groups.items():
             trained[v][name] = run(cfg(args, f"{FOLDERS[name]}{suf}", datasets=group, epochs=args.all_epochs,
                                        lr=args.lr, init=init), data)
-        for name, spec in (("ft_busi", "busi"), ("ft_ph2", "ph2")) if args.finetune_epochs else ():
-            trained[v][name] = run(cfg(args, f"{FOLDERS[name]}{suf}", datasets=(spec,), epochs=args.finetune_epochs,
-                                       lr=args.finetune_lr, init=str(runs / f"prompt_all{suf}" / "best.safetensors")),
-                                   data)
+        trained[v].update(finetune(args, data, suf, f"prompt_all{suf}"))
         if args.scratch:
             trained["scratch"]["all"] = run(cfg(args, "prompt_all_scratch", datasets=sets, epochs=args.all_epochs,
                                                 lr=args.lr), data)
@@ -259,10 +264,7 @@ def main() -> None:
                           pseudo_boxes=args.pseudo_boxes)
             trained[PSEUDO] = {name: run(cfg(args, f"{FOLDERS[name]}{psuf}", datasets=group, epochs=args.pseudo_epochs,
                                              lr=args.lr, init=init, **pseudo), data) for name, group in groups.items()}
-            for name, spec in (("ft_busi", "busi"), ("ft_ph2", "ph2")) if args.finetune_epochs else ():
-                trained[PSEUDO][name] = run(cfg(args, f"{FOLDERS[name]}{psuf}", datasets=(spec,),
-                                                epochs=args.finetune_epochs, lr=args.finetune_lr,
-                                                init=str(runs / f"prompt_all{psuf}" / "best.safetensors")), data)
+            trained[PSEUDO].update(finetune(args, data, psuf, f"prompt_all{psuf}"))
     for v in VARIANTS:  # runs finished by earlier runs of this script (other variants, --cross) stay in the report
         grid, suf = VARIANTS[v]
         if v not in distilled and (runs / f"distill{suf}" / "results.json").is_file():
@@ -289,9 +291,8 @@ def main() -> None:
     refs = {k: box_references({"busi": SimpleNamespace(test=v), "ph2": SimpleNamespace(test=v)})["busi"]
             for k, v in tests.items()}  # the helper scores two named sets; both are this one
     # one timing per architecture: every LiteSAM xs row shares one, every xs-md row the other
-    timed = {XS: runs / "prompt" / "best.safetensors", "LiteMedSAM": None,
-             XS_MD: runs / "prompt_md" / "best.safetensors", XS_MD8: runs / "prompt_md8" / "best.safetensors"}
-    timed = {k: f for k, f in timed.items() if f is None or f.is_file()}
+    timed = {"LiteMedSAM": None, **{row: runs / folder / "best.safetensors" for row, folder in TIMING_ROWS.values()
+                                    if (runs / folder / "best.safetensors").is_file()}}
     eff_file = runs / "efficiency.json"  # ONNX export + interleaved ORT timing, 1 and 2 threads
     if not eff_file.is_file() or set(json.loads(eff_file.read_text())) != set(timed):
         eff = efficiency({k: teacher if f is None else load_model(f)[0] for k, f in timed.items()}, runs / "onnx",
@@ -344,16 +345,17 @@ def channel_mean_mse(folder: Path, data: dict, runs: Path) -> dict[str, float]:
     f = runs / "channel_mean_mse.json"
     if f.is_file() and set(res := json.loads(f.read_text())) == {"16", "32"}:
         return res
+    grids = (16, 32)
+    pooled = {split: {g: [] for g in grids} for split in ("train", "val")}
+    for spec, ds in data.items():  # each set's embeddings read once, pooled to both grids
+        for split in pooled:
+            emb = load_embeddings(folder / dataset_folder(spec), getattr(ds, split).names).float()
+            for g in grids:
+                pooled[split][g].append(F.adaptive_avg_pool2d(emb, g))
     res = {}
-    for g in (16, 32):
-        total, n = 0, 0
-        for spec, ds in data.items():
-            emb = F.adaptive_avg_pool2d(load_embeddings(folder / dataset_folder(spec), ds.train.names).float(), g)
-            total, n = total + emb.sum((0, 2, 3)), n + emb.shape[0] * g * g
-        mean = (total / n).view(1, -1, 1, 1)
-        err = [F.adaptive_avg_pool2d(load_embeddings(folder / dataset_folder(spec), ds.val.names).float(), g) - mean
-               for spec, ds in data.items()]
-        res[str(g)] = float(torch.cat(err).pow(2).mean())
+    for g in grids:
+        mean = torch.cat(pooled["train"][g]).mean((0, 2, 3), keepdim=True)
+        res[str(g)] = float((torch.cat(pooled["val"][g]) - mean).pow(2).mean())
     f.write_text(json.dumps(res) + "\n")
     return res
 

@@ -106,16 +106,16 @@ SAM_RUNS = {  # litesam_distill.py run folder -> what its prompt stage saw (the 
                   "decoder",
 }
 ALL_SEG = "busi+ph2+hc18+monuseg+cxr_lung"  # data (and so licences) of every LiteSAM entry
-SAM_TIMING = {"litesam_swin_xs": "LiteSAM xs (distilled)", "litesam_swin_xs_md": "LiteSAM xs-md (distilled)",
-              "litesam_swin_xs_md8": "LiteSAM xs-md8 (distilled)"}  # model -> its row in litesam_distill's timing
 PROMPT_MS = 10.0  # the shipped LiteSAM answers a prompt from the cached embedding within this (#12; 1 thread)
 
 
 def sam_prompt_ms(model_name: str) -> float | None:
     """1-thread ONNX Runtime decoder median of ``model_name`` from litesam_distill.py's timing (None: not timed)."""
+    from litesam_distill import TIMING_ROWS
+
     f = RUNS / "litesam_distill" / "efficiency.json"
     times = json.loads(f.read_text()) if f.is_file() else {}
-    row = times.get(SAM_TIMING.get(model_name, ""))
+    row = times.get(TIMING_ROWS.get(model_name, ("",))[0])
     return row["latency_ms"]["decoder"]["1"]["median"] if row else None
 
 
@@ -127,26 +127,26 @@ def _sam_val_split():
     return concat([load_dataset(d, 256).val for d in ("busi", "ph2")])
 
 
-def sam_val_dice(run: Path) -> float:
+def sam_val_dice(model) -> float:
     """Box-prompt Dice on the BUSI + PH2 fold-0 validation cases: one yardstick for runs whose own validation
     sets differ (the all-sets runs validate on five sets)."""
     from medlite.engine.tasks.promptable.evaluate import val_dice
 
-    model, _ = load_model(run / "best.safetensors")
     return val_dice(model, _sam_val_split())
 
 
 def sam_spec() -> dict | None:
     base = RUNS / "litesam_distill"
-    found = [name for name in SAM_RUNS if (base / name / "best.safetensors").is_file()]
-    ms = {name: sam_prompt_ms(load_model(base / name / "best.safetensors")[1]["model"]["name"]) for name in found}
+    found = {name: load_model(base / name / "best.safetensors") for name in SAM_RUNS
+             if (base / name / "best.safetensors").is_file()}  # name -> (model, meta), each read once
+    ms = {name: sam_prompt_ms(meta["model"]["name"]) for name, (_, meta) in found.items()}
     slow = {name: t for name, t in ms.items() if t is None or t >= PROMPT_MS}  # interactive use first
-    scored = {name: sam_val_dice(base / name) for name in found if name not in slow}
+    scored = {name: sam_val_dice(model) for name, (model, _) in found.items() if name not in slow}
     if not scored:
         return None
     name = max(scored, key=scored.get)  # chosen on validation Dice
     prompts = SAM_RUNS[name]
-    model, meta = load_model(base / name / "best.safetensors")
+    model, meta = found[name]
     enc = sum(p.numel() for p in model.image_encoder.parameters()) / 1e6
     return {"source": base / name, "model": meta["model"]["name"], "data": ALL_SEG,
             "split": "encoder distilled from LiteMedSAM on the train/val images of BUSI, PH2 fold 0, HC18, MoNuSeg "

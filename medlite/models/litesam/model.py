@@ -137,6 +137,8 @@ class LiteSAM(nn.Module):
 # -------------------------------------------------------------------------------------------- variants
 _XS = dict(dims=(32, 64, 96, 192), depths=(2, 2, 2, 2), heads=(1, 2, 3, 6), embed_dim=128, decoder_heads=4,
            decoder_mlp_dim=512)
+_MD = dict(_XS, embed_dim=256, decoder_heads=8, decoder_mlp_dim=2048, skips=False, prompt_maps=False,  # head =
+           num_mask_tokens=4, iou_hidden=256, iou_logits=False)  # LiteMedSAM's, shape for shape
 _TINYVIT = dict(encoder="tinyvit", windows=(7, 7, 14, 7), embed_stride=4, skips=False, prompt_maps=False)
 VARIANTS: dict[str, dict] = {
     "litesam_swin_t": {},
@@ -144,10 +146,9 @@ VARIANTS: dict[str, dict] = {
     "litemedsam": {**_TINYVIT, "num_mask_tokens": 4, "mask_in_chans": 16, "iou_hidden": 256,  # = the real one
                    "iou_logits": False},
     "litemedsam_xs": {**_XS, **_TINYVIT, "windows": (7, 7, 7, 7)},
-    "litesam_swin_xs_md": {**_XS, "embed_dim": 256, "decoder_heads": 8, "decoder_mlp_dim": 2048, "skips": False,
-                           "prompt_maps": False, "num_mask_tokens": 4, "iou_hidden": 256, "iou_logits": False},
+    "litesam_swin_xs_md": _MD,
+    "litesam_swin_xs_md8": {**_MD, "embed_stride": 8},
 }
-VARIANTS["litesam_swin_xs_md8"] = {**VARIANTS["litesam_swin_xs_md"], "embed_stride": 8}
 
 
 def config_for(name: str, img_size: int = 256, in_chans: int = 3, **overrides) -> LiteSAMConfig:
