@@ -59,9 +59,14 @@ from medlite.metrics.segmentation import reduce_cases
 
 STUDENT, TEACHER = "litesam_swin_xs", "litemedsam"
 VARIANTS = {"upsampled": ("teacher", ""), "pooled": ("student", "_pooled"),  # name: (distill_grid, folder suffix)
-            "pooled_photo": ("student", "_pooled_photo"), "md": ("student", "_md"), "md8": ("student", "_md8")}
-STUDENTS = {"md": "litesam_swin_xs_md", "md8": "litesam_swin_xs_md8"}  # variants whose student is not STUDENT
-HEADS = {"md": "litemedsam", "md8": "litemedsam"}  # variants whose decoder starts as LiteMedSAM's
+            "pooled_photo": ("student", "_pooled_photo"), "md": ("student", "_md"), "md8": ("student", "_md8"),
+            "md8x2": ("student", "_md8x2")}
+STUDENTS = {"md": "litesam_swin_xs_md", "md8": "litesam_swin_xs_md8",  # variants whose student is not STUDENT
+            "md8x2": "litesam_swin_xs_md8"}
+HEADS = {"md": "litemedsam", "md8": "litemedsam", "md8x2": "litemedsam"}  # decoder starts as LiteMedSAM's
+# variants whose distillation continues another's: (its distill folder, peak LR); a warm restart of the cosine
+# schedule for --distill-epochs more epochs, the head not copied again (the checkpoint holds it)
+CONTINUES = {"md8x2": ("distill_md8", 5e-4)}
 DISTILL_AUGMENT = {"pooled_photo": "photometric"}  # variants whose distill stage augments (intensity only)
 FOLDERS = {"both": "prompt", "busi_only": "prompt_busi", "ph2_only": "prompt_ph2",  # prompt run: folder stem
            "all": "prompt_all", "all_but_busi": "prompt_nobusi", "all_but_ph2": "prompt_noph2",
@@ -78,6 +83,7 @@ LABELS = {"upsampled": "LiteSAM xs distilled (upsampled)", "pooled": "LiteSAM xs
           "pooled_photo": "LiteSAM xs distilled (pooled, photometric augmentation)",
           "md": "LiteSAM xs-md distilled (pooled, LiteMedSAM's decoder)",
           "md8": "LiteSAM xs-md8 distilled (32x32 grid, LiteMedSAM's decoder)",
+          "md8x2": "LiteSAM xs-md8 distilled 2x longer (32x32 grid, LiteMedSAM's decoder)",
           "scratch": "LiteSAM xs from scratch",
           "pseudo": "LiteSAM xs distilled (pooled) + teacher-labelled random boxes"}
 XS, XS_MD, XS_MD8 = "LiteSAM xs (distilled)", "LiteSAM xs-md (distilled)", "LiteSAM xs-md8 (distilled)"
@@ -228,10 +234,13 @@ def main() -> None:
     for v in args.distill_grid:
         grid, suf = VARIANTS[v]
         student = STUDENTS.get(v, STUDENT)
-        distilled[v] = run(cfg(args, f"distill{suf}", model=student, init_head=HEADS.get(v, ""), datasets=sets,
-                               stage="distill", teacher=TEACHER,
+        start = dict(init_head=HEADS.get(v, ""), lr=args.distill_lr)
+        if v in CONTINUES:
+            folder, lr = CONTINUES[v]
+            start = dict(init=str(runs / folder / "best.safetensors"), lr=lr)
+        distilled[v] = run(cfg(args, f"distill{suf}", model=student, datasets=sets, stage="distill", teacher=TEACHER,
                                teacher_cache=str(cache), distill_grid=grid, augment=DISTILL_AUGMENT.get(v, "none"),
-                               epochs=args.distill_epochs, lr=args.distill_lr), data)
+                               epochs=args.distill_epochs, **start), data)
         # (an xs-md distill checkpoint already holds LiteMedSAM's head, copied in before distillation)
         prompt = dict(model=student, epochs=args.epochs, init=str(runs / f"distill{suf}" / "best.safetensors"),
                       lr=args.finetune_lr if v in HEADS else args.lr)

@@ -49,6 +49,10 @@ def cfg_for(model: str, subset: str, seed: int, epochs: int, runs: Path, init: s
     return with_recipe(cfg, "vit") if recipe == "vit" else cfg
 
 
+MAE_EPOCHS = "medlit_nano_28=10,medlit_seed_28=3"  # MAE pretraining of the (MAE) rows; medmnist_teacher.py too
+RUNS = ROOT / "runs" / "medlit"
+
+
 def mae_cfg(model: str, epochs: int, runs: Path, threads: int) -> PretrainConfig:
     return PretrainConfig(model=model, data=",".join(SUBSETS), size=28, epochs=epochs, batch_size=256,
                           out=str(runs / f"mae-{model}"), progress=False, threads=threads)
@@ -307,10 +311,10 @@ def _convergence_plot(groups, path: Path, family: str) -> bool:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", default="breastmnist=24,pneumoniamnist=8,dermamnist=5")
-    ap.add_argument("--mae-epochs", default="medlit_nano_28=10,medlit_seed_28=3")
+    ap.add_argument("--mae-epochs", default=MAE_EPOCHS)
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--models", default=",".join(MODELS))
-    ap.add_argument("--runs", default=str(ROOT / "runs" / "medlit"))
+    ap.add_argument("--runs", default=str(RUNS))
     ap.add_argument("--baseline-runs", default=str(ROOT / "runs" / "baselines"))
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default=str(RESULTS / "medmnist_medlit.md"))

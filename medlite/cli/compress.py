@@ -60,6 +60,8 @@ def distill(
     mixup: Annotated[float, typer.Option(help="Mix images pairwise, weight ~ Beta(a, a), teacher online "
                                               "(function matching; needs --task-weight 0; 0 = off).")] = 0.0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    init: Annotated[str, typer.Option(help="Start a new student from this checkpoint (e.g. `medlite "
+                                           "pretrain`'s encoder.safetensors) instead of random weights.")] = "",
     data_root: Annotated[str, typer.Option(help=DATA_ROOT_HELP)] = "",
     threads: Annotated[int, typer.Option(help="CPU threads (0 = all).")] = 0,
     latency: Annotated[bool, typer.Option(help="Time teacher and student (ONNX Runtime) in the report.")] = True,
@@ -82,7 +84,7 @@ def distill(
                         kd_weight=kd_weight, attn_weight=attn_weight, hard_weight=hard_weight,
                         size=size, layer_map=parse_ints(layer_map, "--layer-map"),
                         augment=augment, mixup=mixup, seed=seed, data_root=data_root, threads=threads,
-                        progress=progress)
+                        progress=progress, init=init)
     res = run_distill(cfg)
     run_dir = Path(res["run_dir"])
     _report(run_dir / "best.safetensors", teacher, run_dir, data_root, latency)

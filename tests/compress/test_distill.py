@@ -152,6 +152,30 @@ def test_cnn_teacher_distils_with_logits_only(tiny_npz, tmp_path):
     assert meta["compress"][-1]["weights"]["attn"] == 0.0 and meta["compress"][-1]["layer_map"] is None
 
 
+def test_init_starts_a_new_student_from_a_checkpoint_and_refuses_a_checkpoint_student(tiny_npz, tmp_path):
+    from compress_tiny import TINY
+
+    from medlite.engine.checkpoint import save_checkpoint
+    from medlite.errors import ConfigError
+
+    torch.manual_seed(0)
+    cnn = medlite.create_model("resnet18", num_classes=3, in_chans=1, img_size=SIZE)
+    save_checkpoint(tmp_path / "cnn" / "best.safetensors", cnn, meta_for("resnet18", {}, str(tiny_npz)))
+    start = tiny_medlit(seed=7)
+    save_checkpoint(tmp_path / "start" / "best.safetensors", start, meta_for("medlit_nano_28", TINY, str(tiny_npz)))
+    # lr 0: one step leaves the weights where init put them (AdamW's decay is scaled by the lr too)
+    cfg = DistillConfig(student="medlit_nano_28", teacher=str(tmp_path / "cnn"), epochs=1, batch_size=48, lr=0.0,
+                        out=str(tmp_path / "d"), n_boot=10, student_kwargs=TINY, max_steps_per_epoch=1,
+                        progress=False, init=str(tmp_path / "start" / "best.safetensors"))
+    distill(cfg)
+    got, _ = load_model(tmp_path / "d")
+    for k, v in start.state_dict().items():
+        torch.testing.assert_close(got.state_dict()[k], v, msg=k)
+    with pytest.raises(ConfigError, match="is a checkpoint already"):
+        distill(DistillConfig(student=str(tmp_path / "start"), teacher=str(tmp_path / "cnn"), epochs=1,
+                              out=str(tmp_path / "e"), init=str(tmp_path / "start" / "best.safetensors")))
+
+
 def test_hard_term_is_cross_entropy_with_the_teacher_decision():
     from medlite.compress.distill import hard_labels
 

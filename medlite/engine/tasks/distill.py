@@ -69,6 +69,7 @@ class DistillConfig:
     max_steps_per_epoch: int = 0  # cap (smoke tests); 0 = full epochs
     progress: bool = True  # progress bars
     student_kwargs: dict[str, Any] = field(default_factory=dict)  # create_model options for a new student
+    init: str = ""  # checkpoint to start a new student from (e.g. an MAE-pretrained encoder); "" = random
 
     def weights(self) -> LossWeights:
         return LossWeights(self.task_weight, self.kd_weight if self.teacher else 0.0,
@@ -187,6 +188,14 @@ class DistillTask(Task):
             size = cfg.size
         self.data = data = load_classification(data_name, size=size, root=cfg.data_root or None, seed=cfg.seed)
         self.model, self.meta = _student(cfg, data, size)
+        if cfg.init:
+            if Path(cfg.student).exists():
+                raise ConfigError(f"init {cfg.init}: the student {cfg.student} is a checkpoint already; init "
+                                  "starts a new (registered) student from other weights")
+            if not self.resuming:
+                from medlite.engine.tasks.classify import _init_from
+
+                _init_from(self.model, cfg.init)
         self.mean, self.std = _norm(self.meta)
         self.weights = cfg.weights()
         if cfg.mixup < 0:
