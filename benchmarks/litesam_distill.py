@@ -64,9 +64,9 @@ VARIANTS = {"upsampled": ("teacher", ""), "pooled": ("student", "_pooled"),  # n
 STUDENTS = {"md": "litesam_swin_xs_md", "md8": "litesam_swin_xs_md8",  # variants whose student is not STUDENT
             "md8x2": "litesam_swin_xs_md8"}
 HEADS = {"md": "litemedsam", "md8": "litemedsam", "md8x2": "litemedsam"}  # decoder starts as LiteMedSAM's
-# variants whose distillation continues another's: (its distill folder, peak LR); a warm restart of the cosine
+# variants whose distillation continues another variant's: (that variant, peak LR); a warm restart of the cosine
 # schedule for --distill-epochs more epochs, the head not copied again (the checkpoint holds it)
-CONTINUES = {"md8x2": ("distill_md8", 5e-4)}
+CONTINUES = {"md8x2": ("md8", 5e-4)}
 DISTILL_AUGMENT = {"pooled_photo": "photometric"}  # variants whose distill stage augments (intensity only)
 FOLDERS = {"both": "prompt", "busi_only": "prompt_busi", "ph2_only": "prompt_ph2",  # prompt run: folder stem
            "all": "prompt_all", "all_but_busi": "prompt_nobusi", "all_but_ph2": "prompt_noph2",
@@ -236,8 +236,8 @@ def main() -> None:
         student = STUDENTS.get(v, STUDENT)
         start = dict(init_head=HEADS.get(v, ""), lr=args.distill_lr)
         if v in CONTINUES:
-            folder, lr = CONTINUES[v]
-            start = dict(init=str(runs / folder / "best.safetensors"), lr=lr)
+            base, lr = CONTINUES[v]
+            start = dict(init=str(runs / f"distill{VARIANTS[base][1]}" / "best.safetensors"), lr=lr)
         distilled[v] = run(cfg(args, f"distill{suf}", model=student, datasets=sets, stage="distill", teacher=TEACHER,
                                teacher_cache=str(cache), distill_grid=grid, augment=DISTILL_AUGMENT.get(v, "none"),
                                epochs=args.distill_epochs, **start), data)
@@ -547,6 +547,22 @@ def findings(ev, refs, distilled, args) -> list[str]:
                        f"unlabelled images; the decoder is LiteMedSAM's, untouched): BUSI {a:.3f}, all of PH2 "
                        f"{b:.3f} (ellipse {refs['busi']['box ellipse']['dsc']['mean']:.3f} / "
                        f"{refs['ph2_all']['box ellipse']['dsc']['mean']:.3f}).")
+    for v, (base, lr) in CONTINUES.items():
+        if v not in distilled or base not in distilled:
+            continue
+        out.append(f"- {v}: {base}'s distillation continued for {distilled[v]['steps']} more steps (a warm restart "
+                   f"of the cosine schedule at LR {lr:g}), validation MSE {distilled[base]['best_val_distill_mse']:.4f}"
+                   f" -> {distilled[v]['best_val_distill_mse']:.4f}; then the same prompt stages as {base}.")
+        for run_name, k, name in (("zeroshot", "busi", "BUSI, no mask seen"),
+                                  ("zeroshot", "ph2_all", "all of PH2, no mask seen"),
+                                  ("both", "busi", "BUSI"), ("both", "ph2", "PH2 fold 0"),
+                                  ("ft_busi", "busi", "BUSI, then fine-tuned on it"),
+                                  ("ft_ph2", "ph2", "PH2 fold 0, then fine-tuned on it"),
+                                  ("ph2_only", "busi", "BUSI, trained on PH2 only"),
+                                  ("busi_only", "ph2_all", "all of PH2, trained on BUSI only")):
+            a, b = dsc(f"{v}:{run_name}", k), dsc(f"{base}:{run_name}", k)
+            if a is not None and b is not None:
+                out.append(f"- {v} vs {base}, {name}: box DSC {a:.3f} vs {b:.3f} ({a - b:+.3f}).")
     for v, d in distilled.items():
         out.append(f"- distill stage '{v}': {d['steps']} steps, best validation MSE {d['best_val_distill_mse']:.4f} "
                    f"(on the {VARIANTS[v][0]}'s grid; the two MSEs are on different grids and not comparable).")
@@ -571,8 +587,11 @@ def findings(ev, refs, distilled, args) -> list[str]:
             "answers (random boxes on any image, the teacher's mask as the target).",
             *([] if f"{PSEUDO}:all" in ev else ["- Output distillation on random boxes (`--pseudo-boxes`, "
                                                  "implemented) has not been run yet."]),
-            "- Not tried yet, in order: longer encoder distillation for xs-md / xs-md8 (validation MSE still "
-            "falling at 16 epochs); their prompt training on all five sets and with teacher-labelled boxes; a "
+            *(["- Also tried: (6) xs-md8's encoder distillation run twice as long ('md8x2', the lines above)."]
+              if "md8x2" in distilled else []),
+            "- Not tried yet, in order: " + ("" if "md8x2" in distilled else "longer encoder distillation for xs-md / "
+                                             "xs-md8 (validation MSE still falling at 16 epochs); ") +
+            "their prompt training on all five sets and with teacher-labelled boxes; a "
             "narrower copy of LiteMedSAM's decoder (distilled) to bring the 32x32 grid's prompt under 10 ms; the "
             "`pooled_photo` variant (implemented: intensity-only augmentation in the distillation stage, "
             "`--distill-grid pooled_photo`); `litesam_swin_t` (the published size, ~4x the encoder cost).", ""]

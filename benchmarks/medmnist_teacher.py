@@ -18,12 +18,15 @@ Stages per subset (each skipped when its run folder is finished, resumed when in
      0.035 AUC behind ResNet-18 on BreastMNIST, fixed before its first run): ``deit`` from the student's
      MAE-pretrained encoder (``medmnist_medlit.py``'s MAE pretraining, the same run folder, pretrained first if
      missing), which on its own lifted MedLiT-nano's BreastMNIST AUC by 0.09 over random weights there;
+   - ``deit_long`` (opt-in): ``deit`` for 1.5x the epochs; added when MedLiT-seed's ``deit`` run on DermaMNIST
+     (Lite2 teacher) chose its last epoch (validation AUC still rising), fixed before its run;
    AdamW lr 1e-3, weight decay 0.05, batch 64, 10 % warmup + cosine, light augmentation.
 
 ``kd`` and ``deit`` were fixed before any run, ``fm`` before its first run; of the recipes run on a subset,
 the one with the better VALIDATION AUC is the row of the results table (the others are listed too).
-MedLiT-seed (about 3x nano's cost) runs only the recipe that won on nano's validation AUC for the subset, and
-by default only on DermaMNIST (``--seed-subsets``), the subset where a published row is within reach.
+MedLiT-seed (about 3x nano's cost) runs only the recipe that won on nano's validation AUC for the subset (or
+those of ``--seed-recipes``), and by default only on DermaMNIST (``--seed-subsets``), the subset where a
+published row is within reach.
 Test AUC is read only for the table.
 
 Writes ``results/medmnist_teacher.md`` / ``.json`` and adds compact records to ``results/medmnist_runs.json``
@@ -65,9 +68,10 @@ RECIPES = {  # DistillConfig fields of each student recipe
     "fm": {"task_weight": 0.0, "kd_weight": 1.0, "hard_weight": 0.0, "temperature": 1.0, "mixup": 1.0},
     # deit from the student's MAE-pretrained encoder (medmnist_medlit.py's, same run folder) instead of random
     "deit_mae": {"task_weight": 0.5, "kd_weight": 0.0, "hard_weight": 0.5},
+    "deit_long": {"task_weight": 0.5, "kd_weight": 0.0, "hard_weight": 0.5},  # deit, 1.5x the epochs
 }
-DEFAULT_RECIPES = ("kd", "deit")  # fm (3x the epochs) and deit_mae (an MAE pretraining first) are opt-in
-RECIPE_EPOCH_FACTOR = {"fm": 3}
+DEFAULT_RECIPES = ("kd", "deit")  # fm (3x the epochs), deit_mae (an MAE pretraining first), deit_long: opt-in
+RECIPE_EPOCH_FACTOR = {"fm": 3, "deit_long": 1.5}
 MAE_INIT = ("deit_mae",)  # recipes whose student starts from its MAE encoder
 LABELS = {"medlit_nano_28": "MedLiT-nano", "medlit_seed_28": "MedLiT-seed"}
 OURS = "medmnist_medlit.md"  # where the same-recipe ResNet-18 and from-scratch MedLiT rows live
@@ -119,7 +123,7 @@ def run_student(student: str, subset: str, recipe: str, epochs: int, threads: in
     if done.is_file():
         return json.loads(done.read_text())
     t0 = time.time()
-    epochs *= RECIPE_EPOCH_FACTOR.get(recipe, 1)
+    epochs = round(epochs * RECIPE_EPOCH_FACTOR.get(recipe, 1))
     init = ""
     if recipe in MAE_INIT:  # the MAE encoder of medmnist_medlit.py's (MAE) rows, pretrained first if missing
         from medmnist_medlit import MAE_EPOCHS, RUNS, mae_cfg, run_mae
@@ -251,10 +255,10 @@ def report(args) -> None:
                     parts.append(f"{LABELS[st]} `{r}` {_epochs(t.run(f'{st}-{r}-{s}'))} epochs"
                                  + _fmt_wall(t.run(f"{st}-{r}-{s}")))
         lines.append(f"- {s}: " + ", ".join(parts))
-    lines += ["", "Runs not listed were not run (MedLiT-seed: only the recipe that won on MedLiT-nano's "
-              "validation AUC, on the subsets of `--seed-subsets`). Wall times are the runs' own epoch times "
-              "(one thread per process, beside one other job on the 2 cores); a run finished on another machine "
-              "shows none.", ""]
+    lines += ["", "Runs not listed were not run (MedLiT-seed: the recipe that won on MedLiT-nano's "
+              "validation AUC, or those of `--seed-recipes`, on the subsets of `--seed-subsets`). Wall times "
+              "are the runs' own epoch times (one thread per process, beside one other job on the 2 cores); a run "
+              "finished on another machine shows none.", ""]
     (RESULTS / f"{t.results}.md").write_text("\n".join(lines))
     (RESULTS / f"{t.results}.json").write_text(json.dumps(
         {"teacher": teachers, "students": data, "best": best}, indent=2, default=float) + "\n")
@@ -297,6 +301,8 @@ def main() -> None:
                          "the student's MAE encoder, pretrained first if missing)")
     ap.add_argument("--seed-subsets", nargs="+", default=["dermamnist"], choices=SUBSETS,
                     help="subsets medlit_seed_28 is distilled on (the nano recipe best on validation)")
+    ap.add_argument("--seed-recipes", nargs="+", default=None, choices=list(RECIPES),
+                    help="medlit_seed_28's recipes (default: the one best on medlit_nano_28's validation AUC)")
     ap.add_argument("--teacher-epochs", default="", help="subset=epochs,... (default: TEACHER_EPOCHS)")
     ap.add_argument("--student-epochs", default="", help="subset=epochs,... (default: STUDENT_EPOCHS)")
     ap.add_argument("--teacher", default=TEACHER, choices=(TEACHER, "efficientnet_lite2"),
@@ -322,7 +328,7 @@ def main() -> None:
                             continue
                         val = {r: _compact(t.run(f"medlit_nano_28-{r}-{s}")) for r in RECIPES}
                         val = {r: v["val_auc"] for r, v in val.items() if v is not None}
-                        recipes = [max(val, key=val.get)] if val else []
+                        recipes = args.seed_recipes or ([max(val, key=val.get)] if val else [])
                     else:
                         recipes = args.recipes
                     for r in recipes:
