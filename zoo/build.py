@@ -53,27 +53,35 @@ CLASSIFIER_LIMITS = ("Sees 28x28 pixel images only, as MedMNIST makes them (cent
                      "is partly a memory test there; `medlite evaluate` reports it without them too.")
 
 
-def _nano_source(student: str, subset: str) -> tuple[Path, str]:
-    """The distilled student run with the better validation AUC of the two fixed recipes."""
+TEACHERS = (("efficientnet_lite0", None), ("efficientnet_lite2", 128))  # medmnist_teacher.py's teachers (model, px)
+
+
+def _nano_source(student: str, subset: str) -> tuple[Path, str, str]:
+    """The distilled student run with the best validation AUC over the teachers and recipes of
+    medmnist_teacher.py: (run folder, recipe line, the teacher's label)."""
     import medmnist_teacher as mt
 
-    best, best_val = None, -1.0
-    for r in mt.RECIPES:
-        run = mt.RUNS / f"{student}-{r}-{subset}"
-        if (run / "results.json").is_file():
-            val = json.loads((run / "results.json").read_text())["val"]["auc"]
-            if val > best_val:
-                best, best_val = run, val
-    recipe = best.name.split("-")[1] if best else "?"
-    return best, (f"python benchmarks/medmnist_teacher.py --subsets {subset} (student {student}, recipe "
-                  f"'{recipe}' chosen on validation AUC {best_val:.4f})")
+    best, best_val, label, how, recipe = None, -1.0, "?", "", "?"
+    for model, size in TEACHERS:
+        t = mt.teacher(model, size)
+        for r in mt.RECIPES:
+            run = t.run(f"{student}-{r}-{subset}")
+            if (run / "results.json").is_file():
+                val = json.loads((run / "results.json").read_text())["val"]["auc"]
+                if val > best_val:
+                    best, best_val, label = run, val, f"{t.label} at {t.size} px"
+                    how = f"--teacher {model} --teacher-size {t.size}, " if t.prefix else ""
+                    recipe = r
+    return best, (f"python benchmarks/medmnist_teacher.py --subsets {subset} ({how}student {student}, recipe "
+                  f"'{recipe}', chosen over teachers and recipes on validation AUC "
+                  f"{best_val:.4f})"), label
 
 
 def classifier_spec(student: str, subset: str) -> dict:
-    src, recipe = _nano_source(student, subset)
+    src, recipe, teacher = _nano_source(student, subset)
     label = {"medlit_nano_28": "MedLiT-nano", "medlit_seed_28": "MedLiT-seed"}[student]
     return {"source": src, "recipe": recipe, "model": student,
-            "summary": f"{label} (28 px) for {subset}, distilled from an ImageNet EfficientNet-Lite0 teacher "
+            "summary": f"{label} (28 px) for {subset}, distilled from an ImageNet {teacher} teacher "
                        "fine-tuned on the same training split",
             "split": "MedMNIST official train split (checkpoint chosen on the val split)",
             "use": CLASSIFIER_USE, "limits": CLASSIFIER_LIMITS, "data": subset}
