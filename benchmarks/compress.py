@@ -115,14 +115,12 @@ def pipeline_lite0(subset: str, args, runs: Path) -> dict[str, Path]:
 
     t = mt.teacher(args.teacher, args.teacher_size)
     teacher = t.run(f"teacher-{subset}")
-    done = {r: t.run(f"medlit_nano_28-{r}-{subset}") for r in mt.RECIPES}
-    done = {r: json.loads((d / "results.json").read_text())["val"]["auc"] for r, d in done.items()
-            if (d / "results.json").is_file()}
-    if not (teacher / "results.json").is_file() or not done:
+    recipe = mt.chosen_recipe(t, "medlit_nano_28", subset, on_disk=True)
+    if not (teacher / "results.json").is_file() or recipe is None:
         raise SystemExit(f"{subset}: run `python benchmarks/medmnist_teacher.py --subsets {subset} --teacher "
                          f"{t.model} --teacher-size {t.size}` first (the teacher and the distilled MedLiT-nano "
                          "come from it)")
-    d = t.run(f"medlit_nano_28-{max(done, key=done.get)}-{subset}")
+    d = t.run(f"medlit_nano_28-{recipe}-{subset}")
     hp = run_prune(runs / f"{subset}-heads.safetensors", d, args.threads, heads=args.head_ratio)
     h = run_distill(runs / f"{subset}-head-pruned", str(hp), teacher, args.recover_epochs, args.threads)
     fp = run_prune(runs / f"{subset}-ffn.safetensors", h, args.threads, ffn=args.ffn_ratio)

@@ -61,12 +61,14 @@ STUDENT, TEACHER = "litesam_swin_xs", "litemedsam"
 VARIANTS = {"upsampled": ("teacher", ""), "pooled": ("student", "_pooled"),  # name: (distill_grid, folder suffix)
             "pooled_photo": ("student", "_pooled_photo"), "md": ("student", "_md"), "md8": ("student", "_md8"),
             "md8x2": ("student", "_md8x2")}
-STUDENTS = {"md": "litesam_swin_xs_md", "md8": "litesam_swin_xs_md8",  # variants whose student is not STUDENT
-            "md8x2": "litesam_swin_xs_md8"}
-HEADS = {"md": "litemedsam", "md8": "litemedsam", "md8x2": "litemedsam"}  # decoder starts as LiteMedSAM's
+STUDENTS = {"md": "litesam_swin_xs_md", "md8": "litesam_swin_xs_md8"}  # variants whose student is not STUDENT
+HEADS = {"md": "litemedsam", "md8": "litemedsam"}  # variants whose decoder starts as LiteMedSAM's
 # variants whose distillation continues another variant's: (that variant, peak LR); a warm restart of the cosine
-# schedule for --distill-epochs more epochs, the head not copied again (the checkpoint holds it)
+# schedule for --distill-epochs more epochs, the head not copied again (the checkpoint holds it); each takes its
+# base's student and head
 CONTINUES = {"md8x2": ("md8", 5e-4)}
+for _v, (_base, _) in CONTINUES.items():
+    STUDENTS[_v], HEADS[_v] = STUDENTS[_base], HEADS[_base]
 DISTILL_AUGMENT = {"pooled_photo": "photometric"}  # variants whose distill stage augments (intensity only)
 FOLDERS = {"both": "prompt", "busi_only": "prompt_busi", "ph2_only": "prompt_ph2",  # prompt run: folder stem
            "all": "prompt_all", "all_but_busi": "prompt_nobusi", "all_but_ph2": "prompt_noph2",

@@ -126,7 +126,7 @@ def teacher_rows() -> dict[str, tuple[str, str, list[dict]]]:
     from medlite.models.flops import count_macs
 
     rows = {}
-    for t in (mt.teacher(), mt.teacher("efficientnet_lite2", 128)):
+    for t in mt.teachers():
         runs = _records([t.run(f"teacher-{s}") for s in SUBSETS])
         if not runs:
             continue
@@ -135,12 +135,7 @@ def teacher_rows() -> dict[str, tuple[str, str, list[dict]]]:
             f"{sum(p.numel() for p in m.parameters()) / 1e6:.2f} M",
             f"{count_macs(m, (1, 1, t.size, t.size)) / 1e6:.0f} M", runs)
         for st in mt.STUDENTS:
-            chosen = []
-            for s in SUBSETS:
-                recs = {r: mt._compact(t.run(f"{st}-{r}-{s}")) for r in mt.RECIPES}
-                recs = {r: v for r, v in recs.items() if v is not None}
-                if recs:
-                    chosen.append(t.run(f"{st}-{max(recs, key=lambda r: recs[r]['val_auc'])}-{s}"))
+            chosen = [t.run(f"{st}-{r}-{s}") for s in SUBSETS if (r := mt.chosen_recipe(t, st, s))]
             label = f"{st.replace('_28', '')} (distilled from {t.label}, 28 px)"
             rows[label] = (f"{params(st) / 1e6:.2f} M", f"{macs(st) / 1e6:.0f} M", _records(chosen))
     return rows

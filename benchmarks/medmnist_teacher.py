@@ -60,15 +60,16 @@ TEACHER_SIZE = 64
 TEACHER_EPOCHS = {"breastmnist": 30, "pneumoniamnist": 10, "dermamnist": 10}
 STUDENT_EPOCHS = {"breastmnist": 100, "pneumoniamnist": 10, "dermamnist": 8}  # sized to one CPU session
 STUDENTS = ("medlit_nano_28", "medlit_seed_28")
+DEIT = {"task_weight": 0.5, "kd_weight": 0.0, "hard_weight": 0.5}
 RECIPES = {  # DistillConfig fields of each student recipe
     "kd": {"task_weight": 1.0, "kd_weight": 1.0, "hard_weight": 0.0, "temperature": 4.0},
-    "deit": {"task_weight": 0.5, "kd_weight": 0.0, "hard_weight": 0.5},
+    "deit": DEIT,
     # function matching (Beyer et al. 2022, "a good teacher is patient and consistent"): no labels, KL at T = 1
     # on mixup of the augmented batch, the teacher online on the very same image, a longer schedule
     "fm": {"task_weight": 0.0, "kd_weight": 1.0, "hard_weight": 0.0, "temperature": 1.0, "mixup": 1.0},
     # deit from the student's MAE-pretrained encoder (medmnist_medlit.py's, same run folder) instead of random
-    "deit_mae": {"task_weight": 0.5, "kd_weight": 0.0, "hard_weight": 0.5},
-    "deit_long": {"task_weight": 0.5, "kd_weight": 0.0, "hard_weight": 0.5},  # deit, 1.5x the epochs
+    "deit_mae": DEIT,
+    "deit_long": DEIT,  # deit, 1.5x the epochs
 }
 DEFAULT_RECIPES = ("kd", "deit")  # fm (3x the epochs), deit_mae (an MAE pretraining first), deit_long: opt-in
 RECIPE_EPOCH_FACTOR = {"fm": 3, "deit_long": 1.5}
@@ -154,6 +155,19 @@ def _compact(run_dir: Path) -> dict | None:
         val = max(rec["val_auc_per_epoch"])
     return {"test_auc": rec["test"]["auc"], "test_acc": rec["test"]["acc"],
             "val_auc": float("nan") if val is None else val, "best_epoch": rec.get("best_epoch")}
+
+
+def teachers() -> tuple[Teacher, ...]:
+    """The teachers this script has run: EfficientNet-Lite0 at 64 px and EfficientNet-Lite2 at 128 px."""
+    return teacher(), teacher("efficientnet_lite2", 128)
+
+
+def chosen_recipe(t: Teacher, student: str, subset: str, on_disk: bool = False) -> str | None:
+    """The recipe of ``student`` distilled from ``t`` on ``subset`` with the best VALIDATION AUC among its finished
+    runs (``on_disk``: only runs whose folder is on this machine); None if none has finished."""
+    recs = {r: rec for r in RECIPES if (not on_disk or (t.run(f"{student}-{r}-{subset}") / "results.json").is_file())
+            and (rec := _compact(t.run(f"{student}-{r}-{subset}"))) is not None}
+    return max(recs, key=lambda r: recs[r]["val_auc"]) if recs else None
 
 
 def _wall(run_dir: Path) -> float | None:
@@ -326,9 +340,8 @@ def main() -> None:
                     if st == "medlit_seed_28":
                         if s not in args.seed_subsets:
                             continue
-                        val = {r: _compact(t.run(f"medlit_nano_28-{r}-{s}")) for r in RECIPES}
-                        val = {r: v["val_auc"] for r, v in val.items() if v is not None}
-                        recipes = args.seed_recipes or ([max(val, key=val.get)] if val else [])
+                        best = chosen_recipe(t, "medlit_nano_28", s)
+                        recipes = args.seed_recipes or ([best] if best else [])
                     else:
                         recipes = args.recipes
                     for r in recipes:

@@ -53,28 +53,20 @@ CLASSIFIER_LIMITS = ("Sees 28x28 pixel images only, as MedMNIST makes them (cent
                      "is partly a memory test there; `medlite evaluate` reports it without them too.")
 
 
-TEACHERS = (("efficientnet_lite0", None), ("efficientnet_lite2", 128))  # medmnist_teacher.py's teachers (model, px)
-
-
-def _nano_source(student: str, subset: str) -> tuple[Path, str, str]:
+def _nano_source(student: str, subset: str) -> tuple[Path | None, str, str]:
     """The distilled student run with the best validation AUC over the teachers and recipes of
     medmnist_teacher.py: (run folder, recipe line, the teacher's label)."""
     import medmnist_teacher as mt
 
-    best, best_val, label, how, recipe = None, -1.0, "?", "", "?"
-    for model, size in TEACHERS:
-        t = mt.teacher(model, size)
-        for r in mt.RECIPES:
-            run = t.run(f"{student}-{r}-{subset}")
-            if (run / "results.json").is_file():
-                val = json.loads((run / "results.json").read_text())["val"]["auc"]
-                if val > best_val:
-                    best, best_val, label = run, val, f"{t.label} at {t.size} px"
-                    how = f"--teacher {model} --teacher-size {t.size}, " if t.prefix else ""
-                    recipe = r
-    return best, (f"python benchmarks/medmnist_teacher.py --subsets {subset} ({how}student {student}, recipe "
-                  f"'{recipe}', chosen over teachers and recipes on validation AUC "
-                  f"{best_val:.4f})"), label
+    found = {(t, r): mt._compact(t.run(f"{student}-{r}-{subset}"))["val_auc"] for t in mt.teachers()
+             if (r := mt.chosen_recipe(t, student, subset, on_disk=True))}
+    if not found:
+        return None, f"python benchmarks/medmnist_teacher.py --subsets {subset} (not run)", "?"
+    t, recipe = max(found, key=found.get)
+    how = f"--teacher {t.model} --teacher-size {t.size}, " if t.prefix else ""
+    return t.run(f"{student}-{recipe}-{subset}"), (
+        f"python benchmarks/medmnist_teacher.py --subsets {subset} ({how}student {student}, recipe '{recipe}', "
+        f"chosen over teachers and recipes on validation AUC {found[t, recipe]:.4f})"), f"{t.label} at {t.size} px"
 
 
 def classifier_spec(student: str, subset: str) -> dict:
