@@ -16,6 +16,7 @@ from rich.markup import escape
 from medlite.cli.common import (
     DATA_ROOT_HELP,
     CliError,
+    Ema,
     JsonOut,
     Threads,
     Verbose,
@@ -136,6 +137,7 @@ def train(
     warmup_epochs: Annotated[float, typer.Option(help="Linear warmup in epochs.")] = 0.0,
     augment: Annotated[str, typer.Option(help="none, flip, or light (flip + small affine); batched.")] = "none",
     seed: Annotated[int, typer.Option(help="Random seed (init, batch order, augmentation, data split).")] = 0,
+    ema: Ema = 0.0,
     out: Annotated[str, typer.Option(help="Run folder (default: runs/ MODEL-DATA-sSEED).")] = "",
     init: Annotated[str, typer.Option(help="Initialise from this checkpoint (e.g. `medlite pretrain` "
                                            "output) or zoo weights by name (`medlite models`).")] = "",
@@ -169,7 +171,7 @@ def train(
     size = checked_size(model, size, data)
     cfg = TrainConfig(model=model, data=data, size=size, epochs=epochs, batch_size=batch_size, lr=lr,
                       optimizer=optimizer, weight_decay=weight_decay, schedule=schedule,
-                      warmup_epochs=warmup_epochs, augment=augment, seed=seed, out=out, init=init,
+                      warmup_epochs=warmup_epochs, augment=augment, seed=seed, ema=ema, out=out, init=init,
                       pretrained=pretrained,
                       download=download, data_root=data_root, model_kwargs=parse_kv(model_opt),
                       threads=threads, compile=compile, amp=amp, tensorboard=tensorboard, progress=progress,

@@ -57,6 +57,8 @@ JSON_HELP = "Print the results as JSON on stdout (tables and notes go to stderr)
 Threads = Annotated[int, typer.Option(help="CPU threads (0 = torch default).")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
 JsonOut = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
+Ema = Annotated[float, typer.Option(metavar="DECAY", help="Validate and keep a moving average of the weights "
+                                    "(e.g. 0.998; 0 = off).")]
 
 
 def print_json(obj) -> None:

@@ -15,6 +15,7 @@ from rich.markdown import Markdown
 from medlite.cli.common import (
     DATA_ROOT_HELP,
     CliError,
+    Ema,
     Verbose,
     app,
     checked,
@@ -60,6 +61,7 @@ def distill(
     mixup: Annotated[float, typer.Option(help="Mix images pairwise, weight ~ Beta(a, a), teacher online "
                                               "(function matching; needs --task-weight 0; 0 = off).")] = 0.0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    ema: Ema = 0.0,
     init: Annotated[str, typer.Option(help="Start a new student from this checkpoint (e.g. `medlite "
                                            "pretrain`'s encoder.safetensors) instead of random weights.")] = "",
     data_root: Annotated[str, typer.Option(help=DATA_ROOT_HELP)] = "",
@@ -83,7 +85,7 @@ def distill(
                         batch_size=batch_size, lr=lr, temperature=temperature, task_weight=task_weight,
                         kd_weight=kd_weight, attn_weight=attn_weight, hard_weight=hard_weight,
                         size=size, layer_map=parse_ints(layer_map, "--layer-map"),
-                        augment=augment, mixup=mixup, seed=seed, data_root=data_root, threads=threads,
+                        augment=augment, mixup=mixup, seed=seed, ema=ema, data_root=data_root, threads=threads,
                         progress=progress, init=init)
     res = run_distill(cfg)
     run_dir = Path(res["run_dir"])

@@ -15,6 +15,7 @@ import numpy as np
 import typer
 
 from medlite.cli.common import (
+    Ema,
     JsonOut,
     Threads,
     Verbose,
@@ -90,6 +91,7 @@ def train(
                                                            "spelling, with --name).")] = "runs/sam",
     name: Annotated[str, typer.Option(hidden=True, help="Run folder name (older spelling).")] = "",
     seed: Annotated[int, typer.Option(help="Seed for init, prompts, order and augmentation.")] = 0,
+    ema: Ema = 0.0,
     model_opt: Annotated[list[str] | None, typer.Option(metavar="KEY=VALUE",
                                                         help="LiteSAMConfig option (repeatable).")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
@@ -117,7 +119,7 @@ def train(
                          distill_grid=parse_choices(distill_grid, ("teacher", "student"), "--distill-grid")[0],
                          distill_weight=distill_weight, pseudo_boxes=pseudo_boxes,
                          time_budget_s=time_budget or None, threads=threads, out_dir=out_dir, name=name or None,
-                         seed=seed)
+                         seed=seed, ema=ema)
     res = train_sam(cfg)
     if not res:  # a torchrun rank other than 0: rank 0 reports
         return

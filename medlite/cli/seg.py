@@ -15,6 +15,7 @@ import typer
 from rich.markup import escape
 
 from medlite.cli.common import (
+    Ema,
     JsonOut,
     Threads,
     Verbose,
@@ -63,6 +64,7 @@ def train(
     test_data: Annotated[str, typer.Option(help="Another folder (same --layout) to test on: --data is then "
                                                 "all training (validation carved from it).")] = "",
     seed: Annotated[int, typer.Option(help="Seed for init, split, order and augmentation.")] = 0,
+    ema: Ema = 0.0,
     out: Annotated[str, typer.Option(help="Run folder (default: under runs/seg, named after the model, data, "
                                           "fold and seed).")] = "",
     threads: Threads = 0,
@@ -100,7 +102,7 @@ def train(
         "mode": mode, "epochs": epochs, "batch_size": batch_size, "lr": lr, "pretrained": pretrained,
         "encoder_lr_mult": encoder_lr_mult, "augment": augment, "fold": fold,
         "folds": folds, "train_list": train_list, "test_list": test_list, "test_data": test_data, "seed": seed,
-        "out": out,
+        "ema": ema, "out": out,
         "threads": threads, "amp": amp, "data_root": data_root, "progress": progress, **extra})
     res = train_segmentation(cfg, resume=resume)
     if not res:  # a torchrun rank other than 0: rank 0 reports

@@ -6,8 +6,10 @@ happens here, once:
     seed, threads, DDP (``torchrun``: gloo on CPU, NCCL on GPU), run folder and config.json
     resume from last.safetensors (weights, optimizer, RNG, history: at most one epoch lost to ``kill -9``)
     per step: learning rate (medlite.engine.schedule, times a parameter group's ``lr_mult`` where it has
-              one), AMP (the task's forward), finite-loss check, backward, gradient clipping, optimizer step
-    per epoch: validation, best checkpoint, last checkpoint, metrics.csv, TensorBoard, progress bars
+              one), AMP (the task's forward), finite-loss check, backward, gradient clipping, optimizer step,
+              weight averaging (``cfg.ema`` > 0: timm's ModelEmaV3 with warm-up)
+    per epoch: validation (of the averaged weights when ``cfg.ema`` > 0), best checkpoint, last checkpoint,
+               metrics.csv, TensorBoard, progress bars
     at the end: the task's report on its best checkpoint (rank 0)
 
 A task's ``trainable`` module maps one batch to ``(loss, terms, n)``: the loss to minimise, the scalars to
@@ -18,6 +20,7 @@ averaged: N processes see the batches one process would.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -182,6 +185,7 @@ def fit(task: Task, resume: bool = False) -> dict[str, Any]:
         net = torch.compile(net)
 
     start, done, best, best_epoch, history, elapsed, resumed_total = 0, 0, -math.inf, -1, [], 0.0, None
+    ema = _ema(task.model, getattr(cfg, "ema", 0.0))
     if saved is not None:
         weights, meta, state = saved
         task.model.load_state_dict(weights)
@@ -194,6 +198,8 @@ def fit(task: Task, resume: bool = False) -> dict[str, Any]:
         start, done, best, best_epoch, history = r["epoch"] + 1, r["steps"], r["best"], r["best_epoch"], r["history"]
         elapsed, resumed_total = r["elapsed_s"], r["total_steps"]
         task.on_resume(meta, state)
+        if ema is not None:
+            _load_ema(ema, state, run_dir)
         if dist.is_main:
             log.info("resuming %s at epoch %d", run_dir, start + 1)
             _write_csv(run_dir / "metrics.csv", history)  # metrics.csv lags last.safetensors after a kill
@@ -228,6 +234,8 @@ def fit(task: Task, resume: bool = False) -> dict[str, Any]:
                     nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 opt.step()
                 done += 1
+                if ema is not None:
+                    ema.update(task.model, step=done)
                 seen += n
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + float(v) * n
@@ -237,7 +245,8 @@ def fit(task: Task, resume: bool = False) -> dict[str, Any]:
             seconds = time.perf_counter() - t0
             elapsed += seconds
             train_terms = {k: float(D.all_reduce_mean(torch.tensor(v / max(seen, 1)), dist)) for k, v in sums.items()}
-            val = task.validate()
+            with _averaged(task.model, ema):
+                val = task.validate()
             row = {"epoch": epoch + 1, **train_terms, **val, "lr": opt.param_groups[0]["lr"],
                    "images_per_s": seen / seconds, "epoch_seconds": seconds}
             history.append(row)
@@ -247,13 +256,16 @@ def fit(task: Task, resume: bool = False) -> dict[str, Any]:
                 best, best_epoch = score, epoch
             if dist.is_main:
                 if improved:
-                    save_checkpoint(run_dir / task.best_file, task.best_state(), task.best_meta(record, epoch, val))
+                    with _averaged(task.model, ema):
+                        save_checkpoint(run_dir / task.best_file, task.best_state(), task.best_meta(record, epoch, val))
                 tensors, opt_info = optimizer_state_tensors(opt)
                 tensors["rng.torch"] = torch.get_rng_state()  # dropout / noise draws continue exactly
                 resume_info = {"config": asdict(cfg), "epoch": epoch, "steps": done, "best": best,
                                "best_epoch": best_epoch, "history": history, "total_steps": total,
                                "elapsed_s": elapsed}
                 tensors.update(_extra_state(task))
+                if ema is not None:  # the average goes on from where it was
+                    tensors.update({f"ema.{k}": v for k, v in ema.module.state_dict().items()})
                 save_checkpoint(run_dir / "last.safetensors", task.model,
                                 {**record, "epoch": epoch, "optimizer": opt_info, "resume": resume_info},
                                 state=tensors)
@@ -282,6 +294,45 @@ def fit(task: Task, resume: bool = False) -> dict[str, Any]:
     D.barrier(dist)
     D.cleanup()
     return results
+
+
+def _ema(model: nn.Module, decay: float):
+    """Exponential moving average of ``model``'s weights and buffers (timm's ModelEmaV3), or None when
+    ``decay`` is 0. The decay warms up as 1 - (1 + step)^-3/4 (timm's setting for shorter runs) and is capped
+    at ``decay``, so the first steps do not keep the initial weights and a run of a few thousand steps
+    averages over its last ~1 / (1 - decay) steps."""
+    if not decay:
+        return None
+    if not 0.0 < decay < 1.0:
+        raise ConfigError(f"ema must be 0 (off) or a decay in (0, 1), e.g. 0.998; got {decay}")
+    from timm.utils import ModelEmaV3
+
+    return ModelEmaV3(model, decay=decay, use_warmup=True, warmup_power=0.75)
+
+
+def _load_ema(ema, state: dict[str, torch.Tensor], run_dir: Path) -> None:
+    own = {k.removeprefix("ema."): v for k, v in state.items() if k.startswith("ema.")}
+    if not own:
+        from medlite.engine.checkpoint import CheckpointError
+
+        raise CheckpointError(f"{run_dir / 'last.safetensors'}: the run averages weights (ema) but the checkpoint "
+                              "holds no average; start a new run")
+    ema.module.load_state_dict(own)
+
+
+@contextlib.contextmanager
+def _averaged(model: nn.Module, ema):
+    """Inside the block ``model`` holds the averaged weights (validation, best checkpoint); after it, its own
+    again. Without averaging, nothing changes."""
+    if ema is None:
+        yield
+        return
+    own = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(ema.module.state_dict())
+    try:
+        yield
+    finally:
+        model.load_state_dict(own)
 
 
 def _extra_state(task: Task) -> dict[str, torch.Tensor]:

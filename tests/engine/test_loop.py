@@ -69,11 +69,12 @@ def _interrupt_after(task_cls, monkeypatch, epochs_done: int):
 
 def _runs(kind: str, tmp: Path, folder: Path, npz: Path, out: str):
     """(task class, run function) for one kind of training, configured tiny, writing to tmp/out."""
-    if kind == "segment":
+    if kind.startswith("segment"):  # segment_ema: with a moving average of the weights
         from medlite.engine.tasks.segment.train import SegmentTask, SegTrainConfig, train_segmentation
 
         cfg = SegTrainConfig(model="medlitenet", data=str(folder), size=64, epochs=3, batch_size=4, folds=4,
-                             model_kwargs=TINY_SEG, out=str(tmp / out), progress=False, plots=False, amp="none")
+                             model_kwargs=TINY_SEG, out=str(tmp / out), progress=False, plots=False, amp="none",
+                             ema=0.9 if kind == "segment_ema" else 0.0)
         return SegmentTask, lambda resume: train_segmentation(cfg, resume=resume)
     if kind == "promptable":
         from medlite.engine.tasks.promptable import SamTrainConfig, load_dataset, train_sam
@@ -97,7 +98,7 @@ def _runs(kind: str, tmp: Path, folder: Path, npz: Path, out: str):
     return DistillTask, lambda resume: distill(cfg, resume=resume)
 
 
-@pytest.mark.parametrize("kind", ["segment", "promptable", "mae", "distill"])
+@pytest.mark.parametrize("kind", ["segment", "segment_ema", "promptable", "mae", "distill"])
 def test_interrupted_run_resumes_to_the_uninterrupted_result(kind, tmp_path, seg_folder, tiny_npz, monkeypatch):
     if kind == "mae":
         from medlite.models import medlit
@@ -126,6 +127,43 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(kind, tmp_path, seg
         assert {k: v for k, v in x.items() if k not in ("images_per_s", "epoch_seconds")} == \
                {k: v for k, v in y.items() if k not in ("images_per_s", "epoch_seconds")}
     assert type(ref) is type(resumed)
+
+
+def test_weight_averaging_validates_and_keeps_the_average(tmp_path, seg_folder, monkeypatch):
+    """With ``ema``, validation scores the averaged weights and best.safetensors holds them; the training
+    weights go on unchanged (last.safetensors), the average beside them."""
+    from medlite.engine.tasks.segment.train import SegmentTask
+
+    scored = []
+
+    def validate(self):  # each epoch better than the last: the final epoch is the best
+        scored.append({k: v.clone() for k, v in self.model.state_dict().items()})
+        return {"val_dice": float(len(scored))}
+
+    monkeypatch.setattr(SegmentTask, "validate", validate)
+    monkeypatch.setattr(SegmentTask, "finalize", lambda self, *a: {})
+    _, run = _runs("segment_ema", tmp_path, seg_folder, None, "ema")
+    run(False)
+    last, meta, state = read_checkpoint(tmp_path / "ema" / "last.safetensors")
+    best, best_meta, _ = read_checkpoint(tmp_path / "ema" / "best.safetensors")
+    assert best_meta["epoch"] == meta["epoch"] == 2
+    average = {k.removeprefix("ema."): v for k, v in state.items() if k.startswith("ema.")}
+    assert average.keys() == last.keys() == best.keys()
+    for k in best:
+        torch.testing.assert_close(best[k], average[k], rtol=0, atol=0, msg=k)
+        torch.testing.assert_close(scored[-1][k], average[k], rtol=0, atol=0, msg=k)
+    moved = [k for k in last if last[k].is_floating_point() and not torch.equal(last[k], average[k])]
+    assert len(moved) > len(last) // 2  # the average lags the training weights
+
+
+def test_weight_averaging_rejects_a_decay_outside_0_1():
+    from medlite.errors import ConfigError
+
+    model = torch.nn.Linear(2, 2)
+    assert loop._ema(model, 0.0) is None
+    for bad in (1.0, 1.5, -0.1):
+        with pytest.raises(ConfigError, match="ema must be 0"):
+            loop._ema(model, bad)
 
 
 def _history(run: Path) -> list[dict]:

@@ -64,6 +64,7 @@ class TrainConfig:
     augment: str = "none"  # batched augmentation: "none", "flip", "light" (flip + small affine)
     label_smoothing: float = 0.0  # cross-entropy label smoothing (single-label tasks)
     grad_clip: float = 0.0  # max gradient norm; 0 disables
+    ema: float = 0.0  # > 0: validate and keep a moving average of the weights with this decay (e.g. 0.998)
     seed: int = 0  # seeds model init, batch order and augmentation
     out: str = ""  # run folder; empty = runs/<model>-<data>-s<seed>
     init: str = ""  # checkpoint to initialise weights from (e.g. an MAE-pretrained encoder)

@@ -61,6 +61,7 @@ class DistillConfig:
     # teacher and student see it ("function matching", Beyer et al. 2022); label-free: needs task_weight 0
     cache_teacher: bool = True  # compute teacher outputs once when augment == "none" and mixup == 0
     seed: int = 0  # model init, batch order, augmentation
+    ema: float = 0.0  # > 0: validate and keep a moving average of the weights with this decay (e.g. 0.998)
     data_root: str = ""  # data folder; "" = $MEDLITE_DATA or ~/.medlite/data
     size: int = 0  # student input size; 0 = the student checkpoint's, else the teacher's (else 28)
     threads: int = 0  # torch intra-op threads; 0 = torch default

@@ -73,6 +73,7 @@ class SamTrainConfig:
     # LayerNorm affine into the model (litesam_swin_xs_md), over ``init``'s; for the distill stage; not on resume
     time_budget_s: float | None = None  # if set: fit the schedule to this many seconds (steps estimated)
     grad_clip: float = 1.0  # max gradient norm (model + distillation adapter); 0 disables
+    ema: float = 0.0  # > 0: validate and keep a moving average of the weights with this decay (e.g. 0.998)
     threads: int = 1  # torch CPU threads
     progress: bool = True  # progress bars
     seed: int = 0

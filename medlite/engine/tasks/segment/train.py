@@ -85,6 +85,7 @@ class SegTrainConfig:
     pretrained: bool = False  # start from the weights the model card names (create_model(..., pretrained=True))
     encoder_lr_mult: float = 1.0  # learning rate of the parameters under `encoder.` = lr x this (fine-tuning a
     # pretrained encoder: 0.1); 1.0 = one rate for all
+    ema: float = 0.0  # > 0: validate and keep a moving average of the weights with this decay (e.g. 0.998)
     channels_last: bool = True  # NHWC memory format: faster convolutions on CPU
     amp: str = "auto"  # training precision: "bf16" autocast, "none" (fp32), "auto" (bf16 where the CPU is native)
     threads: int = 0  # torch intra-op threads; 0 = torch default
