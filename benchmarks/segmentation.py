@@ -61,7 +61,7 @@ def _cfg(model: str, data: str, fold: int, args) -> SegTrainConfig:
     smoke = {"max_steps_per_epoch": 2, "plots": False} if args.smoke else {}
     return SegTrainConfig(model=model, data=data, fold=fold, epochs=epochs, threads=args.threads,
                           out=str(args.runs / f"{model}-{data}-f{fold}"), progress=args.progress,
-                          **RECIPES.get(model, {}), **smoke)
+                          **RECIPES.get(model, {}), **({"ema": args.ema} if args.ema else {}), **smoke)
 
 
 def jobs(args) -> list[SegTrainConfig]:
@@ -155,6 +155,9 @@ def report(args, lat: dict | None) -> str:
               "(fixed before any run; see `FINETUNE` in the script). `medlitenet_lite0_s4` is `medlitenet_lite0` "
               "with its decoder stopped at stride 4 (the stride-2 stage costs about a third of its CPU time), "
               "defined for the 20 ms latency target before it was trained, same recipe. "
+              + (f"Every run here also averages its weights (`--ema {args.ema}`: an exponential moving average "
+                 "with warm-up, timm's ModelEmaV3; validation, the checkpoint and the test scores use the "
+                 "average). " if args.ema else "") +
               "Best validation Dice selects the checkpoint, and validation Dice also chooses the mask "
               "post-processing per run (none, or largest connected component with holes filled; see the per-run "
               "details; runs finished before this choice existed were scored again by `rescore_segmentation`); "
@@ -375,6 +378,8 @@ def main() -> None:
     ap.add_argument("--report-only", action="store_true", help="skip training; rewrite the results file")
     ap.add_argument("--out", type=Path, default=RESULTS / "segmentation.md", help="the results file to write")
     ap.add_argument("--no-latency", action="store_true", help="do not time the models")
+    ap.add_argument("--ema", type=float, default=0.0,
+                    help="every run averages its weights with this decay (SegTrainConfig.ema; 0 = off)")
     ap.add_argument("--no-progress", dest="progress", action="store_false")
     args = ap.parse_args()
     args.models = _names(args.models)
