@@ -23,6 +23,10 @@ Stages per subset (each skipped when its run folder is finished, resumed when in
    - ``deit_ema`` (opt-in): ``deit`` validated, selected and tested on a moving average of its weights
      (``DistillConfig.ema``); added with the loop's weight averaging, because BreastMNIST's validation split
      (78 images) makes the per-epoch choice of raw weights noisy; fixed before its run;
+   - ``deit_cam`` (opt-in): ``deit`` plus CAM alignment (``DistillConfig.cam_weight`` 1.0): the KL between the
+     teacher's class activation map of its predicted class (4x4 for Lite2 at 128 px, resampled to the student's
+     7x7 patch grid) and the student's cls attention row in its last block, the "CAM alignment for a CNN
+     teacher" of issue 13 (logits alone do not say where the teacher looked); fixed before its run;
    AdamW lr 1e-3, weight decay 0.05, batch 64, 10 % warmup + cosine, light augmentation.
 
 ``kd`` and ``deit`` were fixed before any run, ``fm`` before its first run; of the recipes run on a subset,
@@ -76,8 +80,10 @@ RECIPES = {  # DistillConfig fields of each student recipe
     # deit whose validation, checkpoint and test use a moving average of the weights (decay capped at 0.998,
     # warm-up 1 - (1 + step)^-3/4: ~0.994 at the end of 100 BreastMNIST epochs, i.e. the last ~fifth)
     "deit_ema": {**DEIT, "ema": 0.998},
+    # deit plus CAM alignment: the teacher's class activation map -> the student's last cls attention row
+    "deit_cam": {**DEIT, "cam_weight": 1.0},
 }
-DEFAULT_RECIPES = ("kd", "deit")  # opt-in: fm (3x the epochs), deit_mae (MAE first), deit_long, deit_ema
+DEFAULT_RECIPES = ("kd", "deit")  # opt-in: fm (3x), deit_mae (MAE first), deit_long, deit_ema, deit_cam
 RECIPE_EPOCH_FACTOR = {"fm": 3, "deit_long": 1.5}
 MAE_INIT = ("deit_mae",)  # recipes whose student starts from its MAE encoder
 LABELS = {"medlit_nano_28": "MedLiT-nano", "medlit_seed_28": "MedLiT-seed"}
@@ -319,7 +325,8 @@ def main() -> None:
     ap.add_argument("--recipes", nargs="+", default=list(DEFAULT_RECIPES), choices=list(RECIPES),
                     help="student recipes (opt-in: fm, function matching, 3x the epochs; deit_mae, deit from "
                          "the student's MAE encoder, pretrained first if missing; deit_long, 1.5x the epochs; "
-                         "deit_ema, deit on a moving average of the weights)")
+                         "deit_ema, deit on a moving average of the weights; deit_cam, deit plus the "
+                         "teacher's class activation map as the student's cls attention target)")
     ap.add_argument("--seed-subsets", nargs="+", default=["dermamnist"], choices=SUBSETS,
                     help="subsets medlit_seed_28 is distilled on (the nano recipe best on validation)")
     ap.add_argument("--seed-recipes", nargs="+", default=None, choices=list(RECIPES),

@@ -39,7 +39,7 @@ def distill(
     student: Annotated[str, typer.Argument(help="Student: a model name (new, e.g. medlit_nano_28) or a "
                                                 "checkpoint / run folder (e.g. a pruned model).")] = "",
     teacher: Annotated[str, typer.Option(help="Run folder / checkpoint of the trained teacher (a timm ViT, a "
-                                              "MedLiT, or a CNN: logit distillation only).")] = "",
+                                              "MedLiT, or a CNN: logits and --cam-weight).")] = "",
     student_opt: Annotated[str, typer.Option("--student", hidden=True,
                                              help="The student (older spelling of the argument).")] = "",
     data: Annotated[str, typer.Option(help="MedMNIST subset or path (default: the teacher's data).")] = "",
@@ -53,6 +53,8 @@ def distill(
     attn_weight: Annotated[float, typer.Option(help="Weight of the attention-map KL (0 = logit-only).")] = 1.0,
     hard_weight: Annotated[float, typer.Option(help="Weight of the cross-entropy with the teacher's hard "
                                                     "labels (DeiT; 0 = off).")] = 0.0,
+    cam_weight: Annotated[float, typer.Option(help="Weight of the KL between a CNN teacher's class activation "
+                                                   "map and the student's cls attention (0 = off).")] = 0.0,
     size: Annotated[int, typer.Option(help="Student input size (0 = the student checkpoint's, else the "
                                            "teacher's); the teacher sees its own size.")] = 0,
     layer_map: Annotated[str, typer.Option(help="Teacher block per student block, e.g. 2,5,8,11 (default: "
@@ -71,7 +73,8 @@ def distill(
     verbose: Verbose = False,
 ) -> None:
     """Distil a trained teacher into a student: label loss + temperature-scaled KL on logits + KL between
-    head-averaged attention maps of mapped layers (resampled to the student's token grid). Keeps the
+    head-averaged attention maps of mapped layers (resampled to the student's token grid), or for a CNN
+    teacher its class activation map against the student's cls attention (--cam-weight). Keeps the
     best-validation-AUC epoch, then writes a compression report (size, MACs, latency, AUC retention,
     attention agreement with a PNG) into the run folder."""
     from medlite.engine.tasks.distill import DistillConfig
@@ -84,7 +87,7 @@ def distill(
     cfg = DistillConfig(student=student, teacher=teacher, data=data, out=out, epochs=epochs,
                         batch_size=batch_size, lr=lr, temperature=temperature, task_weight=task_weight,
                         kd_weight=kd_weight, attn_weight=attn_weight, hard_weight=hard_weight,
-                        size=size, layer_map=parse_ints(layer_map, "--layer-map"),
+                        cam_weight=cam_weight, size=size, layer_map=parse_ints(layer_map, "--layer-map"),
                         augment=augment, mixup=mixup, seed=seed, ema=ema, data_root=data_root, threads=threads,
                         progress=progress, init=init)
     res = run_distill(cfg)

@@ -6,6 +6,7 @@ Loss (each term switched off by a zero weight):
       + kd_weight   * T^2 * KL(softmax(teacher / T) || softmax(student / T))      (Hinton et al. 2015)
       + hard_weight * CE(student, argmax teacher)                                    (DeiT, Touvron et al. 2021)
       + attn_weight * mean over mapped layers of KL(teacher attention || student attention)
+      + cam_weight  * KL(teacher class activation map || student cls attention, last block)   (CNN teachers)
       + the student's MoE load-balancing loss (MedLiT).
 
 Multi-label tasks use per-label binary KL (sigmoid) for the logit term.
@@ -25,6 +26,15 @@ averaged over rows, samples and layers.
 Teachers.  A MedLiT (its ``forward_features(return_attn=True)``), a timm VisionTransformer (attention
 probabilities read by forward hooks on ``attn_drop`` with fused attention switched off for that forward)
 or any other classifier, e.g. a CNN, whose maps are unavailable: then only the logit terms apply.
+
+CAM alignment (CNN teachers).  A CNN that ends in global average pooling and one linear layer (timm's
+EfficientNet, ResNet) has an exact class activation map (Zhou et al., CVPR 2016): ``W_c . F(x, y)``, the
+class weights applied to the last feature map at each position, whose spatial mean plus the bias is the
+logit of class ``c``.  The map of the teacher's predicted class, negative evidence clipped at 0, resampled
+to the student's patch grid and normalised, is a distribution over image regions like the student's cls
+attention row (last block, heads averaged, patch keys renormalised: where the student's classifier reads
+from).  The term is KL(teacher map || student row): it tells a ViT student where the CNN looked, the
+spatial knowledge that logits alone do not carry.
 
 The training task that uses these losses (teacher cache, run folder, selection on validation AUC) is
 :mod:`medlite.engine.tasks.distill`.
@@ -92,6 +102,42 @@ def forward_with_attention(model: nn.Module, x: Tensor, need_attn: bool = True
         for blk, f in zip(model.blocks, fused, strict=True):
             blk.attn.fused_attn = f
     return logits, maps
+
+
+def has_cam(model: nn.Module) -> bool:
+    """True for CNN classifiers whose class activation map :func:`class_activation_map` computes exactly:
+    ``forward_features`` -> global average pooling -> one linear layer (timm CNNs such as EfficientNet)."""
+    get = getattr(model, "get_classifier", None)
+    pool = getattr(model, "global_pool", None)
+    return (callable(get) and isinstance(get(), nn.Linear) and hasattr(model, "forward_features")
+            and hasattr(model, "forward_head") and getattr(pool, "pool_type", None) == "avg"
+            and not has_attention(model))
+
+
+def class_activation_map(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Logits and the class activation map of each image's predicted class (a model with :func:`has_cam`).
+
+    Returns:
+        (B, C) logits; (B, h, w) float32 map on the last feature grid, ``W_c . F`` at each position (its
+        spatial mean plus the class bias is the class logit).
+    """
+    feats = model.forward_features(x)
+    logits = model.forward_head(feats)
+    weight = model.get_classifier().weight.float()  # (C, K)
+    top = logits.argmax(-1) if logits.shape[-1] > 1 else torch.zeros(len(logits), dtype=torch.long)
+    return logits, torch.einsum("bkhw,bk->bhw", feats.float(), weight[top])
+
+
+def cam_rows(cam: Tensor, out_grid: tuple[int, int]) -> Tensor:
+    """(B, h, w) class activation maps -> (B, 1, oh * ow) distributions over ``out_grid``: negative values
+    clipped at 0, resampled (bilinear; antialiased when shrinking), normalised to sum 1 (uniform where the
+    map has no positive value)."""
+    shrink = out_grid[0] < cam.shape[-2] or out_grid[1] < cam.shape[-1]
+    m = F.interpolate(cam.float().clamp_min(0)[:, None], size=out_grid, mode="bilinear", align_corners=False,
+                      antialias=shrink).clamp_min(0).flatten(1)
+    total = m.sum(-1, keepdim=True)
+    m = torch.where(total > 1e-12, m / total.clamp_min(1e-12), torch.full_like(m, 1.0 / m.shape[-1]))
+    return m[:, None]
 
 
 def layer_map(n_student: int, n_teacher: int) -> list[int]:
@@ -166,11 +212,13 @@ class LossWeights:
     attn: float = 1.0  # attention-map KL over the mapped layers
     temperature: float = 4.0  # softening temperature T of the logit term
     hard: float = 0.0  # cross-entropy with the teacher's hard labels (argmax; DeiT's hard distillation)
+    cam: float = 0.0  # KL of the student's last cls attention row from a CNN teacher's class activation map
 
 
 def distill_loss(s_logits: Tensor, y: Tensor, task: str, w: LossWeights, t_logits: Tensor | None = None,
                  s_rows: Sequence[Tensor] | None = None, t_rows: Sequence[Tensor] | None = None,
-                 aux: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+                 aux: Tensor | None = None, s_cls: Tensor | None = None, t_cam: Tensor | None = None
+                 ) -> tuple[Tensor, dict[str, float]]:
     """Total distillation loss and its terms (floats, for logging).
 
     Args:
@@ -178,6 +226,8 @@ def distill_loss(s_logits: Tensor, y: Tensor, task: str, w: LossWeights, t_logit
         y: (B,) class indices or (B, L) multi-label targets.
         s_rows, t_rows: per mapped layer, (B, R, K) attention rows (:func:`attention_rows`) on one grid.
         aux: the student's MoE load-balancing loss (scalar), added as is.
+        s_cls, t_cam: (B, 1, K) the student's last cls attention row and the teacher's class activation
+            map (:func:`cam_rows`), on the student's patch grid.
     """
     from medlite.engine.evaluate import loss_fn
 
@@ -191,6 +241,8 @@ def distill_loss(s_logits: Tensor, y: Tensor, task: str, w: LossWeights, t_logit
     if w.attn and s_rows and t_rows:
         pairs = list(zip(s_rows, t_rows, strict=True))
         terms["attn"] = w.attn * torch.stack([attention_kl(s, t) for s, t in pairs]).mean()
+    if w.cam and s_cls is not None and t_cam is not None:
+        terms["cam"] = w.cam * attention_kl(s_cls, t_cam)
     if aux is not None:
         terms["aux"] = aux
     if not terms:

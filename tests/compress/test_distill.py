@@ -11,9 +11,12 @@ import medlite
 from medlite.compress.distill import (
     LossWeights,
     attention_rows,
+    cam_rows,
+    class_activation_map,
     distill_loss,
     forward_with_attention,
     has_attention,
+    has_cam,
     kd_loss,
     layer_map,
     token_layout,
@@ -203,8 +206,8 @@ def test_teacher_at_its_own_size_teaches_a_smaller_student(tiny_npz, tmp_path):
     cnn.register_forward_pre_hook(lambda m, a: seen.append(tuple(a[0].shape[-2:])))
     targets = TeacherTargets(cnn, meta, tiny_medlit(), DistillConfig(), need_attn=False)
     x = torch.randint(0, 256, (4, 1, SIZE, SIZE), dtype=torch.uint8)
-    logits, rows = targets.compute(x)
-    assert seen == [(2 * SIZE, 2 * SIZE)] and rows is None
+    logits, rows, cam = targets.compute(x)
+    assert seen == [(2 * SIZE, 2 * SIZE)] and rows is None and cam is None
     big = torch.nn.functional.interpolate(x.float() / 255, size=(2 * SIZE, 2 * SIZE), mode="bilinear")
     torch.testing.assert_close(logits, cnn.eval()(big * 2 - 1), atol=1e-5, rtol=0)
 
@@ -262,3 +265,70 @@ def test_mixup_function_matching_runs_online_and_refuses_labels(tiny_npz, tmp_pa
     assert {k for k in res["history"][0] if k.startswith("loss_")} == {"loss_kd", "loss_aux"}
     _, meta = load_model(tmp_path / "d")
     assert meta["compress"][-1]["config"]["mixup"] == 1.0
+
+
+def test_class_activation_map_is_exact_for_average_pooled_cnns():
+    """The map's spatial mean plus the class bias is the logit of the predicted class (EfficientNet-Lite,
+    the medmnist teachers); ViTs and MedLiT have no such map."""
+    torch.manual_seed(0)
+    cnn = medlite.create_model("efficientnet_lite0", num_classes=3, in_chans=1, img_size=64).eval()
+    assert has_cam(cnn) and not has_cam(tiny_vit()) and not has_cam(tiny_medlit())
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        logits, cam = class_activation_map(cnn, x)
+        torch.testing.assert_close(logits, cnn(x))
+    top = logits.argmax(-1)
+    assert cam.shape == (2, 2, 2)
+    torch.testing.assert_close(cam.mean((1, 2)) + cnn.get_classifier().bias[top], logits[torch.arange(2), top],
+                               atol=1e-4, rtol=1e-4)
+
+
+def test_cam_rows_are_distributions_on_the_student_grid():
+    cam = torch.tensor([[[4.0, -1.0], [0.0, 0.0]], [[-1.0, -2.0], [-3.0, -1.0]]])
+    rows = cam_rows(cam, (4, 4))
+    assert rows.shape == (2, 1, 16)
+    torch.testing.assert_close(rows.sum(-1), torch.ones(2, 1))
+    assert rows[0, 0, 0] == rows[0].max() and rows[0, 0, -1] < rows[0, 0, 0]  # mass where the evidence is
+    torch.testing.assert_close(rows[1], torch.full((1, 16), 1 / 16))  # no positive evidence: uniform
+    torch.testing.assert_close(cam_rows(cam, (2, 2))[0, 0], torch.tensor([1.0, 0.0, 0.0, 0.0]))
+
+
+def test_cnn_teacher_teaches_where_to_look_through_its_class_activation_map(tiny_npz, tmp_path):
+    """cam_weight with a CNN teacher: the term is logged, cached with the logits (no augmentation), reaches
+    the student's attention, and is recorded; a ViT teacher (no CAM) switches it off."""
+    from medlite.engine.checkpoint import save_checkpoint
+    from medlite.engine.tasks.distill import DistillTask
+
+    torch.manual_seed(0)
+    cnn = medlite.create_model("efficientnet_lite0", num_classes=3, in_chans=1, img_size=2 * SIZE)
+    meta = meta_for("efficientnet_lite0", {}, str(tiny_npz))
+    meta["preprocessing"]["size"] = meta["model"]["img_size"] = 2 * SIZE
+    save_checkpoint(tmp_path / "cnn" / "best.safetensors", cnn, meta)
+    kw = dict(student="medlit_nano_28", teacher=str(tmp_path / "cnn"), size=SIZE, epochs=1, batch_size=48,
+              n_boot=10, task_weight=0.5, kd_weight=0.0, hard_weight=0.5, cam_weight=1.0,
+              student_kwargs={"embed_dim": 32, "num_heads": 4, "num_kv_groups": 2, "depth": 2})
+    task = DistillTask(DistillConfig(**kw, out=str(tmp_path / "t")))
+    task.setup(tmp_path / "t")
+    logits, rows, cams = task.targets.cache
+    assert rows is None and cams.shape == (len(logits), 1, 16)  # the student's 4x4 patch grid
+    idx = torch.arange(8)
+    x01 = task.data.train.images[idx].float() / 255
+    loss, terms, _ = task.trainable((idx, x01, task.data.train.labels[idx], 8))
+    assert terms["loss_cam"] > 0
+    loss.backward()
+    assert task.model.blocks[-1].attn.q.weight.grad.abs().sum() > 0
+
+    res = distill(DistillConfig(**kw, out=str(tmp_path / "d")))
+    assert {k for k in res["history"][0] if k.startswith("loss_")} == {"loss_task", "loss_hard", "loss_cam",
+                                                                       "loss_aux"}
+    _, smeta = load_model(tmp_path / "d")
+    assert smeta["compress"][-1]["weights"]["cam"] == 1.0
+
+
+def test_cam_weight_is_switched_off_for_a_teacher_without_a_class_activation_map(vit_teacher, tiny_npz, tmp_path):
+    res = distill(DistillConfig(student="medlit_nano_28", teacher=str(vit_teacher), data=str(tiny_npz), epochs=1,
+                                batch_size=48, out=str(tmp_path / "d"), n_boot=10, attn_weight=0.0, cam_weight=1.0,
+                                student_kwargs={"embed_dim": 32, "num_heads": 4, "num_kv_groups": 2, "depth": 2}))
+    assert "loss_cam" not in res["history"][0]
+    _, meta = load_model(tmp_path / "d")
+    assert meta["compress"][-1]["weights"]["cam"] == 0.0

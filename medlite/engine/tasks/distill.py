@@ -1,12 +1,12 @@
 """Distillation as a task of the training loop: a trained teacher -> a (smaller) student.
 
-The losses (logit KD, attention alignment) live in :mod:`medlite.compress.distill`; this module supplies
+The losses (logit KD, attention and CAM alignment) live in :mod:`medlite.compress.distill`; this module supplies
 what the loop needs: the student (a new registered model or a checkpoint, e.g. a pruned one), the teacher's
 targets, the batch -> loss step, validation AUC for selection and the final test report.
 
 Teacher cache.  Without augmentation the teacher sees each training image identically every epoch, so its
-logits and resampled attention rows are computed once (float16 rows) and reused; with augmentation it
-runs online.
+logits, resampled attention rows and class activation maps are computed once (float16 rows) and reused;
+with augmentation it runs online.
 """
 
 from __future__ import annotations
@@ -24,9 +24,12 @@ from torch import Tensor, nn
 from medlite.compress.distill import (
     LossWeights,
     attention_rows,
+    cam_rows,
+    class_activation_map,
     distill_loss,
     forward_with_attention,
     has_attention,
+    has_cam,
     layer_map,
     token_layout,
 )
@@ -55,6 +58,7 @@ class DistillConfig:
     attn_weight: float = 1.0  # see LossWeights
     hard_weight: float = 0.0  # see LossWeights (DeiT hard-label distillation)
     temperature: float = 4.0  # see LossWeights
+    cam_weight: float = 0.0  # see LossWeights (a CNN teacher's class activation map -> the student's cls row)
     layer_map: tuple[int, ...] | None = None  # teacher block per student block; None = evenly spread
     augment: str = "none"  # batched augmentation ("none", "flip", "light"); not "none" disables the cache
     mixup: float = 0.0  # > 0: mix each image with another of the batch, weight ~ Beta(mixup, mixup), before
@@ -75,7 +79,7 @@ class DistillConfig:
     def weights(self) -> LossWeights:
         return LossWeights(self.task_weight, self.kd_weight if self.teacher else 0.0,
                            self.attn_weight if self.teacher else 0.0, self.temperature,
-                           self.hard_weight if self.teacher else 0.0)
+                           self.hard_weight if self.teacher else 0.0, self.cam_weight if self.teacher else 0.0)
 
     def run_dir(self) -> Path:
         if self.out:
@@ -109,21 +113,31 @@ def _student(cfg: DistillConfig, data, size: int) -> tuple[nn.Module, dict[str, 
 
 
 class TeacherTargets:
-    """Teacher logits and attention rows on the student's grid, online or cached per training image.
+    """Teacher logits, attention rows and class activation maps on the student's grid, online or cached per
+    training image.
 
     The teacher sees the student's images resized to its own input size (bilinear, antialiased when
     shrinking), so a CNN fine-tuned on upsampled 28 px images teaches a 28 px student.
     """
 
     def __init__(self, teacher: nn.Module, tmeta: dict[str, Any], student: nn.Module, cfg: DistillConfig,
-                 need_attn: bool) -> None:
+                 need_attn: bool, need_cam: bool = False) -> None:
         self.teacher = teacher.eval()
         self.mean, self.std = _norm(tmeta)
         self.size = int(tmeta["preprocessing"]["size"])
         self.need_attn = need_attn and has_attention(teacher) and has_attention(student)
         if need_attn and not self.need_attn:
             log.warning("attention alignment off: the teacher or the student exposes no attention maps")
-        self.cache: tuple[Tensor, Tensor | None] | None = None
+        self.need_cam = need_cam and has_cam(teacher) and has_attention(student)
+        if need_cam and not self.need_cam:
+            log.warning("CAM alignment off: it needs a CNN teacher ending in average pooling and one linear "
+                        "layer, and a student with attention maps")
+        if self.need_cam:
+            prefix, self.s_grid = token_layout(student)
+            if prefix < 1:
+                raise ConfigError("CAM alignment reads the student's cls attention row: this student has no cls "
+                                  "token (set cam_weight 0)")
+        self.cache: tuple[Tensor, Tensor | None, Tensor | None] | None = None
         if self.need_attn:
             self.t_prefix, self.t_grid = token_layout(teacher)
             _, self.s_grid = token_layout(student)
@@ -133,8 +147,9 @@ class TeacherTargets:
                 raise ConfigError(f"layer_map {self.map} must give one of {n_t} teacher blocks per student block")
 
     @torch.no_grad()
-    def compute(self, x01: Tensor) -> tuple[Tensor, Tensor | None]:
-        """(B, C, S, S) uint8 images, or float in [0, 1] -> teacher logits (B, C), rows (B, L_s, R, K) or None."""
+    def compute(self, x01: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """(B, C, S, S) uint8 images, or float in [0, 1] -> teacher logits (B, C), attention rows
+        (B, L_s, R, K) or None, class activation maps on the student's grid (B, 1, K) or None."""
         from medlite.data.transforms import to_float
 
         x = to_float(x01, self.mean, self.std)
@@ -142,26 +157,32 @@ class TeacherTargets:
             shrink = x.shape[-1] > self.size
             x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear",
                                                 align_corners=False, antialias=shrink)
+        if self.need_cam:
+            logits, cam = class_activation_map(self.teacher, x)
+            return logits.float(), None, cam_rows(cam, self.s_grid)
         logits, maps = forward_with_attention(self.teacher, x, self.need_attn)
         if maps is None:
-            return logits.float(), None
+            return logits.float(), None, None
         rows = [attention_rows(maps[j], self.t_prefix, self.t_grid, self.s_grid) for j in self.map]
-        return logits.float(), torch.stack(rows, 1)
+        return logits.float(), torch.stack(rows, 1), None
 
     def build_cache(self, images: Tensor, batch_size: int) -> None:
-        """Teacher outputs for all (un-augmented) training images (rows stored as float16)."""
-        logits, rows = [], []
+        """Teacher outputs for all (un-augmented) training images (rows and maps stored as float16)."""
+        logits, rows, cams = [], [], []
         for i in range(0, len(images), batch_size):
-            lg, r = self.compute(images[i : i + batch_size])
+            lg, r, c = self.compute(images[i : i + batch_size])
             logits.append(lg)
             if r is not None:
                 rows.append(r.half())
-        self.cache = (torch.cat(logits), torch.cat(rows) if rows else None)
+            if c is not None:
+                cams.append(c.half())
+        self.cache = (torch.cat(logits), torch.cat(rows) if rows else None, torch.cat(cams) if cams else None)
 
-    def get(self, idx: Tensor, x01: Tensor) -> tuple[Tensor, Tensor | None]:
+    def get(self, idx: Tensor, x01: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
         if self.cache is not None:
-            lg, rows = self.cache
-            return lg[idx], (rows[idx].float() if rows is not None else None)
+            lg, rows, cams = self.cache
+            return (lg[idx], rows[idx].float() if rows is not None else None,
+                    cams[idx].float() if cams is not None else None)
         return self.compute(x01)
 
 
@@ -206,9 +227,12 @@ class DistillTask(Task):
                               "task_weight 0 (the student matches the teacher's outputs on the mixed image)")
         self.targets = None
         if teacher is not None:
-            self.targets = TeacherTargets(teacher, tmeta, self.model, cfg, need_attn=self.weights.attn > 0)
+            self.targets = TeacherTargets(teacher, tmeta, self.model, cfg, need_attn=self.weights.attn > 0,
+                                          need_cam=self.weights.cam > 0)
             if not self.targets.need_attn:
                 self.weights = replace(self.weights, attn=0.0)
+            if not self.targets.need_cam:
+                self.weights = replace(self.weights, cam=0.0)
             if cfg.cache_teacher and cfg.augment == "none" and not cfg.mixup:
                 t0 = time.perf_counter()
                 self.targets.build_cache(data.train.images, cfg.eval_batch_size)
@@ -303,16 +327,20 @@ class _DistillStep(nn.Module):
 
         idx, x01, y, n = batch
         targets, w, model = self._targets[0], self.w, self.model
-        s_logits, s_maps = forward_with_attention(model, to_float(x01, self.mean, self.std), w.attn > 0)
-        t_logits = t_rows = s_rows = None
+        s_logits, s_maps = forward_with_attention(model, to_float(x01, self.mean, self.std),
+                                                  w.attn > 0 or w.cam > 0)
+        t_logits = t_rows = s_rows = t_cam = s_cls = None
         if targets is not None:
-            t_logits, rows = targets.get(idx, x01)
-            if rows is not None and s_maps is not None:
-                t_rows = list(rows.unbind(1))
+            t_logits, rows, t_cam = targets.get(idx, x01)
+            if s_maps is not None:
                 prefix, grid = token_layout(model)
-                s_rows = [attention_rows(m, prefix, grid, grid) for m in s_maps]
+                if rows is not None:
+                    t_rows = list(rows.unbind(1))
+                    s_rows = [attention_rows(m, prefix, grid, grid) for m in s_maps]
+                if t_cam is not None:
+                    s_cls = attention_rows(s_maps[-1], prefix, grid, grid)[:, :1]
         aux = model.aux_loss() if hasattr(model, "aux_loss") else None
-        loss, terms = distill_loss(s_logits, y, self.task, w, t_logits, s_rows, t_rows, aux)
+        loss, terms = distill_loss(s_logits, y, self.task, w, t_logits, s_rows, t_rows, aux, s_cls, t_cam)
         return loss, {f"loss_{k}": v for k, v in terms.items()}, n
 
 
