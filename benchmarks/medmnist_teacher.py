@@ -44,6 +44,12 @@ ImageNet EfficientNet-Lite2 (4.8 M without its ImageNet head) into run folders p
 writes ``results/medmnist_teacher_lite2_96.md``: the teacher ``compress.py --teacher efficientnet_lite2`` needs
 for its >= 8x size and >= 3x speed ratios.
 
+``--replicate N`` trains the teacher again with the same recipe into run folders prefixed ``...rN-`` and
+writes ``results/medmnist_teacher_..._rN.md``: training on another machine (another CPU's floating-point
+kernels) or after a lost run folder gives another teacher, and a student is only compared with students of
+the same teacher. Replicate 1 of Lite2 at 128 px (BreastMNIST) was trained on 2026-12-03, when the run
+folders of the first had gone with their machine.
+
     python benchmarks/medmnist_teacher.py --threads 1
     python benchmarks/medmnist_teacher.py --threads 1 --teacher efficientnet_lite2 --subsets dermamnist
 """
@@ -106,16 +112,22 @@ class Teacher:
     @property
     def results(self) -> str:
         """Stem of the results file."""
-        return "medmnist_teacher" + (f"_{self.prefix.rstrip('-')}" if self.prefix else "")
+        return "medmnist_teacher" + (f"_{self.prefix.rstrip('-').replace('-', '_')}" if self.prefix else "")
 
 
-def teacher(model: str = TEACHER, size: int | None = None) -> Teacher:
+def teacher(model: str = TEACHER, size: int | None = None, replicate: int = 0) -> Teacher:
+    """The teacher ``model`` at ``size`` px; ``replicate`` N > 0: the same recipe trained again (own run folders
+    prefixed ``...rN-``, own results file), so that its students are compared with each other, never with the
+    students of another training of the teacher."""
+    if replicate < 0:
+        raise ValueError(f"replicate {replicate}: must be >= 0")
+    tag, note = (f"r{replicate}-", f" (replicate {replicate})") if replicate else ("", "")
     if model == TEACHER and size in (None, TEACHER_SIZE):
-        return Teacher(TEACHER, TEACHER_SIZE, "", "EfficientNet-Lite0")
+        return Teacher(TEACHER, TEACHER_SIZE, tag, "EfficientNet-Lite0" + note)
     if model != "efficientnet_lite2":
         raise ValueError(f"unknown teacher {model!r}")
     size = size or 96
-    return Teacher(model, size, f"lite2_{size}-", "EfficientNet-Lite2")
+    return Teacher(model, size, f"lite2_{size}-{tag}", "EfficientNet-Lite2" + note)
 
 
 def teacher_cfg(subset: str, epochs: int, threads: int, progress: bool, t: Teacher | None = None) -> TrainConfig:
@@ -336,10 +348,13 @@ def main() -> None:
     ap.add_argument("--teacher", default=TEACHER, choices=(TEACHER, "efficientnet_lite2"),
                     help="ImageNet teacher (Lite2: run folders prefixed lite2_SIZE-, its own results file)")
     ap.add_argument("--teacher-size", type=int, default=None, help="teacher input px (Lite0: 64, Lite2: 96)")
+    ap.add_argument("--replicate", type=int, default=0,
+                    help="N > 0: train the teacher again with the same recipe into its own run folders and results "
+                         "file (its students are compared only with each other)")
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--no-progress", dest="progress", action="store_false")
     args = ap.parse_args()
-    args.t = t = teacher(args.teacher, args.teacher_size)
+    args.t = t = teacher(args.teacher, args.teacher_size, args.replicate)
     t_ep = args.teacher_epochs_map = {**TEACHER_EPOCHS,
                                       **(parse_map(args.teacher_epochs) if args.teacher_epochs else {})}
     s_ep = args.student_epochs_map = {**STUDENT_EPOCHS,
