@@ -138,12 +138,17 @@ def teacher_cfg(subset: str, epochs: int, threads: int, progress: bool, t: Teach
                        progress=progress, threads=threads, plots=False)
 
 
+def student_run(t: Teacher, student: str, recipe: str, subset: str, seed: int = 0) -> Path:
+    """Run folder of one student run (seed 0, the table's run, keeps the name it always had)."""
+    return t.run(f"{student}-{recipe}-{subset}" + (f"-s{seed}" if seed else ""))
+
+
 def run_student(student: str, subset: str, recipe: str, epochs: int, threads: int, progress: bool,
-                t: Teacher | None = None) -> dict:
+                t: Teacher | None = None, seed: int = 0) -> dict:
     from medlite.engine.tasks.distill import DistillConfig, distill
 
     t = t or teacher()
-    out = t.run(f"{student}-{recipe}-{subset}")
+    out = student_run(t, student, recipe, subset, seed)
     done = out / "results.json"
     if done.is_file():
         return json.loads(done.read_text())
@@ -156,9 +161,9 @@ def run_student(student: str, subset: str, recipe: str, epochs: int, threads: in
         init = run_mae(mae_cfg(student, parse_map(MAE_EPOCHS)[student], RUNS, threads))
     cfg = DistillConfig(student=student, teacher=str(t.run(f"teacher-{subset}")), size=28, epochs=epochs,
                         batch_size=64, lr=1e-3, weight_decay=0.05, attn_weight=0.0, augment="light",
-                        out=str(out), threads=threads, progress=progress, init=init, **RECIPES[recipe])
+                        out=str(out), threads=threads, progress=progress, init=init, seed=seed, **RECIPES[recipe])
     res = distill(cfg, resume=(out / "last.safetensors").is_file())
-    print(f"[{time.time() - t0:.0f}s] {student} {recipe} {subset}: val AUC {res['val']['auc']:.3f} "
+    print(f"[{time.time() - t0:.0f}s] {student} {recipe} {subset} seed {seed}: val AUC {res['val']['auc']:.3f} "
           f"test AUC {res['test']['auc']:.3f}", flush=True)
     return res
 
@@ -281,6 +286,7 @@ def report(args) -> None:
                 and best["medlit_nano_28"][s]["test_auc"] > max(v[s][0] for v in PUBLISHED.values())]
     lines.append("- (not a target) MedLiT-nano distilled above every published MedMNIST v2 row on: "
                  + ("; ".join(nano_top) if nano_top else "none"))
+    lines += _seed_section(t)
     lines += ["", "## Epochs and wall time", ""]
     for s in SUBSETS:
         if _compact(t.run(f"teacher-{s}")) is None:
@@ -303,6 +309,35 @@ def report(args) -> None:
     print("\n".join(lines))
 
 
+def _seed_section(t: Teacher) -> list[str]:
+    """Mean and spread over seeds of each (student, recipe, subset) with runs of more than one seed."""
+    import numpy as np
+
+    out = []
+    for st in STUDENTS:
+        for s in SUBSETS:
+            for r in RECIPES:
+                recs = {}
+                for seed in range(10):
+                    rec = _compact(student_run(t, st, r, s, seed))
+                    if rec is not None:
+                        recs[seed] = rec
+                if len(recs) < 2:
+                    continue
+                test = np.array([v["test_auc"] for v in recs.values()])
+                val = np.array([v["val_auc"] for v in recs.values()])
+                each = ", ".join(f"{k}: {v['test_auc']:.3f} ({v['val_auc']:.3f})" for k, v in recs.items())
+                out.append(f"- {LABELS[st]} `{r}` on {s}, {len(recs)} seeds: test AUC {test.mean():.3f} ± "
+                           f"{test.std(ddof=1):.3f}, validation AUC {val.mean():.3f} ± {val.std(ddof=1):.3f} "
+                           f"(per seed, test (val): {each})")
+    if not out:
+        return []
+    return ["", "## More seeds", "",
+            "The table above shows seed 0 of each run; where a recipe was also run with other seeds "
+            "(`--student-seeds`; the seed sets the student's initial weights, batch order and augmentation, the "
+            "teacher is the same), mean ± standard deviation over its seeds:", "", *out]
+
+
 def _epochs(run_dir: Path) -> int | str:
     """Epochs the run trained (its history), "?" for a run finished on another machine."""
     res_file = run_dir / "results.json"
@@ -314,7 +349,11 @@ def _epochs(run_dir: Path) -> int | str:
 
 def _fmt_wall(run_dir: Path) -> str:
     w = _wall(run_dir)
-    return f" ({w / 60:.1f} min)" if w else ""
+    if not w:
+        return ""
+    cfg = run_dir / "config.json"
+    threads = json.loads(cfg.read_text()).get("threads") if cfg.is_file() else None
+    return f" ({w / 60:.1f} min" + (f", {threads} threads" if threads and threads != 1 else "") + ")"
 
 
 def _ours() -> dict[str, dict[str, float]]:
@@ -343,6 +382,9 @@ def main() -> None:
                     help="subsets medlit_seed_28 is distilled on (the nano recipe best on validation)")
     ap.add_argument("--seed-recipes", nargs="+", default=None, choices=list(RECIPES),
                     help="medlit_seed_28's recipes (default: the one best on medlit_nano_28's validation AUC)")
+    ap.add_argument("--student-seeds", type=int, nargs="+", default=[0],
+                    help="student seeds (seed 0 is the table's run; the others, in their own run folders, give "
+                         "the spread of a recipe in a section of their own)")
     ap.add_argument("--teacher-epochs", default="", help="subset=epochs,... (default: TEACHER_EPOCHS)")
     ap.add_argument("--student-epochs", default="", help="subset=epochs,... (default: STUDENT_EPOCHS)")
     ap.add_argument("--teacher", default=TEACHER, choices=(TEACHER, "efficientnet_lite2"),
@@ -374,7 +416,8 @@ def main() -> None:
                     else:
                         recipes = args.recipes
                     for r in recipes:
-                        run_student(st, s, r, s_ep[s], args.threads, args.progress, t)
+                        for seed in args.student_seeds:
+                            run_student(st, s, r, s_ep[s], args.threads, args.progress, t, seed)
     report(args)
 
 
