@@ -103,6 +103,11 @@ def stored(run_dir: Path) -> dict | None:
     return _store().get(Path(run_dir).name)
 
 
+def stored_names(prefix: str) -> list[str]:
+    """Run folder names the store holds a record of that start with ``prefix``."""
+    return [name for name in _store() if name.startswith(prefix)]
+
+
 def load_results(run_dirs: list[Path], use_store: bool = False) -> list[dict]:
     """results.json of each finished run; with ``use_store``, runs whose folder is gone come from the store
     and finished runs are recorded in it."""

@@ -58,11 +58,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import PUBLISHED, RESULTS, ROOT, header, parse_map, remember, run_job, stored
+from common import PUBLISHED, RESULTS, ROOT, header, parse_map, remember, run_job, stored, stored_names
 from medmnist_baselines import SUBSETS
 
 from medlite.engine.tasks.classify import TrainConfig
@@ -194,8 +195,9 @@ def teachers() -> tuple[Teacher, ...]:
 def chosen_recipe(t: Teacher, student: str, subset: str, on_disk: bool = False) -> str | None:
     """The recipe of ``student`` distilled from ``t`` on ``subset`` with the best VALIDATION AUC among its finished
     runs (``on_disk``: only runs whose folder is on this machine); None if none has finished."""
-    recs = {r: rec for r in RECIPES if (not on_disk or (t.run(f"{student}-{r}-{subset}") / "results.json").is_file())
-            and (rec := _compact(t.run(f"{student}-{r}-{subset}"))) is not None}
+    recs = {r: rec for r in RECIPES
+            if (not on_disk or (student_run(t, student, r, subset) / "results.json").is_file())
+            and (rec := _compact(student_run(t, student, r, subset))) is not None}
     return max(recs, key=lambda r: recs[r]["val_auc"]) if recs else None
 
 
@@ -242,7 +244,7 @@ def report(args) -> None:
     best = {}
     for st in STUDENTS:
         p, m = sizes[st]
-        per = {s: {r: _compact(t.run(f"{st}-{r}-{s}")) for r in RECIPES} for s in SUBSETS}
+        per = {s: {r: _compact(student_run(t, st, r, s)) for r in RECIPES} for s in SUBSETS}
         chosen = {}
         for s in SUBSETS:
             done = {r: rec for r, rec in per[s].items() if rec is not None}
@@ -286,7 +288,7 @@ def report(args) -> None:
                 and best["medlit_nano_28"][s]["test_auc"] > max(v[s][0] for v in PUBLISHED.values())]
     lines.append("- (not a target) MedLiT-nano distilled above every published MedMNIST v2 row on: "
                  + ("; ".join(nano_top) if nano_top else "none"))
-    lines += _seed_section(t)
+    lines += _seed_section(t, data)
     lines += ["", "## Epochs and wall time", ""]
     for s in SUBSETS:
         if _compact(t.run(f"teacher-{s}")) is None:
@@ -295,9 +297,9 @@ def report(args) -> None:
         parts = [f"teacher {_epochs(t.run(f'teacher-{s}'))} epochs" + _fmt_wall(t.run(f"teacher-{s}"))]
         for st in STUDENTS:
             for r in RECIPES:
-                if _compact(t.run(f"{st}-{r}-{s}")) is not None:
-                    parts.append(f"{LABELS[st]} `{r}` {_epochs(t.run(f'{st}-{r}-{s}'))} epochs"
-                                 + _fmt_wall(t.run(f"{st}-{r}-{s}")))
+                if data[st][s][r] is not None:
+                    parts.append(f"{LABELS[st]} `{r}` {_epochs(student_run(t, st, r, s))} epochs"
+                                 + _fmt_wall(student_run(t, st, r, s)))
         lines.append(f"- {s}: " + ", ".join(parts))
     lines += ["", "Runs not listed were not run (MedLiT-seed: the recipe that won on MedLiT-nano's "
               "validation AUC, or those of `--seed-recipes`, on the subsets of `--seed-subsets`). Wall times "
@@ -309,27 +311,36 @@ def report(args) -> None:
     print("\n".join(lines))
 
 
-def _seed_section(t: Teacher) -> list[str]:
-    """Mean and spread over seeds of each (student, recipe, subset) with runs of more than one seed."""
+def _seeds(t: Teacher) -> dict[tuple[str, str, str], list[int]]:
+    """(student, recipe, subset) -> the seeds > 0 run for it (run folders here, or records in the store)."""
+    names = {p.name for p in RUNS.glob(f"{t.prefix}*-s*")} | set(stored_names(t.prefix))
+    found: dict[tuple[str, str, str], list[int]] = {}
+    for name in sorted(names):
+        m = re.fullmatch(rf"{re.escape(t.prefix)}(\w+?)-(\w+)-(\w+)-s(\d+)", name)
+        if m and m[1] in STUDENTS and m[2] in RECIPES and m[3] in SUBSETS:
+            found.setdefault((m[1], m[2], m[3]), []).append(int(m[4]))
+    return found
+
+
+def _seed_section(t: Teacher, table: dict) -> list[str]:
+    """Mean and spread over seeds of each (student, recipe, subset) with runs of more than one seed;
+    ``table``: student -> subset -> recipe -> the seed-0 record (None if not run)."""
     import numpy as np
 
     out = []
-    for st in STUDENTS:
-        for s in SUBSETS:
-            for r in RECIPES:
-                recs = {}
-                for seed in range(10):
-                    rec = _compact(student_run(t, st, r, s, seed))
-                    if rec is not None:
-                        recs[seed] = rec
-                if len(recs) < 2:
-                    continue
-                test = np.array([v["test_auc"] for v in recs.values()])
-                val = np.array([v["val_auc"] for v in recs.values()])
-                each = ", ".join(f"{k}: {v['test_auc']:.3f} ({v['val_auc']:.3f})" for k, v in recs.items())
-                out.append(f"- {LABELS[st]} `{r}` on {s}, {len(recs)} seeds: test AUC {test.mean():.3f} ± "
-                           f"{test.std(ddof=1):.3f}, validation AUC {val.mean():.3f} ± {val.std(ddof=1):.3f} "
-                           f"(per seed, test (val): {each})")
+    for (st, r, s), seeds in sorted(_seeds(t).items()):
+        recs = {0: table[st][s][r]} if table[st][s][r] is not None else {}
+        for seed in sorted(seeds):
+            if (rec := _compact(student_run(t, st, r, s, seed))) is not None:
+                recs[seed] = rec
+        if len(recs) < 2:
+            continue
+        test = np.array([v["test_auc"] for v in recs.values()])
+        val = np.array([v["val_auc"] for v in recs.values()])
+        each = ", ".join(f"{k}: {v['test_auc']:.3f} ({v['val_auc']:.3f})" for k, v in recs.items())
+        out.append(f"- {LABELS[st]} `{r}` on {s}, {len(recs)} seeds: test AUC {test.mean():.3f} ± "
+                   f"{test.std(ddof=1):.3f}, validation AUC {val.mean():.3f} ± {val.std(ddof=1):.3f} "
+                   f"(per seed, test (val): {each})")
     if not out:
         return []
     return ["", "## More seeds", "",

@@ -132,9 +132,8 @@ def cam_rows(cam: Tensor, out_grid: tuple[int, int]) -> Tensor:
     """(B, h, w) class activation maps -> (B, 1, oh * ow) distributions over ``out_grid``: negative values
     clipped at 0, resampled (bilinear; antialiased when shrinking), normalised to sum 1 (uniform where the
     map has no positive value)."""
-    shrink = out_grid[0] < cam.shape[-2] or out_grid[1] < cam.shape[-1]
-    m = F.interpolate(cam.float().clamp_min(0)[:, None], size=out_grid, mode="bilinear", align_corners=False,
-                      antialias=shrink).clamp_min(0).flatten(1)
+    grid = (cam.shape[-2], cam.shape[-1])
+    m = _resample_keys(cam.float().clamp_min(0).flatten(1)[:, None], grid, out_grid)[:, 0].clamp_min(0)
     total = m.sum(-1, keepdim=True)
     m = torch.where(total > 1e-12, m / total.clamp_min(1e-12), torch.full_like(m, 1.0 / m.shape[-1]))
     return m[:, None]
