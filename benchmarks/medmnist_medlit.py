@@ -135,7 +135,7 @@ def teacher_rows() -> dict[str, tuple[str, str, list[dict]]]:
             f"{sum(p.numel() for p in m.parameters()) / 1e6:.2f} M",
             f"{count_macs(m, (1, 1, t.size, t.size)) / 1e6:.0f} M", runs)
         for st in mt.STUDENTS:
-            chosen = [t.run(f"{st}-{r}-{s}") for s in SUBSETS if (r := mt.chosen_recipe(t, st, s))]
+            chosen = [mt.student_run(t, st, r, s) for s in SUBSETS if (r := mt.chosen_recipe(t, st, s))]
             label = f"{st.replace('_28', '')} (distilled from {t.label}, 28 px)"
             rows[label] = (f"{params(st) / 1e6:.2f} M", f"{macs(st) / 1e6:.0f} M", _records(chosen))
     return rows

@@ -58,13 +58,13 @@ def _nano_source(student: str, subset: str) -> tuple[Path | None, str, str]:
     medmnist_teacher.py: (run folder, recipe line, the teacher's label)."""
     import medmnist_teacher as mt
 
-    found = {(t, r): mt._compact(t.run(f"{student}-{r}-{subset}"))["val_auc"] for t in mt.teachers()
+    found = {(t, r): mt._compact(mt.student_run(t, student, r, subset))["val_auc"] for t in mt.teachers()
              if (r := mt.chosen_recipe(t, student, subset, on_disk=True))}
     if not found:
         return None, f"python benchmarks/medmnist_teacher.py --subsets {subset} (not run)", "?"
     t, recipe = max(found, key=found.get)
     how = f"--teacher {t.model} --teacher-size {t.size}, " if t.prefix else ""
-    return t.run(f"{student}-{recipe}-{subset}"), (
+    return mt.student_run(t, student, recipe, subset), (
         f"python benchmarks/medmnist_teacher.py --subsets {subset} ({how}student {student}, recipe '{recipe}', "
         f"chosen over teachers and recipes on validation AUC {found[t, recipe]:.4f})"), f"{t.label} at {t.size} px"
 
