@@ -1,5 +1,5 @@
-"""Compression pipeline on DermaMNIST and PneumoniaMNIST: teacher -> distilled -> head-pruned -> FFN-pruned
--> int8; writes results/compress.md (and .json, attention PNGs).
+"""Compression pipeline on DermaMNIST and PneumoniaMNIST (``--subsets`` takes BreastMNIST too): teacher ->
+distilled -> head-pruned -> FFN-pruned -> int8; writes results/compress.md (and .json, attention PNGs).
 
 Two teachers (``--teacher``):
 
@@ -113,14 +113,15 @@ def pipeline_lite0(subset: str, args, runs: Path) -> dict[str, Path]:
     recover, prune, recover."""
     import medmnist_teacher as mt
 
-    t = mt.teacher(args.teacher, args.teacher_size)
+    t = mt.teacher(args.teacher, args.teacher_size, args.replicate)
     teacher = t.run(f"teacher-{subset}")
     recipe = mt.chosen_recipe(t, "medlit_nano_28", subset, on_disk=True)
     if not (teacher / "results.json").is_file() or recipe is None:
+        rep = f" --replicate {args.replicate}" if args.replicate else ""
         raise SystemExit(f"{subset}: run `python benchmarks/medmnist_teacher.py --subsets {subset} --teacher "
-                         f"{t.model} --teacher-size {t.size}` first (the teacher and the distilled MedLiT-nano "
-                         "come from it)")
-    d = t.run(f"medlit_nano_28-{recipe}-{subset}")
+                         f"{t.model} --teacher-size {t.size}{rep}` first (the teacher and the distilled "
+                         "MedLiT-nano come from it)")
+    d = mt.student_run(t, "medlit_nano_28", recipe, subset)
     hp = run_prune(runs / f"{subset}-heads.safetensors", d, args.threads, heads=args.head_ratio)
     h = run_distill(runs / f"{subset}-head-pruned", str(hp), teacher, args.recover_epochs, args.threads)
     fp = run_prune(runs / f"{subset}-ffn.safetensors", h, args.threads, ffn=args.ffn_ratio)
@@ -254,7 +255,7 @@ def report(results: dict, args, seconds: dict) -> list[str]:
             "teacher blocks 2/5/8/11 -> student blocks 0-3, AdamW lr 1e-3, batch 64, no augmentation: teacher "
             "outputs cached)."]
     else:
-        t = mt.teacher(args.teacher, args.teacher_size)
+        t = mt.teacher(args.teacher, args.teacher_size, args.replicate)
         t_epochs = {k: mt._epochs(t.run(f"teacher-{k}")) for k in results}  # as each teacher run recorded it
         lines += [
             f"Teacher: {t.label} from its ImageNet weights, fine-tuned on the 28 px images upsampled to "
@@ -262,9 +263,15 @@ def report(results: dict, args, seconds: dict) -> list[str]:
             "lr 1e-3, weight decay 0.05, batch 64, 1 warmup epoch + cosine, light augmentation, fp32), best "
             f"validation AUC (`medmnist_teacher.py`, `results/{t.results}.md`). Student: medlit_nano_28 "
             "from scratch at 28 px, distilled from it by `medmnist_teacher.py` (teacher online on the same "
-            f"augmented batch, resized to {t.size} px; of the two fixed recipes, `kd` = CE + 4^2 KL(T=4) and `deit` = "
-            "0.5 CE + 0.5 CE with the teacher's hard labels, the one with the better validation AUC; see the "
-            "notes). A CNN has no attention maps: no attention alignment, no attention IoU."]
+            f"augmented batch, resized to {t.size} px; of the recipes run there, e.g. `kd` = CE + 4^2 KL(T=4), "
+            "`deit` = 0.5 CE + 0.5 CE with the teacher's hard labels, `deit_cam` = `deit` + the teacher's class "
+            "activation map as the student's last cls attention row, the one with the better validation AUC; "
+            "see the notes). A CNN has no attention maps: no attention alignment, no attention IoU."]
+    if args.replicate:
+        lines[-1] += (f" Teacher replicate {args.replicate}: the same teacher recipe trained again "
+                      f"(`medmnist_teacher.py --replicate {args.replicate}`), with its own students; "
+                      "results/compress.md's subsets came from the first teachers, whose run folders went with "
+                      "the machine they were trained on.")
     lines[-1] += (
         f" Head pruning: {args.head_ratio:.0%} of all query heads, FFN pruning: "
         f"{args.ffn_ratio:.0%} of all MoE hidden units (experts never routed on validation also removed), "
@@ -288,7 +295,9 @@ def report(results: dict, args, seconds: dict) -> list[str]:
             label = (TEACHER_LABELS[args.teacher].format(size=args.teacher_size) if st == "teacher"
                      else LABELS[st])
             if st == "distilled" and args.teacher != "vit_tiny":
-                label = f"distilled: MedLiT-nano (`{Path(res['distilled']).name.split('-')[-2]}` recipe, logits only)"
+                recipe = Path(res['distilled']).name.split('-')[-2]
+                label = (f"distilled: MedLiT-nano (`{recipe}` recipe, "
+                         f"{'logits + CAM' if recipe.endswith('_cam') else 'logits only'})")
             ratio = t["params"] / r["params"]
             speed = (t.get("ms_1t") or 0) / r["ms_1t"] if r.get("ms_1t") else None
             lines.append(
@@ -338,7 +347,9 @@ def report(results: dict, args, seconds: dict) -> list[str]:
         weak = (f" The teacher is a ViT-Tiny trained for only {args.teacher_epochs} epochs (this benchmark's CPU "
                 "budget), so it is the weaker model here; retention above 100 % says the student matches it, not "
                 "that an 8x compression of a strong teacher keeps 97 %." if args.teacher == "vit_tiny" else "")
-        lines.append(f"- {subset}: split sizes {res['sizes']}; distilled student from "
+        steps = max(1, res["sizes"]["train"] // 64) * args.recover_epochs
+        lines.append(f"- {subset}: split sizes {res['sizes']} ({args.recover_epochs} recovery epochs = {steps} "
+                     "steps of 64 images); distilled student from "
                      f"`{Path(res['distilled']).name}`. " + (
                          f"Stages above the teacher's test AUC ({t:.3f}): {', '.join(above)}.{weak}" if above
                          else f"Every stage is below the teacher's test AUC ({t:.3f})."))
@@ -360,14 +371,15 @@ def report(results: dict, args, seconds: dict) -> list[str]:
         lines.append("- The ViT-Tiny-teacher version of this pipeline, with the attention-alignment ablation, is "
                      "`results/compress_vit.md`.")
     if args.teacher == "efficientnet_lite2":
+        cut = {k: v for k, v in t_epochs.items() if isinstance(v, int) and v < 10}
         lines.append(f"- Why Lite2 at {args.teacher_size} px: Lite0 at 64 px (`results/compress_lite0.md`) has only "
                      "4.5x MedLiT-nano's parameters and about its latency, so neither ratio target was reachable "
                      "from it. Lite2 (4.8 M without its ImageNet head) was timed before training, idle, ONNX Runtime "
                      "1 thread: 3.5 ms at 96 px, 4.2 ms at 112, 5.8 ms at 128, against 1.1-1.6 ms for the FFN-pruned "
                      "student (a one-off measurement, not repeated by this script); 128 px was chosen for a >= 3x "
-                     "margin, and for the higher resolution's accuracy. The teacher's epochs (" + ", ".join(
-                         f"{k} {v}" for k, v in t_epochs.items()) + ") were cut from Lite0's 10 to fit one "
-                     "session (one 128 px epoch costs ~4x a 64 px one).")
+                     "margin, and for the higher resolution's accuracy." + (" The teacher's epochs (" + ", ".join(
+                         f"{k} {v}" for k, v in cut.items()) + ") were cut from Lite0's 10 to fit one "
+                     "session (one 128 px epoch costs ~4x a 64 px one)." if cut else ""))
     if args.teacher == "efficientnet_lite0":
         lines.append("- EfficientNet-Lite0 is itself a mobile network (3.4 M parameters, ~31 M MACs at 64 px), about "
                      "4.5x MedLiT-nano's parameters and no more MACs than it (31 M at 64 px vs 29-41 M at 28 px), so "
@@ -388,6 +400,9 @@ def main() -> None:
                    help="ImageNet EfficientNet-Lite0 / -Lite2 from medmnist_teacher.py, or a ViT-Tiny trained here")
     p.add_argument("--teacher-size", type=int, default=None,
                    help="input px of the EfficientNet teacher (Lite0: 64, Lite2: 96; as medmnist_teacher.py ran it)")
+    p.add_argument("--replicate", type=int, default=0,
+                   help="EfficientNet teacher: medmnist_teacher.py's --replicate N (its teacher and students; run "
+                        "folders runs/compress_lite2_SIZE_rN)")
     p.add_argument("--teacher-epochs", type=int, default=15)
     p.add_argument("--teacher-amp", default="auto", help="teacher training precision: auto, bf16 or none")
     p.add_argument("--distill-epochs", default="6", help="epochs, or per subset: dermamnist=6,pneumoniamnist=8")
@@ -409,9 +424,12 @@ def main() -> None:
     if args.teacher != "vit_tiny":
         import medmnist_teacher as mt
 
-        args.teacher_size = mt.teacher(args.teacher, args.teacher_size).size
+        args.teacher_size = mt.teacher(args.teacher, args.teacher_size, args.replicate).size
+    elif args.replicate:
+        p.error("--replicate applies to the EfficientNet teachers of medmnist_teacher.py")
     default_runs = {"vit_tiny": "compress", "efficientnet_lite0": "compress_lite0",
                     "efficientnet_lite2": f"compress_lite2_{args.teacher_size}"}[args.teacher]
+    default_runs += f"_r{args.replicate}" if args.replicate else ""
     runs = Path(args.runs or ROOT / "runs" / default_runs)
     args.runs = str(runs)
     results, seconds = {}, {}

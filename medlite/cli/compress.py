@@ -26,6 +26,18 @@ from medlite.cli.common import (
 )
 
 
+def _report_reference(teacher: str) -> str:
+    """The model the compression report measures the student against: the teacher, or the first member of an
+    ensemble teacher (said on the console: the report times and scores one model)."""
+    from medlite.engine.tasks.distill import teacher_paths
+
+    paths = teacher_paths(teacher)
+    if len(paths) > 1:
+        console.print(f"[dim]report: the student against {paths[0]}, the first of the {len(paths)} teachers "
+                      "whose averaged logits it was distilled from[/dim]")
+    return paths[0]
+
+
 def _report(student: Path, reference: str, out: Path, data_root: str, latency: bool) -> None:
     from medlite.compress.report import compression_report
 
@@ -39,7 +51,8 @@ def distill(
     student: Annotated[str, typer.Argument(help="Student: a model name (new, e.g. medlit_nano_28) or a "
                                                 "checkpoint / run folder (e.g. a pruned model).")] = "",
     teacher: Annotated[str, typer.Option(help="Run folder / checkpoint of the trained teacher (a timm ViT, a "
-                                              "MedLiT, or a CNN: logits and --cam-weight).")] = "",
+                                              "MedLiT, or a CNN: logits and --cam-weight); several joined by "
+                                              "commas: an ensemble, their logits averaged.")] = "",
     student_opt: Annotated[str, typer.Option("--student", hidden=True,
                                              help="The student (older spelling of the argument).")] = "",
     data: Annotated[str, typer.Option(help="MedMNIST subset or path (default: the teacher's data).")] = "",
@@ -92,7 +105,7 @@ def distill(
                         progress=progress, init=init)
     res = run_distill(cfg)
     run_dir = Path(res["run_dir"])
-    _report(run_dir / "best.safetensors", teacher, run_dir, data_root, latency)
+    _report(run_dir / "best.safetensors", _report_reference(teacher), run_dir, data_root, latency)
 
 
 def _check_prune_targets(heads, heads_latency_ms, ffn, ffn_latency_ms) -> None:
@@ -169,5 +182,5 @@ def prune(
                             epochs=recover_epochs, data_root=data_root, threads=threads, progress=progress)
         distill(cfg)
         final = out_dir / "best.safetensors"
-    _report(final, teacher or run, out_dir, data_root, latency)
+    _report(final, _report_reference(teacher) if teacher else run, out_dir, data_root, latency)
 

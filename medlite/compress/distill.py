@@ -36,6 +36,12 @@ attention row (last block, heads averaged, patch keys renormalised: where the st
 from).  The term is KL(teacher map || student row): it tells a ViT student where the CNN looked, the
 spatial knowledge that logits alone do not carry.
 
+Ensemble teachers.  :class:`LogitEnsemble` averages the logits of several trained classifiers (e.g. the same
+recipe trained twice): a steadier teacher than any one training of it.  An ensemble of CNNs that each end in
+average pooling and one linear layer is itself such a CNN (features concatenated along channels, classifier
+``[W_1 .. W_n] / n`` with the mean bias), so its class activation map is exact too: the mean of the members'
+maps for the ensemble's predicted class.
+
 The training task that uses these losses (teacher cache, run folder, selection on validation AUC) is
 :mod:`medlite.engine.tasks.distill`.
 """
@@ -126,6 +132,55 @@ def class_activation_map(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     weight = model.get_classifier().weight.float()  # (C, K)
     top = logits.argmax(-1) if logits.shape[-1] > 1 else torch.zeros(len(logits), dtype=torch.long)
     return logits, torch.einsum("bkhw,bk->bhw", feats.float(), weight[top])
+
+
+class LogitEnsemble(nn.Module):
+    """Several trained classifiers as one teacher: the mean of their logits.
+
+    When every member has :func:`has_cam` (same feature grid for the same input), the ensemble has it too:
+    ``forward_features`` concatenates the members' feature maps, ``forward_head`` averages the members' heads
+    on their own channels, and ``get_classifier`` is the equivalent single linear layer, so
+    :func:`class_activation_map` gives the exact map of the averaged logits.
+    """
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(0)
+
+    @property
+    def global_pool(self) -> nn.Module | None:
+        """The members' pooling when every member averages (what :func:`has_cam` checks), else None."""
+        pools = [getattr(m, "global_pool", None) for m in self.members]
+        return pools[0] if all(getattr(p, "pool_type", None) == "avg" for p in pools) else None
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return torch.cat([m.forward_features(x) for m in self.members], 1)
+
+    def forward_head(self, feats: Tensor) -> Tensor:
+        widths = [m.get_classifier().in_features for m in self.members]
+        parts = feats.split(widths, 1)
+        return torch.stack([m.forward_head(f) for m, f in zip(self.members, parts, strict=True)]).mean(0)
+
+    def get_classifier(self) -> nn.Module:
+        """One linear layer on the concatenated pooled features equal to the members' averaged heads (an
+        ``nn.Identity`` when a member's head is not one linear layer: then there is no exact CAM)."""
+        heads = [m.get_classifier() if callable(getattr(m, "get_classifier", None)) else None
+                 for m in self.members]
+        if not all(isinstance(h, nn.Linear) for h in heads):
+            return nn.Identity()
+        n = len(heads)
+        lin = nn.Linear(sum(h.in_features for h in heads), heads[0].out_features,
+                        bias=all(h.bias is not None for h in heads))
+        with torch.no_grad():
+            lin.weight.copy_(torch.cat([h.weight for h in heads], 1) / n)
+            if lin.bias is not None:
+                lin.bias.copy_(torch.stack([h.bias for h in heads]).mean(0))
+        return lin.to(heads[0].weight)
 
 
 def cam_rows(cam: Tensor, out_grid: tuple[int, int]) -> Tensor:

@@ -332,3 +332,72 @@ def test_cam_weight_is_switched_off_for_a_teacher_without_a_class_activation_map
     assert "loss_cam" not in res["history"][0]
     _, meta = load_model(tmp_path / "d")
     assert meta["compress"][-1]["weights"]["cam"] == 0.0
+
+
+def test_logit_ensemble_averages_logits_and_its_class_activation_map_is_exact():
+    """Two average-pooled CNNs as one teacher: the mean of their logits, and (concatenated features, the
+    equivalent linear head) an exact CAM, the mean of the members' maps for the ensemble's class."""
+    from medlite.compress.distill import LogitEnsemble
+
+    torch.manual_seed(0)
+    a, b = (medlite.create_model("efficientnet_lite0", num_classes=3, in_chans=1, img_size=64).eval()
+            for _ in range(2))
+    ens = LogitEnsemble([a, b]).eval()
+    assert has_cam(ens)
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        logits, cam = class_activation_map(ens, x)
+        torch.testing.assert_close(logits, (a(x) + b(x)) / 2)
+        torch.testing.assert_close(ens(x), logits)
+        top = logits.argmax(-1)
+        per_member = [torch.einsum("bkhw,bk->bhw", m.forward_features(x), m.get_classifier().weight[top])
+                      for m in (a, b)]
+    torch.testing.assert_close(cam, (per_member[0] + per_member[1]) / 2, atol=1e-5, rtol=1e-5)
+    bias = (a.get_classifier().bias + b.get_classifier().bias)[top] / 2
+    torch.testing.assert_close(cam.mean((1, 2)) + bias, logits[torch.arange(2), top], atol=1e-4, rtol=1e-4)
+    assert not has_cam(LogitEnsemble([a, tiny_vit()]))
+    with pytest.raises(ValueError, match="at least 2"):
+        LogitEnsemble([a])
+
+
+def test_comma_separated_teachers_distil_as_an_ensemble_and_must_agree(tiny_npz, tmp_path):
+    """--teacher A,B: the student learns from the averaged logits (and CAM); members trained for other data
+    or reading other sizes are refused by name, an empty path too."""
+    from medlite.compress.distill import LogitEnsemble
+    from medlite.engine.checkpoint import save_checkpoint
+    from medlite.engine.tasks.distill import DistillTask, load_teacher
+    from medlite.errors import ConfigError
+
+    paths = []
+    for i in range(2):
+        torch.manual_seed(i)
+        cnn = medlite.create_model("efficientnet_lite0", num_classes=3, in_chans=1, img_size=2 * SIZE)
+        meta = meta_for("efficientnet_lite0", {}, str(tiny_npz))
+        meta["preprocessing"]["size"] = meta["model"]["img_size"] = 2 * SIZE
+        save_checkpoint(tmp_path / f"cnn{i}" / "best.safetensors", cnn, meta)
+        paths.append(str(tmp_path / f"cnn{i}"))
+    model, meta = load_teacher(",".join(paths))
+    assert isinstance(model, LogitEnsemble) and meta["ensemble"] == paths
+    kw = dict(student="medlit_nano_28", teacher=",".join(paths), size=SIZE, epochs=1, batch_size=48, n_boot=10,
+              hard_weight=0.5, cam_weight=1.0,
+              student_kwargs={"embed_dim": 32, "num_heads": 4, "num_kv_groups": 2, "depth": 2})
+    task = DistillTask(DistillConfig(**kw, out=str(tmp_path / "t")))
+    task.setup(tmp_path / "t")
+    logits, _, cams = task.targets.cache
+    x = task.targets.compute(task.data.train.images[:4])[0]
+    singles = [DistillTask(DistillConfig(**{**kw, "teacher": p}, out=str(tmp_path / f"s{i}")))
+               for i, p in enumerate(paths)]
+    for s in singles:
+        s.setup(tmp_path / "s")
+    torch.testing.assert_close(x, sum(s.targets.compute(task.data.train.images[:4])[0] for s in singles) / 2)
+    assert cams is not None and cams.shape == (len(logits), 1, 16)
+    res = distill(DistillConfig(**kw, out=str(tmp_path / "d")))
+    assert "loss_cam" in res["history"][0]
+
+    other = load_model(paths[1])[1]
+    other["preprocessing"]["size"] = SIZE
+    save_checkpoint(tmp_path / "cnn_small" / "best.safetensors", load_model(paths[1])[0], other)
+    with pytest.raises(ConfigError, match=r"cnn_small differs from .*cnn0 in size"):
+        load_teacher(f"{paths[0]},{tmp_path / 'cnn_small'}")
+    with pytest.raises(ConfigError, match="empty path"):
+        load_teacher(f"{paths[0]},")

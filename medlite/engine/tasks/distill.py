@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from medlite.compress.distill import (
+    LogitEnsemble,
     LossWeights,
     attention_rows,
     cam_rows,
@@ -45,7 +46,8 @@ class DistillConfig:
     """One distillation (or, without a teacher, fine-tuning) run."""
 
     student: str = "medlit_nano_28"  # registry name (new model) or checkpoint / run folder (e.g. pruned)
-    teacher: str = ""  # checkpoint / run folder of the trained teacher; "" = fine-tune on labels only
+    teacher: str = ""  # checkpoint / run folder of the trained teacher, or several joined by commas (their
+    # logits averaged: see load_teacher); "" = fine-tune on labels only
     data: str = ""  # MedMNIST subset or path; "" = the teacher's (else the student checkpoint's) data
     out: str = ""  # run folder; "" = runs/distill-<student>-<data>
     epochs: int = 10  # training epochs
@@ -85,6 +87,46 @@ class DistillConfig:
         if self.out:
             return Path(self.out)
         return Path("runs") / f"distill-{Path(self.student).name}-{Path(self.data or 'data').stem}"
+
+
+def teacher_paths(spec: str) -> list[str]:
+    """The checkpoints / run folders of a teacher spec: one path, or several separated by commas."""
+    paths = [p.strip() for p in spec.split(",")]
+    if not all(paths):
+        raise ConfigError(f"teacher {spec!r}: an empty path between commas")
+    return paths
+
+
+def load_teacher(spec: str) -> tuple[nn.Module, dict[str, Any]]:
+    """The teacher of ``spec``: one trained classifier, or several (comma-separated) as a
+    :class:`~medlite.compress.distill.LogitEnsemble` averaging their logits.
+
+    The members of an ensemble must agree on what they were trained for and what they read (data, task, label
+    names, input size, channels, normalisation); the returned meta is the first member's with an
+    ``ensemble`` list of every member's path.
+    """
+    from medlite.engine.checkpoint import load_model
+
+    paths = teacher_paths(spec)
+    loaded = [load_model(p) for p in paths]
+    if len(loaded) == 1:
+        return loaded[0]
+
+    def reads(meta: dict[str, Any]) -> dict[str, Any]:
+        data, pre = meta.get("data", {}), meta.get("preprocessing", {})
+        return {"data": data.get("name"), "task": data.get("task"), "label_names": data.get("label_names"),
+                "size": pre.get("size"), "channels": pre.get("channels"), "mean": pre.get("mean"),
+                "std": pre.get("std")}
+
+    first = reads(loaded[0][1])
+    for path, (_, meta) in zip(paths[1:], loaded[1:], strict=True):
+        other = reads(meta)
+        diff = [k for k in first if first[k] != other[k]]
+        if diff:
+            raise ConfigError(f"teacher ensemble: {path} differs from {paths[0]} in "
+                              + ", ".join(f"{k} ({other[k]!r} vs {first[k]!r})" for k in diff))
+    meta = {**json.loads(json.dumps(loaded[0][1])), "ensemble": paths}
+    return LogitEnsemble([m for m, _ in loaded]).eval(), meta
 
 
 def _norm(meta: dict[str, Any]) -> tuple[list[float], list[float]]:
@@ -197,7 +239,7 @@ class DistillTask(Task):
         from medlite.engine.checkpoint import load_model
 
         cfg = self.cfg
-        teacher, tmeta = load_model(cfg.teacher) if cfg.teacher else (None, None)
+        teacher, tmeta = load_teacher(cfg.teacher) if cfg.teacher else (None, None)
         smeta = load_model(cfg.student)[1] if Path(cfg.student).exists() else {}
         ref_meta = tmeta or smeta
         data_name = cfg.data or ref_meta.get("data", {}).get("name", "")
