@@ -53,7 +53,9 @@ Stage ``teacher`` trains the missing members and scores the ensemble; run folder
 writes ``results/medmnist_teacher_..._rN.md``: training on another machine (another CPU's floating-point
 kernels) or after a lost run folder gives another teacher, and a student is only compared with students of
 the same teacher. Replicate 1 of Lite2 at 128 px (BreastMNIST) was trained on 2026-12-03, when the run
-folders of the first had gone with their machine.
+folders of the first had gone with their machine. Replicates 1 and 2 trained with seed 0, as the first did (they
+differ by the machine's kernels and thread count only); from replicate 3 on, replicate N trains with seed N
+(``SEEDED_FROM``), so that two replicates trained side by side on one machine are two different teachers.
 
     python benchmarks/medmnist_teacher.py --threads 1
     python benchmarks/medmnist_teacher.py --threads 1 --teacher efficientnet_lite2 --subsets dermamnist
@@ -112,6 +114,7 @@ class Teacher:
     prefix: str
     label: str
     members: tuple[int, ...] = ()  # an ensemble of these replicates (0 = the first training), logits averaged
+    seed: int = 0  # the teacher's training seed (replicate N >= SEEDED_FROM: N)
 
     def run(self, name: str) -> Path:
         return RUNS / f"{self.prefix}{name}"
@@ -132,6 +135,9 @@ class Teacher:
         return "medmnist_teacher" + (f"_{self.prefix.rstrip('-').replace('-', '_')}" if self.prefix else "")
 
 
+SEEDED_FROM = 3  # replicates 1 and 2 were trained with seed 0 (as the first training); later ones with seed N
+
+
 def teacher(model: str = TEACHER, size: int | None = None, replicate: int = 0,
             ensemble: tuple[int, ...] = ()) -> Teacher:
     """The teacher ``model`` at ``size`` px; ``replicate`` N > 0: the same recipe trained again (own run folders
@@ -148,12 +154,13 @@ def teacher(model: str = TEACHER, size: int | None = None, replicate: int = 0,
             ", ".join(map(str, members)) + ")"
     else:
         tag, note = (f"r{replicate}-", f" (replicate {replicate})") if replicate else ("", "")
+    seed = replicate if replicate >= SEEDED_FROM else 0
     if model == TEACHER and size in (None, TEACHER_SIZE):
-        return Teacher(TEACHER, TEACHER_SIZE, tag, "EfficientNet-Lite0" + note, members)
+        return Teacher(TEACHER, TEACHER_SIZE, tag, "EfficientNet-Lite0" + note, members, seed)
     if model != "efficientnet_lite2":
         raise ValueError(f"unknown teacher {model!r}")
     size = size or 96
-    return Teacher(model, size, f"lite2_{size}-{tag}", "EfficientNet-Lite2" + note, members)
+    return Teacher(model, size, f"lite2_{size}-{tag}", "EfficientNet-Lite2" + note, members, seed)
 
 
 def run_teacher(t: Teacher, subset: str, epochs: int, threads: int, progress: bool) -> None:
@@ -174,7 +181,7 @@ def run_teacher(t: Teacher, subset: str, epochs: int, threads: int, progress: bo
     model, meta = load_teacher(t.spec(subset))
     data = load_classification(subset, size=t.size)
     pre = meta["preprocessing"]
-    res = {"model": t.model, "ensemble": t.spec(subset).split(","), "history": []}
+    res = {"model": t.model, "data": subset, "ensemble": t.spec(subset).split(","), "history": []}
     for m in t.member_teachers():
         res["history"] += json.loads((m.run(f"teacher-{subset}") / "results.json").read_text()).get("history", [])
     for split in ("val", "test"):
@@ -189,7 +196,7 @@ def teacher_cfg(subset: str, epochs: int, threads: int, progress: bool, t: Teach
     t = t or teacher()
     return TrainConfig(model=t.model, data=subset, size=t.size, epochs=epochs, batch_size=64,
                        optimizer="adamw", lr=1e-3, weight_decay=0.05, schedule="cosine", warmup_epochs=1.0,
-                       augment="light", seed=0, pretrained=True, out=str(t.run(f"teacher-{subset}")),
+                       augment="light", seed=t.seed, pretrained=True, out=str(t.run(f"teacher-{subset}")),
                        progress=progress, threads=threads, plots=False)
 
 
@@ -292,7 +299,8 @@ def report(args) -> None:
         return f"{rec['test_auc']:.3f} / {rec['test_acc']:.3f} ({rec['val_auc']:.3f})"
 
     teachers = {s: _compact(t.run(f"teacher-{s}")) for s in SUBSETS}
-    p, m = sizes[t.model]
+    k = len(t.members) or 1  # an ensemble runs every member
+    p, m = (k * v for v in sizes[t.model])
     lines.append(f"| {t.label}, ImageNet, fine-tuned (teacher) | {t.size} px | {p:.2f} M | {m:.0f} M | "
                  + " | ".join(cell(teachers[s]) for s in SUBSETS) + " |")
     best = {}
@@ -330,7 +338,7 @@ def report(args) -> None:
                       f"({best['medlit_nano_28'][s]['test_auc'] - resnet[s]:+.3f})"
                       for s in SUBSETS if best["medlit_nano_28"][s] and s in resnet)
     lines.append(f"- MedLiT-nano distilled >= our ResNet-18 (28) test AUC on {len(wins)} of {len(SUBSETS)} "
-                 f"subsets (target 3 of 3): {diffs}")
+                 f"subsets (target 3 of 3): {diffs or 'no student run'}")
     seed_lines = []
     for s in SUBSETS:
         rec = best["medlit_seed_28"][s]
@@ -353,7 +361,10 @@ def report(args) -> None:
         if _compact(t.run(f"teacher-{s}")) is None:
             lines.append(f"- {s}: not run")
             continue
-        parts = [f"teacher {_epochs(t.run(f'teacher-{s}'))} epochs" + _fmt_wall(t.run(f"teacher-{s}"))]
+        ep = _epochs(t.run(f"teacher-{s}"))
+        if t.members and isinstance(ep, int):  # an ensemble's history is its members' one after another
+            ep = f"{len(t.members)} members x {ep // len(t.members)}"
+        parts = [f"teacher {ep} epochs" + _fmt_wall(t.run(f"teacher-{s}"))]
         for st in STUDENTS:
             for r in RECIPES:
                 if data[st][s][r] is not None:
@@ -461,8 +472,8 @@ def main() -> None:
                     help="ImageNet teacher (Lite2: run folders prefixed lite2_SIZE-, its own results file)")
     ap.add_argument("--teacher-size", type=int, default=None, help="teacher input px (Lite0: 64, Lite2: 96)")
     ap.add_argument("--replicate", type=int, default=0,
-                    help="N > 0: train the teacher again with the same recipe into its own run folders and results "
-                         "file (its students are compared only with each other)")
+                    help="N > 0: train the teacher again with the same recipe (seed N from replicate 3 on) into "
+                         "its own run folders and results file (its students are compared only with each other)")
     ap.add_argument("--ensemble", type=int, nargs="+", default=[],
                     help="replicates (0 = the first training) taught as one teacher, their logits averaged "
                          "(stage teacher trains the missing members and scores the ensemble); own run folders "
