@@ -165,7 +165,8 @@ def teacher(model: str = TEACHER, size: int | None = None, replicate: int = 0,
 
 def run_teacher(t: Teacher, subset: str, epochs: int, threads: int, progress: bool) -> None:
     """Train the teacher (an ensemble: each missing member), then for an ensemble write its own results.json
-    (validation and test AUC of the averaged logits; its history is the members', one after another)."""
+    (validation and test AUC of the averaged logits; it trains nothing itself, so its history is empty and
+    the report reads epochs and wall time from the members' run folders)."""
     if not t.members:
         run_job(teacher_cfg(subset, epochs, threads, progress, t))
         return
@@ -182,8 +183,6 @@ def run_teacher(t: Teacher, subset: str, epochs: int, threads: int, progress: bo
     data = load_classification(subset, size=t.size)
     pre = meta["preprocessing"]
     res = {"model": t.model, "data": subset, "ensemble": t.spec(subset).split(","), "history": []}
-    for m in t.member_teachers():
-        res["history"] += json.loads((m.run(f"teacher-{subset}") / "results.json").read_text()).get("history", [])
     for split in ("val", "test"):
         res[split], _, _ = evaluate_split(model, data.splits()[split], pre["mean"], pre["std"], data.task,
                                           n_boot=1000, seed=0, label_names=data.label_names)
@@ -361,10 +360,15 @@ def report(args) -> None:
         if _compact(t.run(f"teacher-{s}")) is None:
             lines.append(f"- {s}: not run")
             continue
-        ep = _epochs(t.run(f"teacher-{s}"))
-        if t.members and isinstance(ep, int):  # an ensemble's history is its members' one after another
-            ep = f"{len(t.members)} members x {ep // len(t.members)}"
-        parts = [f"teacher {ep} epochs" + _fmt_wall(t.run(f"teacher-{s}"))]
+        if t.members:  # an ensemble trains nothing itself: its members' epochs and wall times
+            runs = [m.run(f"teacher-{s}") for m in t.member_teachers()]
+            eps = sorted({str(_epochs(r)) for r in runs})
+            walls = [_wall(r) for r in runs]
+            ep = f"{len(runs)} members x {'/'.join(eps)}"
+            wall = f" ({sum(walls) / 60:.1f} min in all)" if all(walls) else ""
+        else:
+            ep, wall = _epochs(t.run(f"teacher-{s}")), _fmt_wall(t.run(f"teacher-{s}"))
+        parts = [f"teacher {ep} epochs" + wall]
         for st in STUDENTS:
             for r in RECIPES:
                 if data[st][s][r] is not None:
