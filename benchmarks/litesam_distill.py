@@ -60,9 +60,13 @@ from medlite.metrics.segmentation import reduce_cases
 STUDENT, TEACHER = "litesam_swin_xs", "litemedsam"
 VARIANTS = {"upsampled": ("teacher", ""), "pooled": ("student", "_pooled"),  # name: (distill_grid, folder suffix)
             "pooled_photo": ("student", "_pooled_photo"), "md": ("student", "_md"), "md8": ("student", "_md8"),
-            "md8x2": ("student", "_md8x2")}
-STUDENTS = {"md": "litesam_swin_xs_md", "md8": "litesam_swin_xs_md8"}  # variants whose student is not STUDENT
-HEADS = {"md": "litemedsam", "md8": "litemedsam"}  # variants whose decoder starts as LiteMedSAM's
+            "md8x2": ("student", "_md8x2"), "md8on": ("student", "_md8on")}
+STUDENTS = {"md": "litesam_swin_xs_md", "md8": "litesam_swin_xs_md8",  # variants whose student is not STUDENT
+            "md8on": "litesam_swin_xs_md8"}
+HEADS = {"md": "litemedsam", "md8": "litemedsam", "md8on": "litemedsam"}  # decoder starts as LiteMedSAM's
+# variants whose distill stage runs elsewhere, the teacher online on augmented images (litesam_online_distill.py;
+# a GPU): this script finds its run folder (imported with --import-from) and runs the prompt stages as for md8
+ONLINE = {"md8on": "distill_md8on"}
 # variants whose distillation continues another variant's: (that variant, peak LR); a warm restart of the cosine
 # schedule for --distill-epochs more epochs, the head not copied again (the checkpoint holds it); each takes its
 # base's student and head
@@ -86,6 +90,7 @@ LABELS = {"upsampled": "LiteSAM xs distilled (upsampled)", "pooled": "LiteSAM xs
           "md": "LiteSAM xs-md distilled (pooled, LiteMedSAM's decoder)",
           "md8": "LiteSAM xs-md8 distilled (32x32 grid, LiteMedSAM's decoder)",
           "md8x2": "LiteSAM xs-md8 distilled 2x longer (32x32 grid, LiteMedSAM's decoder)",
+          "md8on": "LiteSAM xs-md8 distilled online (teacher on augmented images, 32x32 grid, LiteMedSAM's decoder)",
           "scratch": "LiteSAM xs from scratch",
           "pseudo": "LiteSAM xs distilled (pooled) + teacher-labelled random boxes"}
 XS, XS_MD, XS_MD8 = "LiteSAM xs (distilled)", "LiteSAM xs-md (distilled)", "LiteSAM xs-md8 (distilled)"
@@ -219,6 +224,10 @@ def main() -> None:
                     help="random boxes per training image labelled by LiteMedSAM's masks for the all-sets runs "
                          "(0: no such runs)")
     ap.add_argument("--pseudo-epochs", type=int, default=10, help="prompt-stage epochs of those runs")
+    ap.add_argument("--prior", default="",
+                    help="an earlier run's results .json: its rows of variants not run here, LiteMedSAM's rows and "
+                         "the timing table are read from it instead of recomputed (run folders do not survive "
+                         "machines); the references are always recomputed")
     ap.add_argument("--smoke", action="store_true", help="4-8 cases per split, 1 epoch per stage (own folders)")
     args = ap.parse_args()
     if args.smoke:
@@ -229,8 +238,10 @@ def main() -> None:
     runs = Path(args.runs)
     sets = distill_sets()
     data = datasets(sets, args.smoke)
-    t0 = time.time()
-    cache = stage_cache(args, data)
+    prior = json.loads(Path(args.prior).read_text()) if args.prior else None
+    t0 = time.time()  # the cache serves the cached distill stages, the teacher-labelled boxes and the baselines
+    need_cache = any(v not in ONLINE for v in args.distill_grid) or (args.all_sets and args.pseudo_boxes) or not prior
+    cache = stage_cache(args, data) if need_cache else None
     cache_min = (time.time() - t0) / 60
     distilled, trained = {}, {}
     for v in args.distill_grid:
@@ -240,9 +251,16 @@ def main() -> None:
         if v in CONTINUES:
             base, lr = CONTINUES[v]
             start = dict(init=str(runs / f"distill{VARIANTS[base][1]}" / "best.safetensors"), lr=lr)
-        distilled[v] = run(cfg(args, f"distill{suf}", model=student, datasets=sets, stage="distill", teacher=TEACHER,
-                               teacher_cache=str(cache), distill_grid=grid, augment=DISTILL_AUGMENT.get(v, "none"),
-                               epochs=args.distill_epochs, **start), data)
+        if v in ONLINE:
+            f = runs / ONLINE[v] / "results.json"
+            if not f.is_file():
+                raise SystemExit(f"{f.parent}: no online distillation here; run litesam_online_distill.py (sized for "
+                                 "a GPU) and bring its result with --import-from first")
+            distilled[v] = json.loads(f.read_text())
+        else:
+            distilled[v] = run(cfg(args, f"distill{suf}", model=student, datasets=sets, stage="distill",
+                                   teacher=TEACHER, teacher_cache=str(cache), distill_grid=grid,
+                                   augment=DISTILL_AUGMENT.get(v, "none"), epochs=args.distill_epochs, **start), data)
         # (an xs-md distill checkpoint already holds LiteMedSAM's head, copied in before distillation)
         prompt = dict(model=student, epochs=args.epochs, init=str(runs / f"distill{suf}" / "best.safetensors"),
                       lr=args.finetune_lr if v in HEADS else args.lr)
@@ -293,24 +311,39 @@ def main() -> None:
 
     tests = test_sets(data)
     teacher = medlite.create_model(TEACHER, num_classes=1, pretrained=True).eval()
-    ev: dict = {"litemedsam": {k: evaluate(teacher, tests[k], runs, f"litemedsam_{k}") for k in tests}}
+    if prior and set(prior["eval"].get("litemedsam", {})) >= set(tests):
+        ev: dict = {"litemedsam": prior["eval"]["litemedsam"]}
+    else:
+        ev = {"litemedsam": {k: evaluate(teacher, tests[k], runs, f"litemedsam_{k}") for k in tests}}
     for v, runs_v in trained.items():
         for name in runs_v:
             model, _ = load_model(runs / f"{FOLDERS[name]}{suffix(v)}" / "best.safetensors")
             key = name if v == "upsampled" else f"{v}_{name}"  # the first run's cached evaluations keep their keys
             ev[f"{v}:{name}"] = {k: evaluate(model, tests[k], runs, f"{key}_{k}") for k in PLAN[name]}
+    if prior:  # rows of the earlier run that this one did not retrain, with their training records
+        ev.update({k: r for k, r in prior["eval"].items() if k not in ev})
+        for v, d in prior["train"]["distill"].items():
+            distilled.setdefault(v, d)
+        for v, r in prior["train"]["prompt"].items():
+            trained.setdefault(v, {}).update({n: x for n, x in r.items() if n not in trained[v]})
     refs = {k: box_references({"busi": SimpleNamespace(test=v), "ph2": SimpleNamespace(test=v)})["busi"]
             for k, v in tests.items()}  # the helper scores two named sets; both are this one
     # one timing per architecture: every LiteSAM xs row shares one, every xs-md row the other
     timed = {"LiteMedSAM": None, **{row: runs / folder / "best.safetensors" for row, folder in TIMING_ROWS.values()
                                     if (runs / folder / "best.safetensors").is_file()}}
     eff_file = runs / "efficiency.json"  # ONNX export + interleaved ORT timing, 1 and 2 threads
-    if not eff_file.is_file() or set(json.loads(eff_file.read_text())) != set(timed):
+    archs = {TIMING_ROWS[STUDENTS.get(v, STUDENT)][0] for v in args.distill_grid}
+    if prior and archs | {"LiteMedSAM"} <= set(prior["times"]) and not eff_file.is_file():
+        eff_file.parent.mkdir(parents=True, exist_ok=True)
+        eff_file.write_text(json.dumps(prior["times"], indent=2) + "\n")  # same architectures, timed then
+    elif not eff_file.is_file() or set(json.loads(eff_file.read_text())) != set(timed):
         eff = efficiency({k: teacher if f is None else load_model(f)[0] for k, f in timed.items()}, runs / "onnx",
                          [1, 2], args.repeats)
         eff_file.write_text(json.dumps(eff, indent=2, default=float) + "\n")
-    baseline = channel_mean_mse(cache / f"{TEACHER}-256", data, runs)
-    baseline["ceiling"] = pooled_ceiling(teacher, cache / f"{TEACHER}-256", data, runs)
+    baseline = None
+    if cache is not None:
+        baseline = channel_mean_mse(cache / f"{TEACHER}-256", data, runs)
+        baseline["ceiling"] = pooled_ceiling(teacher, cache / f"{TEACHER}-256", data, runs)
     write(args, sets, distilled, trained, ev, refs, json.loads(eff_file.read_text()), cache_min, baseline)
 
 
@@ -371,6 +404,31 @@ def channel_mean_mse(folder: Path, data: dict, runs: Path) -> dict[str, float]:
     return res
 
 
+def prior_note(args, distilled: dict) -> list[str]:
+    """What of this report comes from ``--prior`` and where the online distillation ran."""
+    out = []
+    for v, d in distilled.items():
+        if v in ONLINE:
+            c = d["config"]
+            out.append(f"- distill stage '{v}' ran online on {c['extra'].get('machine', '?')} (torch "
+                       f"{c['extra'].get('torch', '?')}; `litesam_online_distill.py`, then `--import-from`): batch "
+                       f"{c['batch_size']}, AdamW LR {c['lr']:g}, {c['warmup_steps']} warm-up steps then cosine, "
+                       f"augmentation '{c['augment']}' (geometric and intensity: the teacher embeds the augmented "
+                       f"image), schedule fitted to {c['time_budget_s']:.0f} s; teacher LiteMedSAM carried as float16 "
+                       "weights (run in fp32), its exact float32 head put back on import (the stage never changes "
+                       "it); its prompt stages ran here on the CPU, as md8's")
+    if args.prior:
+        src = Path(args.prior)
+        head = {ln.split(":", 1)[0][2:]: ln.split(":", 1)[1].strip() for ln in
+                src.with_suffix(".md").read_text().splitlines()[:6] if ln.startswith("- ") and ":" in ln}
+        out.append(f"- rows of variants not trained in this run, their training lines, LiteMedSAM's rows and the "
+                   f"timing table are read from `{src.name}` (run of {head.get('date', '?')} on "
+                   f"{head.get('machine', '?')}; same weights, protocol and test cases; a new variant shares its "
+                   "architecture's timing); the box references are recomputed here; the channel-mean and "
+                   "pooled-decoder references need the teacher cache and are in that run's report")
+    return out
+
+
 def _enc(times: dict, name: str) -> float:
     return times[name]["latency_ms"]["encoder"]["1"]["median"]
 
@@ -388,12 +446,14 @@ def write(args, sets, distilled, trained, ev, refs, times, cache_min, baseline) 
               *(f"- distill stage '{v}' (grid: {VARIANTS[v][0]}'s): {d['steps']} steps, "
                 f"{d['train_time_s'] / 60:.1f} min, best val MSE {d['best_val_distill_mse']:.4f}"
                 for v, d in distilled.items()),
-              f"- guessing each channel's training mean scores a val MSE of {baseline['16']:.4f} on the 16x16 grid "
-              f"and {baseline['32']:.4f} on the 32x32 grid (the MSEs above are to be read against these)",
-              "- LiteMedSAM's own decoder on its own embedding average-pooled to a student's grid (validation box "
-              "Dice, no training; what a grid can carry at best): " + "; ".join(
-                  f"{k.upper()} " + ", ".join(f"{g}x{g} {v:.3f}" for g, v in r.items())
-                  for k, r in baseline["ceiling"].items()),
+              *prior_note(args, distilled),
+              *([] if baseline is None else [
+                  f"- guessing each channel's training mean scores a val MSE of {baseline['16']:.4f} on the 16x16 "
+                  f"grid and {baseline['32']:.4f} on the 32x32 grid (the MSEs above are to be read against these)",
+                  "- LiteMedSAM's own decoder on its own embedding average-pooled to a student's grid (validation box "
+                  "Dice, no training; what a grid can carry at best): " + "; ".join(
+                      f"{k.upper()} " + ", ".join(f"{g}x{g} {v:.3f}" for g, v in r.items())
+                      for k, r in baseline["ceiling"].items())]),
               *(f"- prompt stage '{v}', '{k}': {r['steps']} steps, {r['train_time_s'] / 60:.1f} min, best val "
                 f"Dice {r['best_val_dice']:.3f}" for v, runs_v in trained.items() for k, r in runs_v.items()
                 if k != "zeroshot"), "",
@@ -565,6 +625,29 @@ def findings(ev, refs, distilled, args) -> list[str]:
             a, b = dsc(f"{v}:{run_name}", k), dsc(f"{base}:{run_name}", k)
             if a is not None and b is not None:
                 out.append(f"- {v} vs {base}, {name}: box DSC {a:.3f} vs {b:.3f} ({a - b:+.3f}).")
+    for v in ONLINE:
+        if v not in distilled:
+            continue
+        d, m8, m8x2 = distilled[v], distilled.get("md8", {}), distilled.get("md8x2", {})
+        views = d["steps"] * d["config"]["batch_size"] / 1000
+        mse8, mse8x2 = (r.get("best_val_distill_mse", float("nan")) for r in (m8, m8x2))
+        out.append(f"- {v}: the encoder distilled with the teacher online on augmented images ({d['steps']} steps of "
+                   f"{d['config']['batch_size']}, {views:.0f}k image views, against md8's "
+                   f"{m8.get('steps', 0) * 8 / 1000:.0f}k and md8x2's {2 * m8x2.get('steps', 0) * 8 / 1000:.0f}k "
+                   f"un-augmented ones); validation MSE {d['best_val_distill_mse']:.4f} (md8 {mse8:.4f}, md8x2 "
+                   f"{mse8x2:.4f}; validation images are un-augmented, as the cached recipes train); then the same "
+                   "prompt stages as md8.")
+        for base in ("md8x2", "md8"):
+            for run_name, k, name in (("zeroshot", "busi", "BUSI, no mask seen"),
+                                      ("zeroshot", "ph2_all", "all of PH2, no mask seen"),
+                                      ("both", "busi", "BUSI"), ("both", "ph2", "PH2 fold 0"),
+                                      ("ft_busi", "busi", "BUSI, then fine-tuned on it"),
+                                      ("ft_ph2", "ph2", "PH2 fold 0, then fine-tuned on it"),
+                                      ("ph2_only", "busi", "BUSI, trained on PH2 only"),
+                                      ("busi_only", "ph2_all", "all of PH2, trained on BUSI only")):
+                a, b = dsc(f"{v}:{run_name}", k), dsc(f"{base}:{run_name}", k)
+                if a is not None and b is not None:
+                    out.append(f"- {v} vs {base}, {name}: box DSC {a:.3f} vs {b:.3f} ({a - b:+.3f}).")
     for v, d in distilled.items():
         out.append(f"- distill stage '{v}': {d['steps']} steps, best validation MSE {d['best_val_distill_mse']:.4f} "
                    f"(on the {VARIANTS[v][0]}'s grid; the two MSEs are on different grids and not comparable).")

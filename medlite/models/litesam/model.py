@@ -222,7 +222,7 @@ def litesam_swin_xs_md8(num_classes: int = 1, in_chans: int = 3, img_size: int =
     return build_litesam("litesam_swin_xs_md8", num_classes, in_chans, img_size, **kwargs)
 
 
-def load_litemedsam_head(model: LiteSAM) -> list[str]:
+def load_litemedsam_head(model: LiteSAM, src: dict[str, torch.Tensor] | None = None) -> list[str]:
     """Copy the real LiteMedSAM's prompt encoder and mask decoder into ``model`` (weights: ``medlite[sam]``).
 
     Every prompt-encoder and mask-decoder tensor of LiteMedSAM must have a same-shaped counterpart, except the
@@ -234,12 +234,14 @@ def load_litemedsam_head(model: LiteSAM) -> list[str]:
     The affine parameters of the encoder's final LayerNorm are copied too: both necks end in one, so the
     student's embedding starts in the teacher's per-channel scale and offset (LiteMedSAM's embedding is small,
     mean square ~0.01, against 1 for a fresh LayerNorm), which encoder distillation would otherwise spend its
-    first ~1000 steps learning. Returns the head keys left as they were.
+    first ~1000 steps learning. ``src``: LiteMedSAM's state dict when it is already loaded (by default read
+    from the installed package's converted weights). Returns the head keys left as they were.
     """
-    from medlite.models.litesam import pretrained as _weights  # registers the entry
-    from medlite.weights import load_weights
+    if src is None:
+        from medlite.models.litesam import pretrained as _weights  # registers the entry
+        from medlite.weights import load_weights
 
-    src = load_weights(_weights.LITEMEDSAM.name)
+        src = load_weights(_weights.LITEMEDSAM.name)
     own = model.state_dict()
     head = {k: v for k, v in src.items() if k.startswith(("prompt_encoder.", "mask_decoder."))
             and not k.startswith("prompt_encoder.dense_down.")}

@@ -178,3 +178,38 @@ def test_distiller_meets_the_teacher_on_either_grid():
     assert narrow.proj.weight.shape == (8, 4, 1, 1) and narrow(None, pooled[:, :4], teacher).shape == ()
     with pytest.raises(ConfigError, match="distill_grid"):
         _Distiller(None, 8, 8, grid="both")
+
+
+def test_encoder_distillation_with_the_teacher_online_on_augmented_images(tmp_path, blob_folder):
+    """No cache: the teacher embeds every augmented batch (geometry allowed), validation targets once; the
+    time budget sizes a distill schedule from the task's own batches."""
+    from medlite.engine import distributed
+    from medlite.engine.checkpoint import save_checkpoint
+    from medlite.engine.tasks.promptable.teacher import load_teacher
+    from medlite.engine.tasks.promptable.train import PromptableTask, model_meta
+    from medlite.registry import create_model
+
+    spec = f"folder:{blob_folder}"
+    data = {spec: load_dataset(spec, 64)}
+    torch.manual_seed(0)
+    kw = {**TINY, "windows": (4, 4, 4, 4)}
+    t = create_model("litemedsam_xs", num_classes=1, img_size=64, **kw)
+    teacher_ckpt = save_checkpoint(tmp_path / "teacher" / "best.safetensors", t,
+                                   model_meta(t, SamTrainConfig(model="litemedsam_xs", img_size=64, model_kwargs=kw)))
+    cfg = SamTrainConfig(model="litesam_swin_xs", model_kwargs=TINY, datasets=(spec,), img_size=64, epochs=3,
+                         batch_size=4, warmup_steps=1, augment="light", out_dir=str(tmp_path), name="online",
+                         stage="distill", teacher=str(teacher_ckpt), device="cpu", progress=False)
+    res = train_sam(cfg, data)
+    mse = [h["val_distill_mse"] for h in res["history"]]
+    assert res["epochs_run"] == 3 and mse[-1] < mse[0]
+    task = PromptableTask(dataclasses.replace(cfg, name="check"), data)
+    task.dist, task.resuming = distributed.setup("cpu"), False
+    task.setup(tmp_path / "check")
+    teacher, _ = load_teacher(str(teacher_ckpt))
+    with torch.no_grad():
+        want = teacher.forward_features(normalise(data[spec].val.images)).embedding
+    assert torch.allclose(task.targets["val"], want, atol=1e-5)  # the un-augmented validation images
+    batch = next(iter(task.batches(0)))
+    assert batch[1] is None and batch[0].shape[0] == cfg.batch_size  # no cached target: the teacher runs online
+    timed = train_sam(dataclasses.replace(cfg, name="timed", time_budget_s=1.0, epochs=1), data)
+    assert timed["steps"] >= 1 and np.isfinite(timed["best_val_distill_mse"])

@@ -18,15 +18,16 @@ from medlite.models.litesam.predictor import normalise
 def val_dice(model, split: SegSplit, batch: int = 16) -> float:
     """Mean Dice in the model frame with exact ground-truth box prompts (checkpoint selection only)."""
     model.eval()
+    dev = next(model.parameters()).device
     scores = []
     for i in range(0, len(split), batch):
         m = split.masks[i:i + batch]
         boxes = np.stack([box_from_mask(x[0].numpy()) for x in m])
-        coords = torch.from_numpy(boxes.reshape(-1, 2, 2))
-        labels = torch.tensor([[2.0, 3.0]]).expand(len(m), 2)
-        logits, _ = model(normalise(split.images[i:i + batch]), coords, labels,
-                          torch.zeros(len(m), 1, *m.shape[2:]), torch.zeros(len(m)))
-        p, t = (logits[:, :1] > 0).float(), m.float()  # mask 0 answers a single prompt (SAM-style heads: 4)
+        coords = torch.from_numpy(boxes.reshape(-1, 2, 2)).to(dev)
+        labels = torch.tensor([[2.0, 3.0]], device=dev).expand(len(m), 2)
+        logits, _ = model(normalise(split.images[i:i + batch]).to(dev), coords, labels,
+                          torch.zeros(len(m), 1, *m.shape[2:], device=dev), torch.zeros(len(m), device=dev))
+        p, t = (logits[:, :1] > 0).float().cpu(), m.float()  # mask 0 answers a single prompt (SAM-style heads: 4)
         scores += ((2 * (p * t).sum((1, 2, 3)) + 1e-6) / (p.sum((1, 2, 3)) + t.sum((1, 2, 3)) + 1e-6)).tolist()
     return float(np.mean(scores))
 

@@ -62,6 +62,7 @@ class SamTrainConfig:
     teacher: str | None = None  # checkpoint, or a model with pretrained weights (litemedsam), to distil from
     distill_weight: float = 1.0  # weight of the embedding MSE when prompt training with a teacher
     teacher_cache: str = ""  # folder of cached teacher embeddings (`medlite sam cache-teacher`); stage distill
+    # without one runs the teacher online on each augmented batch (any augment level; for a GPU)
     distill_grid: str = "teacher"  # where embeddings are compared: "teacher" (student upsampled to the
     # teacher's grid) or "student" (teacher average-pooled to the student's grid)
     stage: str = "prompt"  # "prompt": masks from sampled prompts; "distill": encoder only, MSE to the teacher
@@ -75,6 +76,7 @@ class SamTrainConfig:
     grad_clip: float = 1.0  # max gradient norm (model + distillation adapter); 0 disables
     ema: float = 0.0  # > 0: validate and keep a moving average of the weights with this decay (e.g. 0.998)
     threads: int = 1  # torch CPU threads
+    device: str = "auto"  # "auto" (a GPU if there is one), "cpu", "cuda", "cuda:1"
     progress: bool = True  # progress bars
     seed: int = 0
     out_dir: str = "runs/sam"
@@ -169,10 +171,17 @@ class _Distiller(torch.nn.Module):
                      else torch.nn.Conv2d(student_dim, teacher_dim, 1))
         self.grid = grid
 
+    def teacher_embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """The teacher's embedding of ``x`` in fp32 (no autocast), the teacher moved to ``x``'s device."""
+        teacher = self._teacher[0]
+        if next(teacher.parameters()).device != x.device:
+            teacher.to(x.device)
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+            return teacher.forward_features(x.float()).embedding
+
     def forward(self, x: torch.Tensor, student_emb: torch.Tensor, target: torch.Tensor | None = None):
         if target is None:
-            with torch.no_grad():
-                target = self._teacher[0].forward_features(x).embedding
+            target = self.teacher_embedding(x)
         s, target = self.proj(student_emb), target.float()
         if s.shape[-2:] != target.shape[-2:]:
             if self.grid == "student":
@@ -201,6 +210,7 @@ class PromptableTask(Task):
         data = self.preloaded or {d: load_dataset(d, cfg.img_size, cfg.fold, cfg.seed) for d in cfg.datasets}
         self.train_split = concat([data[d].train for d in cfg.datasets])
         self.val_split = concat([data[d].val for d in cfg.datasets])
+        self.device = torch.device(self.dist.device)
         self.model = create_model(cfg.model, num_classes=1, img_size=cfg.img_size, **cfg.model_kwargs)
         if cfg.init and not self.resuming:
             from medlite.engine.checkpoint import read_checkpoint
@@ -214,18 +224,25 @@ class PromptableTask(Task):
             kept = load_litemedsam_head(self.model)
             log.info("LiteMedSAM's prompt encoder and mask decoder copied in (%d head tensors kept: %s)",
                      len(kept), ", ".join(sorted({k.rsplit(".", 2)[0] for k in kept})) or "none")
-        self.targets = None
+        self.model.to(self.device)
+        self.targets = None  # cached teacher embeddings (distill stage): train from the cache, val always
         if cfg.stage == "distill":
-            if not (cfg.teacher and cfg.teacher_cache):
-                raise ConfigError("stage 'distill' needs --teacher and --teacher-cache (run `medlite sam "
-                                  "cache-teacher` first)")
-            if cfg.augment not in ("none", "photometric"):
-                raise ConfigError("stage 'distill' regresses cached embeddings of un-augmented images: use "
-                                  "augment 'none' or 'photometric' (intensity only, so the target still fits); "
-                                  f"got {cfg.augment!r}")
-            self.targets = {s: self._cached(data, s) for s in ("train", "val")}
-            distiller = _Distiller(None, self.model.cfg.embed_dim, self.targets["train"].shape[1],
-                                   grid=cfg.distill_grid)
+            if not cfg.teacher:
+                raise ConfigError("stage 'distill' needs --teacher (and --teacher-cache to read cached embeddings "
+                                  "from `medlite sam cache-teacher`; without one the teacher runs online)")
+            if cfg.teacher_cache:
+                if cfg.augment not in ("none", "photometric"):
+                    raise ConfigError("stage 'distill' regresses cached embeddings of un-augmented images: use "
+                                      "augment 'none' or 'photometric' (intensity only, so the target still "
+                                      f"fits), or no teacher cache (the teacher online); got {cfg.augment!r}")
+                self.targets = {s: self._cached(data, s) for s in ("train", "val")}
+                distiller = _Distiller(None, self.model.cfg.embed_dim, self.targets["train"].shape[1],
+                                       grid=cfg.distill_grid)
+            else:  # online: the teacher embeds every augmented batch; validation targets computed once here
+                distiller = _Distiller(cfg.teacher, self.model.cfg.embed_dim, grid=cfg.distill_grid)
+                val = self.val_split.images
+                self.targets = {"train": None, "val": torch.cat([distiller.teacher_embedding(
+                    normalise(val[i:i + 16]).to(self.device)).cpu() for i in range(0, len(val), 16)])}
             self.metric, self.minimize = "val_distill_mse", True
         else:
             distiller = (_Distiller(cfg.teacher, self.model.cfg.embed_dim, grid=cfg.distill_grid)
@@ -242,7 +259,7 @@ class PromptableTask(Task):
                      len(self.train_split))
             self.train_split = concat([self.train_split, *pseudo])
         self.trainable = _PromptableStep(self.model, distiller, cfg.iou_weight, cfg.distill_weight,
-                                         distill_only=cfg.stage == "distill")
+                                         distill_only=cfg.stage == "distill").to(self.device)
         self.steps_per_epoch = max(1, len(self.train_split) // cfg.batch_size)
 
     def _pseudo(self, data: dict[str, SegmentationData]) -> list[SegSplit]:
@@ -282,7 +299,7 @@ class PromptableTask(Task):
             return cfg.epochs * self.steps_per_epoch
         if resumed is not None:
             return resumed
-        per_step = _time_steps(self.trainable, self.train_split, cfg)  # size the schedule to the budget
+        per_step = _time_steps(self.trainable, self.batches(0))  # size the schedule to the budget
         total = max(1, int(cfg.time_budget_s / per_step))
         log.info("time budget %.0f s at %.2f s/step -> %d steps", cfg.time_budget_s, per_step, total)
         return total
@@ -296,18 +313,20 @@ class PromptableTask(Task):
         return self.cfg.lr * schedule.lr_factor(step, total_steps, warmup, "cosine")
 
     def batches(self, epoch: int):
-        cfg, dist, split = self.cfg, self.dist, self.train_split
+        cfg, dist, split, dev = self.cfg, self.dist, self.train_split, self.device
         rng = np.random.default_rng([cfg.seed, epoch])  # order, augmentation and prompts
         order = rng.permutation(len(split))
         mine = slice(dist.rank, None, dist.world_size)  # this rank's share of each global batch
         for b in range(self.steps_per_epoch):
             idx = torch.from_numpy(order[b * cfg.batch_size:(b + 1) * cfg.batch_size])
             images, masks = augment_pairs(split.images[idx], split.masks[idx], rng, cfg.augment)
-            if self.targets is not None:  # encoder distillation: image -> cached teacher embedding
-                yield normalise(images[mine]), self.targets["train"][idx][mine], None, len(idx)
+            x = normalise(images[mine]).to(dev, non_blocking=True)
+            if self.targets is not None:  # encoder distillation: image -> teacher embedding (cached, or online)
+                cached = self.targets["train"]
+                yield x, None if cached is None else cached[idx][mine].to(dev), None, len(idx)
                 continue
             prompts = prompt_batch(masks, rng, cfg)
-            yield normalise(images[mine]), masks[mine], tuple(p[mine] for p in prompts), len(idx)
+            yield x, masks[mine].to(dev), tuple(p[mine].to(dev) for p in prompts), len(idx)
 
     def validate(self) -> dict[str, float]:
         if self.targets is None:
@@ -316,7 +335,7 @@ class PromptableTask(Task):
         total, images, targets = 0.0, self.val_split.images, self.targets["val"]
         with torch.no_grad():
             for i in range(0, len(images), 8):
-                batch = (normalise(images[i:i + 8]), targets[i:i + 8], None, 1)
+                batch = (normalise(images[i:i + 8]).to(self.device), targets[i:i + 8].to(self.device), None, 1)
                 total += float(self.trainable(batch)[0]) * len(batch[1])
         return {"val_distill_mse": total / max(len(images), 1)}
 
@@ -374,21 +393,24 @@ def train_sam(cfg: SamTrainConfig, data: dict[str, SegmentationData] | None = No
     return fit(PromptableTask(cfg, data), resume=resume)
 
 
-def _time_steps(trainable: torch.nn.Module, split: SegSplit, cfg: SamTrainConfig, n: int = 3) -> float:
-    """Seconds per training step of ``trainable`` (median of ``n`` after one warm-up); weights restored."""
+def _time_steps(trainable: torch.nn.Module, batches, n: int = 3) -> float:
+    """Seconds per training step of ``trainable`` on the task's own ``batches`` (augmentation, prompts and the
+    copy to the device included; median of up to ``n`` after one warm-up); weights restored."""
     state = {k: v.clone() for k, v in trainable.state_dict().items()}
     opt = torch.optim.AdamW(trainable.parameters(), lr=0.0)
-    rng = np.random.default_rng(cfg.seed)
-    idx = torch.arange(min(cfg.batch_size, len(split)))
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     times = []
     trainable.train()
-    for i in range(n + 1):
-        t0 = time.perf_counter()
-        masks = split.masks[idx]
-        trainable((normalise(split.images[idx]), masks, prompt_batch(masks, rng, cfg), len(idx)))[0].backward()
+    t0 = time.perf_counter()
+    for i, batch in enumerate(batches):
+        trainable(batch)[0].backward()
         opt.step()
         opt.zero_grad()
+        sync()
         if i:
             times.append(time.perf_counter() - t0)
+        if i == n:
+            break
+        t0 = time.perf_counter()
     trainable.load_state_dict(state)
-    return float(np.median(times)) * 1.05  # augmentation and bookkeeping
+    return float(np.median(times or [time.perf_counter() - t0])) * 1.05  # bookkeeping
