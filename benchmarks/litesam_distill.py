@@ -413,10 +413,11 @@ def prior_note(args, distilled: dict) -> list[str]:
             out.append(f"- distill stage '{v}' ran online on {c['extra'].get('machine', '?')} (torch "
                        f"{c['extra'].get('torch', '?')}; `litesam_online_distill.py`, then `--import-from`): batch "
                        f"{c['batch_size']}, AdamW LR {c['lr']:g}, {c['warmup_steps']} warm-up steps then cosine, "
-                       f"augmentation '{c['augment']}' (geometric and intensity: the teacher embeds the augmented "
-                       f"image), schedule fitted to {c['time_budget_s']:.0f} s; teacher LiteMedSAM carried as float16 "
-                       "weights (run in fp32), its exact float32 head put back on import (the stage never changes "
-                       "it); its prompt stages ran here on the CPU, as md8's")
+                       f"augmentation '{c['augment']}' on the {c.get('augment_on', 'cpu').upper()} (geometric and "
+                       f"intensity: the teacher embeds the augmented image), schedule fitted to "
+                       f"{c['time_budget_s']:.0f} s; teacher LiteMedSAM carried as float16 weights (run in fp32), "
+                       "its exact float32 head put back on import (the stage never changes it); its prompt stages "
+                       "ran here on the CPU, as md8's")
     if args.prior:
         src = Path(args.prior)
         head = {ln.split(":", 1)[0][2:]: ln.split(":", 1)[1].strip() for ln in

@@ -96,6 +96,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup-steps", type=int, default=200)
     ap.add_argument("--augment", default="strong", choices=["none", "photometric", "light", "strong"])
+    ap.add_argument("--augment-on", default="device", choices=["cpu", "device"],
+                    help="device: batched torch augmentation on the GPU (the first H200 run, with 'cpu', spent "
+                         "0.23 s a step on albumentations: it was bound by the CPU, not the GPU)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--export", default="", help="write the transportable result here")
@@ -143,6 +146,7 @@ def main() -> None:
         save_checkpoint(init, student, model_meta(student))
     cfg = SamTrainConfig(model=STUDENT, datasets=tuple(data), img_size=256, batch_size=args.batch_size,
                          stage="distill", teacher=args.teacher, distill_grid="student", augment=args.augment,
+                         augment_on=args.augment_on,
                          lr=args.lr, warmup_steps=args.warmup_steps, time_budget_s=args.budget_s, init=str(init),
                          device=args.device, threads=args.threads, out_dir=args.runs, name=args.name, progress=False,
                          extra={"recipe": "online teacher, augmented; litesam_online_distill.py",

@@ -213,3 +213,9 @@ def test_encoder_distillation_with_the_teacher_online_on_augmented_images(tmp_pa
     assert batch[1] is None and batch[0].shape[0] == cfg.batch_size  # no cached target: the teacher runs online
     timed = train_sam(dataclasses.replace(cfg, name="timed", time_budget_s=1.0, epochs=1), data)
     assert timed["steps"] >= 1 and np.isfinite(timed["best_val_distill_mse"])
+    batched = train_sam(dataclasses.replace(cfg, name="batched", augment_on="device", epochs=1), data)
+    assert batched["epochs_run"] == 1 and np.isfinite(batched["best_val_distill_mse"])
+    prompt = train_sam(SamTrainConfig(model="litesam_swin_xs", model_kwargs=TINY, datasets=(spec,), img_size=64,
+                                      epochs=1, batch_size=4, warmup_steps=1, augment="strong", augment_on="device",
+                                      out_dir=str(tmp_path), name="prompt_batched", progress=False), data)
+    assert 0.0 <= prompt["best_val_dice"] <= 1.0

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 import medlite
 from medlite.data.prompts import sample_prompt
-from medlite.data.seg_augment import augment_pairs
+from medlite.data.seg_augment import augment_batch, augment_pairs
 from medlite.data.segmentation import SegmentationData, SegSplit
 from medlite.engine import schedule
 from medlite.engine.loop import Task, fit
@@ -56,6 +56,8 @@ class SamTrainConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 50  # linear warm-up before the cosine decay
     augment: str = "light"  # seg_augment level: none / photometric / light / strong
+    augment_on: str = "cpu"  # "cpu": albumentations per image; "device": batched torch on the training device
+    # (seg_augment.augment_batch: no CLAHE or elastic), for a GPU whose steps outrun the CPU's augmentation
     prompt_probs: tuple[float, float, float] = (0.5, 0.3, 0.2)  # box / points / scribble
     box_jitter: float = 5.0  # max box-coordinate jitter in training (model-frame px)
     iou_weight: float = 1.0  # weight of the IoU-head MSE
@@ -207,6 +209,8 @@ class PromptableTask(Task):
         cfg = self.cfg
         if cfg.stage not in ("prompt", "distill"):
             raise ConfigError(f"stage must be 'prompt' or 'distill'; got {cfg.stage!r}")
+        if cfg.augment_on not in ("cpu", "device"):
+            raise ConfigError(f"augment_on must be 'cpu' or 'device'; got {cfg.augment_on!r}")
         data = self.preloaded or {d: load_dataset(d, cfg.img_size, cfg.fold, cfg.seed) for d in cfg.datasets}
         self.train_split = concat([data[d].train for d in cfg.datasets])
         self.val_split = concat([data[d].val for d in cfg.datasets])
@@ -319,7 +323,11 @@ class PromptableTask(Task):
         mine = slice(dist.rank, None, dist.world_size)  # this rank's share of each global batch
         for b in range(self.steps_per_epoch):
             idx = torch.from_numpy(order[b * cfg.batch_size:(b + 1) * cfg.batch_size])
-            images, masks = augment_pairs(split.images[idx], split.masks[idx], rng, cfg.augment)
+            if cfg.augment_on == "device":
+                images, masks = augment_batch(split.images[idx].to(dev), split.masks[idx].to(dev), rng, cfg.augment)
+                masks = masks.cpu()  # prompts are sampled on the CPU
+            else:
+                images, masks = augment_pairs(split.images[idx], split.masks[idx], rng, cfg.augment)
             x = normalise(images[mine]).to(dev, non_blocking=True)
             if self.targets is not None:  # encoder distillation: image -> teacher embedding (cached, or online)
                 cached = self.targets["train"]
