@@ -458,7 +458,8 @@ def write(args, sets, distilled, trained, ev, refs, times, cache_min, baseline) 
               *(f"- prompt stage '{v}', '{k}': {r['steps']} steps, {r['train_time_s'] / 60:.1f} min, best val "
                 f"Dice {r['best_val_dice']:.3f}" for v, runs_v in trained.items() for k, r in runs_v.items()
                 if k != "zeroshot"), "",
-              "- evaluations are cached per (model, test set) under --runs/eval; the LiteMedSAM rows of this run "
+              "- evaluations are cached per (model, test set) under --runs/eval; the LiteMedSAM rows "
+              + ("come from the --prior run, where they " if args.prior else "of this run ") +
               "reuse the per-case results of `litemedsam_zeroshot.py` (same weights, protocol and cases; the PH2 "
               "fold-0 row is the fold's 20 cases of it)", "",
               "- NSD at 2 px: **challenge** = the official CVPR 2024 scoring (DeepMind surface-distance, a 2-D case as "
@@ -638,6 +639,17 @@ def findings(ev, refs, distilled, args) -> list[str]:
                    f"un-augmented ones); validation MSE {d['best_val_distill_mse']:.4f} (md8 {mse8:.4f}, md8x2 "
                    f"{mse8x2:.4f}; validation images are un-augmented, as the cached recipes train); then the same "
                    "prompt stages as md8.")
+        per_step = d["train_time_s"] / max(d["steps"], 1)
+        a, b = dsc(f"{v}:both", "busi"), dsc("md8:both", "busi")
+        on_cpu = d["config"].get("augment_on", "cpu") == "cpu"
+        out.append(f"- {v} trained {per_step:.2f} s a step ({d['train_time_s']:.0f} s of training steps; augmentation "
+                   + ("on the CPU, one image at a time, most likely what set the pace: a 2 M-parameter encoder and "
+                      "its teacher at batch 32 need far less of an H200" if on_cpu else "batched on the device") + ")."
+                   + (f" With about md8's number of steps ({d['steps']} vs {m8.get('steps', 0)}) it lands where md8 "
+                      f"does (BUSI {a:.3f} vs {b:.3f}), not where md8x2's twice as many steps do: four times the "
+                      "images per step and geometric augmentation did not replace steps. What the next GPU run "
+                      "should change: augmentation on the device (`--augment-on device`, built after this run) and "
+                      "several times the steps." if a is not None and b is not None and abs(a - b) < 0.005 else ""))
         for base in ("md8x2", "md8"):
             for run_name, k, name in (("zeroshot", "busi", "BUSI, no mask seen"),
                                       ("zeroshot", "ph2_all", "all of PH2, no mask seen"),
