@@ -64,13 +64,18 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 8,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (warmup + cosine; the benchmarks' "
                                            "recipe).")] = 8e-4,
-    augment: Annotated[str, typer.Option(help="none / photometric / light / strong (stage distill: none or "
-                                               "photometric).")] = "light",
+    augment: Annotated[str, typer.Option(help="none / photometric / light / strong (stage distill from "
+                                               "--teacher-cache: none or photometric).")] = "light",
+    augment_on: Annotated[str, typer.Option(help="cpu (albumentations, per image) or device (batched torch on "
+                                                  "the training device; no CLAHE or elastic): for a GPU.")
+                          ] = "cpu",
+    device: Annotated[str, typer.Option(help="auto (a GPU if there is one), cpu, cuda or cuda:N.")] = "auto",
     teacher: Annotated[str, typer.Option(help="Checkpoint, or litemedsam (pretrained), to distil image "
                                               "embeddings from (MSE).")] = "",
     distill_weight: Annotated[float, typer.Option(help="Weight of the embedding MSE (with --teacher).")] = 1.0,
     stage: Annotated[str, typer.Option(help="prompt (masks from sampled prompts) or distill (encoder only: "
-                                            "MSE to cached teacher embeddings).")] = "prompt",
+                                            "MSE to the teacher's embeddings, cached with --teacher-cache, "
+                                            "else the teacher runs on every augmented batch).")] = "prompt",
     teacher_cache: Annotated[str, typer.Option(help="Folder of teacher embeddings from `medlite sam "
                                                     "cache-teacher` (stage distill, --pseudo-boxes).")] = "",
     distill_grid: Annotated[str, typer.Option(help="Compare embeddings on the teacher's grid (student "
@@ -113,6 +118,7 @@ def train(
     cfg = SamTrainConfig(model=model, model_kwargs=parse_kv(model_opt), datasets=tuple(_dataset(d) for d in data),
                          fold=fold, img_size=img_size, epochs=epochs, progress=progress,
                          batch_size=batch_size, lr=lr, augment=augment, teacher=teacher or None,
+                         augment_on=parse_choices(augment_on, ("cpu", "device"), "--augment-on")[0], device=device,
                          stage=parse_choices(stage, ("prompt", "distill"), "--stage")[0],
                          teacher_cache=teacher_cache, init=init,
                          init_head=parse_choices(init_head, ("litemedsam",), "--init-head")[0] if init_head else "",
@@ -123,8 +129,9 @@ def train(
     res = train_sam(cfg)
     if not res:  # a torchrun rank other than 0: rank 0 reports
         return
-    console.print(f"trained {model}: {res['steps']} steps, best val Dice {res['best_val_dice']:.4f} -> "
-                  f"{cfg.run_dir()}")
+    best = (f"best val Dice {res['best_val_dice']:.4f}" if "best_val_dice" in res
+            else f"best val embedding MSE {res['best_val_distill_mse']:.5f}")
+    console.print(f"trained {model}: {res['steps']} steps, {best} -> {cfg.run_dir()}")
 
 
 @sam_app.command("cache-teacher")

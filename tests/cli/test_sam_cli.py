@@ -214,3 +214,22 @@ def test_sam_predict_runs_the_onnx_folder_like_the_checkpoint(tmp_path, tiny_ckp
         masks[name] = np.asarray(Image.open(tmp_path / name / "x_mask.png")) > 0
     inter = (masks["pt"] & masks["onnx"]).sum()
     assert 2 * inter / max(masks["pt"].sum() + masks["onnx"].sum(), 1) > 0.99
+
+
+def test_sam_train_distils_online_with_augmentation_on_the_device(tmp_path):
+    """`medlite sam train --stage distill` without a teacher cache: the teacher embeds every augmented batch;
+    --augment-on device augments in torch; the summary names the distillation metric."""
+    teacher = tiny("litemedsam_xs", windows=(4, 4, 4, 4))
+    ckpt = save_checkpoint(tmp_path / "teacher" / "best.safetensors", teacher,
+                           model_meta(teacher, SamTrainConfig(model="litemedsam_xs", img_size=64,
+                                                              model_kwargs={**TINY, "windows": (4, 4, 4, 4)})))
+    opts = [x for k, v in TINY.items() for x in ("--model-opt", f"{k}={json.dumps(v)}")]
+    data = f"folder:{_folder(tmp_path / 'd', 8)}"
+    r = runner.invoke(app, ["sam", "train", "litesam_swin_xs", *opts, "--data", data, "--img-size", "64",
+                            "--epochs", "1", "--batch-size", "2", "--stage", "distill", "--teacher", str(ckpt),
+                            "--augment", "strong", "--augment-on", "device", "--device", "cpu",
+                            "--out", str(tmp_path / "run"), "--no-progress"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "best val embedding MSE" in r.output
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert res["config"]["augment_on"] == "device" and res["config"]["teacher_cache"] == ""
