@@ -611,12 +611,9 @@ def findings(ev, refs, distilled, args) -> list[str]:
                        f"unlabelled images; the decoder is LiteMedSAM's, untouched): BUSI {a:.3f}, all of PH2 "
                        f"{b:.3f} (ellipse {refs['busi']['box ellipse']['dsc']['mean']:.3f} / "
                        f"{refs['ph2_all']['box ellipse']['dsc']['mean']:.3f}).")
-    for v, (base, lr) in CONTINUES.items():
-        if v not in distilled or base not in distilled:
-            continue
-        out.append(f"- {v}: {base}'s distillation continued for {distilled[v]['steps']} more steps (a warm restart "
-                   f"of the cosine schedule at LR {lr:g}), validation MSE {distilled[base]['best_val_distill_mse']:.4f}"
-                   f" -> {distilled[v]['best_val_distill_mse']:.4f}; then the same prompt stages as {base}.")
+    def versus(v: str, base: str) -> list[str]:
+        """Variant ``v`` against ``base`` on every row both have (same prompt stages after the distillation)."""
+        rows = []
         for run_name, k, name in (("zeroshot", "busi", "BUSI, no mask seen"),
                                   ("zeroshot", "ph2_all", "all of PH2, no mask seen"),
                                   ("both", "busi", "BUSI"), ("both", "ph2", "PH2 fold 0"),
@@ -626,7 +623,16 @@ def findings(ev, refs, distilled, args) -> list[str]:
                                   ("busi_only", "ph2_all", "all of PH2, trained on BUSI only")):
             a, b = dsc(f"{v}:{run_name}", k), dsc(f"{base}:{run_name}", k)
             if a is not None and b is not None:
-                out.append(f"- {v} vs {base}, {name}: box DSC {a:.3f} vs {b:.3f} ({a - b:+.3f}).")
+                rows.append(f"- {v} vs {base}, {name}: box DSC {a:.3f} vs {b:.3f} ({a - b:+.3f}).")
+        return rows
+
+    for v, (base, lr) in CONTINUES.items():
+        if v not in distilled or base not in distilled:
+            continue
+        out.append(f"- {v}: {base}'s distillation continued for {distilled[v]['steps']} more steps (a warm restart "
+                   f"of the cosine schedule at LR {lr:g}), validation MSE {distilled[base]['best_val_distill_mse']:.4f}"
+                   f" -> {distilled[v]['best_val_distill_mse']:.4f}; then the same prompt stages as {base}.")
+        out += versus(v, base)
     for v in ONLINE:
         if v not in distilled:
             continue
@@ -651,16 +657,7 @@ def findings(ev, refs, distilled, args) -> list[str]:
                       "should change: augmentation on the device (`--augment-on device`, built after this run) and "
                       "several times the steps." if a is not None and b is not None and abs(a - b) < 0.005 else ""))
         for base in ("md8x2", "md8"):
-            for run_name, k, name in (("zeroshot", "busi", "BUSI, no mask seen"),
-                                      ("zeroshot", "ph2_all", "all of PH2, no mask seen"),
-                                      ("both", "busi", "BUSI"), ("both", "ph2", "PH2 fold 0"),
-                                      ("ft_busi", "busi", "BUSI, then fine-tuned on it"),
-                                      ("ft_ph2", "ph2", "PH2 fold 0, then fine-tuned on it"),
-                                      ("ph2_only", "busi", "BUSI, trained on PH2 only"),
-                                      ("busi_only", "ph2_all", "all of PH2, trained on BUSI only")):
-                a, b = dsc(f"{v}:{run_name}", k), dsc(f"{base}:{run_name}", k)
-                if a is not None and b is not None:
-                    out.append(f"- {v} vs {base}, {name}: box DSC {a:.3f} vs {b:.3f} ({a - b:+.3f}).")
+            out += versus(v, base)
     for v, d in distilled.items():
         out.append(f"- distill stage '{v}': {d['steps']} steps, best validation MSE {d['best_val_distill_mse']:.4f} "
                    f"(on the {VARIANTS[v][0]}'s grid; the two MSEs are on different grids and not comparable).")

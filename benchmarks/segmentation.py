@@ -61,7 +61,24 @@ def _cfg(model: str, data: str, fold: int, args) -> SegTrainConfig:
     smoke = {"max_steps_per_epoch": 2, "plots": False} if args.smoke else {}
     return SegTrainConfig(model=model, data=data, fold=fold, epochs=epochs, threads=args.threads,
                           out=str(args.runs / f"{model}-{data}-f{fold}"), progress=args.progress,
-                          **RECIPES.get(model, {}), **({"ema": args.ema} if args.ema else {}), **smoke)
+                          **{**RECIPES.get(model, {}), **({"ema": args.ema} if args.ema else {}), **overrides(args),
+                             **smoke})
+
+
+def overrides(args) -> dict:
+    """``--set KEY=VALUE`` recipe changes (values as JSON), checked against SegTrainConfig's fields."""
+    from dataclasses import fields
+
+    known, out = {f.name for f in fields(SegTrainConfig)}, {}
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        if key not in known or not value:
+            raise SystemExit(f"--set {item!r}: give KEY=VALUE with KEY a SegTrainConfig field")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def jobs(args) -> list[SegTrainConfig]:
@@ -158,6 +175,8 @@ def report(args, lat: dict | None) -> str:
               + (f"Every run here also averages its weights (`--ema {args.ema}`: an exponential moving average "
                  "with warm-up, timm's ModelEmaV3; validation, the checkpoint and the test scores use the "
                  "average). " if args.ema else "") +
+              (f"Every run here also changes `{', '.join(args.set)}` (`--set`, fixed before the run; a recipe "
+               "variant to be chosen on validation Dice). " if args.set else "") +
               "Best validation Dice selects the checkpoint, and validation Dice also chooses the mask "
               "post-processing per run (none, or largest connected component with holes filled; see the per-run "
               "details; runs finished before this choice existed were scored again by `rescore_segmentation`); "
@@ -378,6 +397,8 @@ def main() -> None:
     ap.add_argument("--report-only", action="store_true", help="skip training; rewrite the results file")
     ap.add_argument("--out", type=Path, default=RESULTS / "segmentation.md", help="the results file to write")
     ap.add_argument("--no-latency", action="store_true", help="do not time the models")
+    ap.add_argument("--set", nargs="+", metavar="KEY=VALUE",
+                    help="recipe changes for every run, as SegTrainConfig fields (e.g. encoder_lr_mult=0.3)")
     ap.add_argument("--ema", type=float, default=0.0,
                     help="every run averages its weights with this decay (SegTrainConfig.ema; 0 = off)")
     ap.add_argument("--no-progress", dest="progress", action="store_false")
