@@ -331,6 +331,10 @@ def _lite0_targets(m: str, summary, lat, args) -> list[str]:
 
 def targets(summary, lat, args) -> list[str]:
     out = ["## Targets", ""]
+    if args.set:
+        out.append(f"- This run is a recipe variant (`--set {' '.join(args.set)}`): its lines below count towards a "
+                   "target only if validation Dice chooses it over the other variants run for the same model and "
+                   "data (a test figure does not choose).")
     if any(m in (*PRETRAINED_MEDLITENETS, "unet_lite0") for m in args.models):
         out += lite0_targets(summary, lat, args)
     for data, goal in TARGET_DICE.items():
