@@ -66,7 +66,7 @@ STUDENTS = {"md": "litesam_swin_xs_md", "md8": "litesam_swin_xs_md8",  # variant
 HEADS = {"md": "litemedsam", "md8": "litemedsam", "md8on": "litemedsam"}  # decoder starts as LiteMedSAM's
 # variants whose distill stage runs elsewhere, the teacher online on augmented images (litesam_online_distill.py;
 # a GPU): this script finds its run folder (imported with --import-from) and runs the prompt stages as for md8
-ONLINE = {"md8on": "distill_md8on"}
+ONLINE = {"md8on"}
 # variants whose distillation continues another variant's: (that variant, peak LR); a warm restart of the cosine
 # schedule for --distill-epochs more epochs, the head not copied again (the checkpoint holds it); each takes its
 # base's student and head
@@ -252,7 +252,7 @@ def main() -> None:
             base, lr = CONTINUES[v]
             start = dict(init=str(runs / f"distill{VARIANTS[base][1]}" / "best.safetensors"), lr=lr)
         if v in ONLINE:
-            f = runs / ONLINE[v] / "results.json"
+            f = runs / f"distill{suf}" / "results.json"
             if not f.is_file():
                 raise SystemExit(f"{f.parent}: no online distillation here; run litesam_online_distill.py (sized for "
                                  "a GPU) and bring its result with --import-from first")

@@ -27,21 +27,17 @@ from pathlib import Path
 
 import torch
 from common import ROOT
+from litesam_distill import STUDENTS, VARIANTS
 from safetensors.torch import load_file, save_file
 
 import medlite
 from medlite.engine.checkpoint import read_checkpoint, save_checkpoint
 from medlite.engine.tasks.promptable import SamTrainConfig, train_sam
 from medlite.engine.tasks.promptable.train import model_meta
-from medlite.models.litesam.model import load_litemedsam_head
+from medlite.models.litesam.model import litemedsam_head_keys, load_litemedsam_head
 
-STUDENT, NAME = "litesam_swin_xs_md8", "distill_md8on"
-HEAD = ("prompt_encoder.", "mask_decoder.")
-
-
-def head_keys(state: dict) -> list[str]:
-    """The keys ``load_litemedsam_head`` copies from LiteMedSAM (the dense downscaling keeps its own)."""
-    return [k for k in state if k.startswith(HEAD) and not k.startswith("prompt_encoder.dense_down.")]
+VARIANT = "md8on"  # litesam_distill.py's variant whose distill stage this script runs
+STUDENT, NAME = STUDENTS[VARIANT], f"distill{VARIANTS[VARIANT][1]}"
 
 
 def write_teacher(path: Path) -> None:
@@ -56,7 +52,8 @@ def export(run: Path, out: Path) -> None:
     """The distill run's best weights without the (unchanged) LiteMedSAM head, its record and results."""
     out.mkdir(parents=True, exist_ok=True)
     state, meta, _ = read_checkpoint(run / "best.safetensors")
-    keep = {k: v for k, v in state.items() if k not in set(head_keys(state))}
+    head = set(litemedsam_head_keys(state))
+    keep = {k: v for k, v in state.items() if k not in head}
     save_file({k: v.contiguous() for k, v in keep.items()}, str(out / "encoder.safetensors"))
     (out / "meta.json").write_text(json.dumps(meta, default=str) + "\n")
     for f in ("results.json", "metrics.csv"):
@@ -73,7 +70,7 @@ def import_from(src: Path, run: Path) -> None:
     exact = load_weights(_weights.LITEMEDSAM.name)
     model = medlite.create_model(STUDENT, num_classes=1)
     own = model.state_dict()
-    head = {k: exact[k] for k in head_keys(own)}
+    head = {k: exact[k] for k in litemedsam_head_keys(own)}
     missing = set(own) - set(part) - set(head)
     if missing:
         raise SystemExit(f"{src}: {len(missing)} tensors missing, e.g. {sorted(missing)[:3]}")
@@ -131,11 +128,11 @@ def main() -> None:
             ds.train, ds.val = _subset(ds.train, 4), _subset(ds.val, 2)
         args.runs = args.runs + "_smoke"
         run = Path(args.runs) / args.name
-    from medlite.engine.tasks.promptable.teacher import load_teacher
-
-    teacher = load_teacher(args.teacher)[0]
     init = Path(args.runs) / f"init_{args.name}.safetensors"  # the student with LiteMedSAM's head, as md8 starts
-    if not init.is_file():
+    if not init.is_file():  # (the training run loads the teacher itself)
+        from medlite.engine.tasks.promptable.teacher import load_teacher
+
+        teacher = load_teacher(args.teacher)[0]
         torch.manual_seed(0)
         student = medlite.create_model(STUDENT, num_classes=1)
         load_litemedsam_head(student, {k: v.float() for k, v in teacher.state_dict().items()})

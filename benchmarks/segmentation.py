@@ -66,18 +66,16 @@ def _cfg(model: str, data: str, fold: int, args) -> SegTrainConfig:
 
 
 def overrides(args) -> dict:
-    """``--set KEY=VALUE`` recipe changes (values as JSON), checked against SegTrainConfig's fields."""
+    """``--set KEY=VALUE`` recipe changes (values as JSON, as the CLI's --model-opt), checked against
+    SegTrainConfig's fields."""
     from dataclasses import fields
 
-    known, out = {f.name for f in fields(SegTrainConfig)}, {}
-    for item in args.set or []:
-        key, _, value = item.partition("=")
-        if key not in known or not value:
-            raise SystemExit(f"--set {item!r}: give KEY=VALUE with KEY a SegTrainConfig field")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
+    from medlite.cli.common import parse_kv
+
+    out = parse_kv(args.set)
+    unknown = set(out) - {f.name for f in fields(SegTrainConfig)}
+    if unknown:
+        raise SystemExit(f"--set {sorted(unknown)}: not SegTrainConfig fields")
     return out
 
 

@@ -222,6 +222,13 @@ def litesam_swin_xs_md8(num_classes: int = 1, in_chans: int = 3, img_size: int =
     return build_litesam("litesam_swin_xs_md8", num_classes, in_chans, img_size, **kwargs)
 
 
+def litemedsam_head_keys(keys) -> list[str]:
+    """Those of ``keys`` that :func:`load_litemedsam_head` copies from LiteMedSAM: its prompt encoder and mask
+    decoder, except the dense (scribble) downscaling, which keeps its own weights."""
+    return [k for k in keys if k.startswith(("prompt_encoder.", "mask_decoder."))
+            and not k.startswith("prompt_encoder.dense_down.")]
+
+
 def load_litemedsam_head(model: LiteSAM, src: dict[str, torch.Tensor] | None = None) -> list[str]:
     """Copy the real LiteMedSAM's prompt encoder and mask decoder into ``model`` (weights: ``medlite[sam]``).
 
@@ -243,8 +250,7 @@ def load_litemedsam_head(model: LiteSAM, src: dict[str, torch.Tensor] | None = N
 
         src = load_weights(_weights.LITEMEDSAM.name)
     own = model.state_dict()
-    head = {k: v for k, v in src.items() if k.startswith(("prompt_encoder.", "mask_decoder."))
-            and not k.startswith("prompt_encoder.dense_down.")}
+    head = {k: src[k] for k in litemedsam_head_keys(src)}
     bad = [k for k, v in head.items() if k not in own or own[k].shape != v.shape]
     if bad:
         raise ConfigError(f"{model.cfg.to_dict()}: LiteMedSAM's head does not fit this model ({len(bad)} tensors, "

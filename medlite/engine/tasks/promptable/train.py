@@ -325,7 +325,6 @@ class PromptableTask(Task):
             idx = torch.from_numpy(order[b * cfg.batch_size:(b + 1) * cfg.batch_size])
             if cfg.augment_on == "device":
                 images, masks = augment_batch(split.images[idx].to(dev), split.masks[idx].to(dev), rng, cfg.augment)
-                masks = masks.cpu()  # prompts are sampled on the CPU
             else:
                 images, masks = augment_pairs(split.images[idx], split.masks[idx], rng, cfg.augment)
             x = normalise(images[mine]).to(dev, non_blocking=True)
@@ -333,6 +332,7 @@ class PromptableTask(Task):
                 cached = self.targets["train"]
                 yield x, None if cached is None else cached[idx][mine].to(dev), None, len(idx)
                 continue
+            masks = masks.cpu()  # prompts are sampled on the CPU (a no-op for CPU tensors)
             prompts = prompt_batch(masks, rng, cfg)
             yield x, masks[mine].to(dev), tuple(p[mine].to(dev) for p in prompts), len(idx)
 
