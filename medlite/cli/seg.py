@@ -54,6 +54,9 @@ def train(
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warmup + cosine).")] = 1e-3,
     pretrained: Annotated[bool, typer.Option(help="Start from the model's pretrained weights (medlitenet_lite0, "
                                                   "unet_lite0: ImageNet encoder; needs medlite[pretrained]).")] = False,
+    encoder_init: Annotated[str, typer.Option(help="Checkpoint whose EfficientNet-Lite0 encoder starts the "
+                                                   "model's (lite0 models; e.g. a litesam_lite0_md8 run "
+                                                   "distilled from LiteMedSAM); replaces --pretrained.")] = "",
     encoder_lr_mult: Annotated[float, typer.Option(help="Learning rate of the encoder = --lr x this (0.1 suits a "
                                                         "pretrained encoder).")] = 1.0,
     augment: Annotated[str, typer.Option(help="Augmentation level: none, photometric, light, strong.")] = "strong",
@@ -100,7 +103,7 @@ def train(
     cfg = SegTrainConfig.from_dict({
         "model": model, "data": data, "layout": layout, "mask_suffix": mask_suffix or None, "size": size,
         "mode": mode, "epochs": epochs, "batch_size": batch_size, "lr": lr, "pretrained": pretrained,
-        "encoder_lr_mult": encoder_lr_mult, "augment": augment, "fold": fold,
+        "encoder_lr_mult": encoder_lr_mult, "encoder_init": encoder_init, "augment": augment, "fold": fold,
         "folds": folds, "train_list": train_list, "test_list": test_list, "test_data": test_data, "seed": seed,
         "ema": ema, "out": out,
         "threads": threads, "amp": amp, "data_root": data_root, "progress": progress, **extra})

@@ -1,4 +1,5 @@
-"""Image encoders of LiteSAM: a tiny hierarchical Swin (LiteSAM) and a stride-4 TinyViT (LiteMedSAM-style).
+"""Image encoders of LiteSAM: a tiny hierarchical Swin (LiteSAM), a stride-4 TinyViT (LiteMedSAM-style) and
+an EfficientNet-Lite0 CNN that can start from ImageNet weights.
 
 Both map a letterboxed image to :class:`ImageFeatures`: the prompt-independent part of the model, computed
 once per image and cached by the predictor (and exported as the encoder ONNX graph).
@@ -110,3 +111,49 @@ class TinyViTImageEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> ImageFeatures:
         """x: (B, C, S, S) float32 in [0, 1] -> ImageFeatures (embedding at S/4, no skips)."""
         return ImageFeatures(self.neck(self.stages(self.patch_embed(x))), ())
+
+
+class EfficientNetLiteImageEncoder(nn.Module):
+    """timm's ``tf_efficientnet_lite0`` (``features_only``, the encoder of ``medlitenet_lite0``, so weights
+    move between the two key for key under ``backbone.``) and an FPN-style neck: the stride-32 and stride-16
+    features (320, 112 channels) and, at ``embed_stride`` 8, the stride-8 ones (40) are projected to
+    ``embed_dim``, summed coarse to fine, then LayerNorm, 3x3 conv, LayerNorm (the Swin neck's layout). No
+    skips. The input is the predictor's [0, 1] image, mapped to [-1, 1] (mean 0.5, std 0.5) as the ImageNet
+    weights expect; :meth:`load_imagenet` puts them in (``medlite[pretrained]``)."""
+
+    TIMM_NAME = "tf_efficientnet_lite0"
+    DIMS = (40, 112, 320)  # channels at strides 8, 16, 32
+
+    def __init__(self, img_size: int, in_chans: int, embed_dim: int, embed_stride: int = 8) -> None:
+        super().__init__()
+        import timm
+
+        if img_size % 32:
+            raise ValueError(f"img_size must be a multiple of 32 for the EfficientNet-Lite0 encoder; got {img_size}")
+        if embed_stride not in (8, 16):
+            raise ValueError(f"the EfficientNet-Lite0 encoder's embedding is at stride 8 or 16; got {embed_stride}")
+        self.in_chans, self.embed_stride = in_chans, embed_stride
+        self.backbone = timm.create_model(self.TIMM_NAME, pretrained=False, features_only=True, in_chans=in_chans,
+                                          out_indices=(0, 1, 2, 3, 4))  # as medlitenet_lite0, key for key
+        d8, d16, d32 = self.DIMS
+        if embed_stride == 8:
+            self.lateral2 = nn.Conv2d(d8, embed_dim, 1, bias=False)
+        self.lateral3 = nn.Conv2d(d16, embed_dim, 1, bias=False)
+        self.lateral4 = nn.Conv2d(d32, embed_dim, 1, bias=False)
+        self.neck = nn.Sequential(LayerNorm2d(embed_dim), nn.Conv2d(embed_dim, embed_dim, 3, padding=1, bias=False),
+                                  LayerNorm2d(embed_dim))
+
+    def load_imagenet(self) -> None:
+        """Start the backbone from the ImageNet EfficientNet-Lite0 weights (every tensor must load)."""
+        from medlite.models.efficientnet_lite import check_in_chans, load_imagenet_features
+
+        check_in_chans(self.TIMM_NAME, self.in_chans)
+        load_imagenet_features(self.backbone, self.in_chans)
+
+    def forward(self, x: torch.Tensor) -> ImageFeatures:
+        """x: (B, C, S, S) float32 in [0, 1] -> ImageFeatures (embedding at S/embed_stride, no skips)."""
+        _, _, f8, f16, f32 = self.backbone(x * 2.0 - 1.0)
+        emb = self.lateral3(f16) + F.interpolate(self.lateral4(f32), scale_factor=2.0, mode="nearest")
+        if self.embed_stride == 8:
+            emb = self.lateral2(f8) + F.interpolate(emb, scale_factor=2.0, mode="nearest")
+        return ImageFeatures(self.neck(emb), ())

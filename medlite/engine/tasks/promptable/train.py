@@ -71,6 +71,8 @@ class SamTrainConfig:
     pseudo_boxes: int = 0  # prompt stage: random boxes per training image answered by the teacher from its cached
     # embedding; its confident masks join the training cases (:mod:`.pseudo`); needs teacher + teacher_cache
     pseudo_min_iou: float = 0.75  # keep a teacher mask only if its predicted IoU reaches this
+    pretrained: bool = False  # start from the weights the model card names (litesam_lite0_md8: ImageNet encoder;
+    # a training option, not recorded in model_kwargs, so loading the checkpoint never needs them); not on resume
     init: str = ""  # checkpoint to start from (e.g. the distill stage's best.safetensors); not on resume
     init_head: str = ""  # "litemedsam": then copy the real LiteMedSAM's prompt encoder, mask decoder and neck-final
     # LayerNorm affine into the model (litesam_swin_xs_md), over ``init``'s; for the distill stage; not on resume
@@ -215,7 +217,10 @@ class PromptableTask(Task):
         self.train_split = concat([data[d].train for d in cfg.datasets])
         self.val_split = concat([data[d].val for d in cfg.datasets])
         self.device = torch.device(self.dist.device)
-        self.model = create_model(cfg.model, num_classes=1, img_size=cfg.img_size, **cfg.model_kwargs)
+        if "pretrained" in cfg.model_kwargs:
+            raise ConfigError("set pretrained=True as the training option `pretrained`, not in model_kwargs")
+        self.model = create_model(cfg.model, num_classes=1, img_size=cfg.img_size,
+                                  pretrained=cfg.pretrained and not self.resuming, **cfg.model_kwargs)
         if cfg.init and not self.resuming:
             from medlite.engine.checkpoint import read_checkpoint
 

@@ -83,6 +83,8 @@ class SegTrainConfig:
     data_root: str = ""  # folder holding the built-in datasets; empty = $MEDLITE_DATA
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra create_model options
     pretrained: bool = False  # start from the weights the model card names (create_model(..., pretrained=True))
+    encoder_init: str = ""  # checkpoint whose EfficientNet-Lite0 encoder replaces the model's (lite0 models; e.g.
+    # a litesam_lite0_md8 run distilled from LiteMedSAM); set, it supersedes `pretrained`; not on resume
     encoder_lr_mult: float = 1.0  # learning rate of the parameters under `encoder.` = lr x this (fine-tuning a
     # pretrained encoder: 0.1); 1.0 = one rate for all
     ema: float = 0.0  # > 0: validate and keep a moving average of the weights with this decay (e.g. 0.998)
@@ -157,9 +159,14 @@ class SegmentTask(Task):
             raise ConfigError("set pretrained=True as the training option `pretrained`, not in model_kwargs")
         self.mean, self.std = norm_stats(card, 3)
         # a resumed run takes every weight from last.safetensors: the pretrained package is not needed again
-        pretrained = cfg.pretrained and not self.resuming
+        pretrained = cfg.pretrained and not self.resuming and not cfg.encoder_init
         model = medlite.create_model(cfg.model, num_classes=1, in_chans=3, img_size=cfg.size, pretrained=pretrained,
                                      **cfg.model_kwargs)
+        if cfg.encoder_init and not self.resuming:
+            from medlite.models.medlitenet import load_lite0_encoder
+
+            source = load_lite0_encoder(model, cfg.encoder_init)
+            log.info("encoder from %s (a %s checkpoint)", cfg.encoder_init, source)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model

@@ -1,0 +1,142 @@
+"""Medical knowledge for MedLiteNet's encoder: EfficientNet-Lite0, started from ImageNet, distilled from
+LiteMedSAM's image embedding (LiteMedSAM is itself distilled from MedSAM, trained on over a million medical
+image / mask pairs), then fine-tuned for segmentation by ``segmentation.py --set encoder_init=...``.
+
+1. cache: LiteMedSAM's embedding (256x64x64, float16) of every train / val image of BUSI (shipped split 1:
+   the train list; the test list is never read) and of the folder sets HC18, MoNuSeg and CXR lungs
+   (``medlite sam cache-teacher``; about 2.5 s per image on one core, resumable).
+2. distill: ``litesam_lite0_md8`` (tf_efficientnet_lite0 from ImageNet + an FPN-style neck to a 256-wide
+   stride-8 embedding, LiteMedSAM's head and neck-final LayerNorm copied in) regresses the cached embedding
+   average-pooled to its 32x32 grid (MSE), photometric augmentation only (the cached target must still fit),
+   under a wall-clock budget, best validation MSE kept.
+
+PH2 is left out of the distillation on purpose: ``segmentation.py`` scores PH2 by 5-fold cross-validation
+over all of its 100 dev images, so every PH2 image is a test image once; the encoder must not have seen it.
+PH2 is then a set the distilled encoder never saw. The BUSI images it saw are the segmentation runs' train
+and validation images (the same train list), without their masks.
+
+    python seg_encoder_distill.py --threads 2 --budget-s 1500
+    python segmentation.py --models medlitenet_lite0_s4 unet_lite0 --datasets busi --ema 0.998 \\
+        --set encoder_init=runs/enc_distill/distill_lite0/best.safetensors ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from common import RESULTS, ROOT, header
+from litesam import _subset
+
+from medlite.data.base import data_root
+from medlite.engine.tasks.promptable import SamTrainConfig, train_sam
+from medlite.engine.tasks.promptable.teacher import cache_embeddings, dataset_folder, load_embeddings, load_teacher
+from medlite.engine.tasks.promptable.train import load_dataset
+
+TEACHER, STUDENT, RUN = "litemedsam", "litesam_lite0_md8", "distill_lite0"
+FOLDER_SETS = ("hc18", "monuseg", "cxr_lung")
+
+
+def sets() -> tuple[str, ...]:
+    root = data_root(None)
+    return ("busi", *(f"folder:{root / n}" for n in FOLDER_SETS if (root / n).is_dir()))
+
+
+def stage_cache(data: dict, cache: Path) -> float:
+    """Teacher embeddings of every train / val case not cached yet; returns the minutes it took."""
+    t0 = time.time()
+    teacher, name = None, TEACHER
+    for spec, ds in data.items():
+        for split in ("train", "val"):
+            folder = cache / f"{name}-256" / dataset_folder(spec)
+            names = getattr(ds, split).names
+            if all((folder / f"{n}.safetensors").is_file() for n in names):
+                continue
+            teacher = teacher or load_teacher(TEACHER)[0]
+            n = cache_embeddings(teacher, getattr(ds, split), folder)
+            print(f"[cache] {spec} {split}: {n} new", flush=True)
+    return (time.time() - t0) / 60
+
+
+def channel_mean_mse(data: dict, cache: Path) -> float:
+    """Validation MSE, on the student's 32x32 grid, of the constant guess "each channel's training mean"."""
+    pooled = {"train": [], "val": []}
+    for spec, ds in data.items():
+        for split, out in pooled.items():
+            emb = load_embeddings(cache / f"{TEACHER}-256" / dataset_folder(spec), getattr(ds, split).names)
+            out.append(F.adaptive_avg_pool2d(emb.float(), 32))
+    mean = torch.cat(pooled["train"]).mean((0, 2, 3), keepdim=True)
+    return float((torch.cat(pooled["val"]) - mean).pow(2).mean())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", default=str(ROOT / "runs" / "enc_distill"))
+    ap.add_argument("--budget-s", type=float, default=1500.0, help="wall-clock budget of the distill stage")
+    ap.add_argument("--lr", type=float, default=5e-4, help="AdamW peak LR (50 warm-up steps, cosine)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--smoke", action="store_true", help="8 train / 4 val cases per set, 60 s")
+    ap.add_argument("--out", default=str(RESULTS / "seg_encoder_distill.md"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    runs, specs = Path(args.runs), sets()
+    data = {}
+    for spec in specs:
+        ds = load_dataset(spec, 256)
+        if args.smoke:
+            ds.train, ds.val = _subset(ds.train, 8), _subset(ds.val, 4)
+        data[spec] = ds
+    cache = runs / "teacher_cache"
+    cache_min = stage_cache(data, cache)
+    cfg = SamTrainConfig(model=STUDENT, pretrained=True, init_head=TEACHER, datasets=specs, img_size=256,
+                         stage="distill", teacher=TEACHER, teacher_cache=str(cache), distill_grid="student",
+                         augment="photometric", batch_size=8, lr=args.lr, warmup_steps=50,
+                         time_budget_s=60.0 if args.smoke else args.budget_s, threads=args.threads,
+                         out_dir=str(runs), name=RUN, progress=False)
+    done = cfg.run_dir() / "results.json"
+    t0 = time.time()
+    res = json.loads(done.read_text()) if done.is_file() else train_sam(cfg, data)
+    wall = (time.time() - t0) / 60
+    write(args, data, res, channel_mean_mse(data, cache), cache_min, wall)
+
+
+def write(args, data: dict, res: dict, baseline: float, cache_min: float, wall: float) -> None:
+    hist = res["history"]
+    best = min(hist, key=lambda h: h["val_distill_mse"])
+    first = hist[0]["val_distill_mse"]
+    counts = ", ".join(f"{Path(s.split(':', 1)[-1]).name} {len(d.train)} / {len(d.val)}" for s, d in data.items())
+    lines = header("LiteMedSAM -> EfficientNet-Lite0 encoder distillation (for MedLiteNet's encoder)")[:-1]
+    lines += [
+        f"- this run: teacher cache {cache_min:.0f} min (0 when it existed), distill stage {wall:.0f} min "
+        f"(0 when it had finished)",
+        "",
+        f"Student `{STUDENT}`: timm `tf_efficientnet_lite0` from its ImageNet weights + an FPN-style neck "
+        "(strides 8/16/32 -> 256 channels at stride 8) + LiteMedSAM's prompt encoder and mask decoder (copied, "
+        "unchanged by this stage). Target: LiteMedSAM's cached image embedding of the letterboxed 256 px image, "
+        "average-pooled to 32x32; loss MSE; photometric augmentation only; AdamW, peak LR "
+        f"{args.lr:g}, 50 warm-up steps then cosine, batch 8, {res['steps']} steps in a {args.budget_s:.0f} s "
+        "budget; the epoch with the lowest validation MSE is kept.",
+        "",
+        f"Images (train / val): {counts}. Test images are never read; PH2 is left out (its 5-fold protocol "
+        "tests every dev image once).",
+        "",
+        "| model | val MSE (32x32 grid) |",
+        "|---|---|",
+        f"| constant guess: each channel's training mean | {baseline:.5f} |",
+        f"| {STUDENT} after its first epoch | {first:.5f} |",
+        f"| {STUDENT} distilled (best, epoch {best['epoch']} of {len(hist)}) | {best['val_distill_mse']:.5f} |",
+        "",
+        f"The distilled encoder is `{Path(args.runs).name}/{RUN}/best.safetensors`; `segmentation.py --set "
+        "encoder_init=...` starts `medlitenet_lite0_s4` / `unet_lite0` from it (`results/segmentation_medsam.md`).",
+    ]
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
