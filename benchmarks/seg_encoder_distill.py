@@ -102,10 +102,10 @@ def main() -> None:
     t0 = time.time()
     res = json.loads(done.read_text()) if done.is_file() else train_sam(cfg, data)
     wall = (time.time() - t0) / 60
-    write(args, data, res, channel_mean_mse(data, cache), cache_min, wall)
+    write(args, data, res, channel_mean_mse(data, cache), cache_min, wall, cfg.time_budget_s)
 
 
-def write(args, data: dict, res: dict, baseline: float, cache_min: float, wall: float) -> None:
+def write(args, data: dict, res: dict, baseline: float, cache_min: float, wall: float, budget: float) -> None:
     hist = res["history"]
     best = min(hist, key=lambda h: h["val_distill_mse"])
     first = hist[0]["val_distill_mse"]
@@ -119,7 +119,7 @@ def write(args, data: dict, res: dict, baseline: float, cache_min: float, wall: 
         "(strides 8/16/32 -> 256 channels at stride 8) + LiteMedSAM's prompt encoder and mask decoder (copied, "
         "unchanged by this stage). Target: LiteMedSAM's cached image embedding of the letterboxed 256 px image, "
         "average-pooled to 32x32; loss MSE; photometric augmentation only; AdamW, peak LR "
-        f"{args.lr:g}, 50 warm-up steps then cosine, batch 8, {res['steps']} steps in a {args.budget_s:.0f} s "
+        f"{args.lr:g}, 50 warm-up steps then cosine, batch 8, {res['steps']} steps in a {budget:.0f} s "
         "budget; the epoch with the lowest validation MSE is kept.",
         "",
         f"Images (train / val): {counts}. Test images are never read; PH2 is left out (its 5-fold protocol "

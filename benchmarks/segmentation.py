@@ -190,6 +190,8 @@ def report(args, lat: dict | None) -> str:
         for m in models:
             rows, res = _cases(m, data, folds, args.runs)
             name, init = LABELS.get(m, (m, ""))
+            if "encoder_init" in overrides(args) and m in RECIPES:  # seg_encoder_distill.py's encoder
+                init = "ImageNet, then distilled from LiteMedSAM"
             if not res:
                 p, macs = costs.setdefault(m, cost(m))
                 lines.append(f"| {data.upper()} | {name}: `{m}` | {init} | {p / 1e6:.2f} | {macs / 1e9:.2f} | "

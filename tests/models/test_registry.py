@@ -46,6 +46,7 @@ TINY: dict[str, tuple[int, dict]] = {
     "litemedsam_xs": (64, _LITESAM),
     "litesam_swin_xs_md": (64, _LITESAM),
     "litesam_swin_xs_md8": (64, _LITESAM),
+    "litesam_lite0_md8": (64, {"embed_dim": 32, "decoder_heads": 2, "decoder_mlp_dim": 32}),  # full Lite0 encoder
 }
 NUM_CLASSES = {"classification": 3, "segmentation": 2, "promptable-segmentation": 1}
 
