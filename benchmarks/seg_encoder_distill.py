@@ -9,6 +9,10 @@ image / mask pairs), then fine-tuned for segmentation by ``segmentation.py --set
    stride-8 embedding, LiteMedSAM's head and neck-final LayerNorm copied in) regresses the cached embedding
    average-pooled to its 32x32 grid (MSE), photometric augmentation only (the cached target must still fit),
    under a wall-clock budget, best validation MSE kept.
+3. zero-shot: the distilled student answers ground-truth boxes with LiteMedSAM's decoder before it has seen a
+   single mask (challenge DSC at the original size, as ``litesam_distill.py``), on the BUSI test list and on
+   all 100 PH2 dev images (a set it never saw); the box references and LiteMedSAM's own zero-shot figures
+   are quoted from ``results/litesam_distill.json`` (same protocol and images).
 
 PH2 is left out of the distillation on purpose: ``segmentation.py`` scores PH2 by 5-fold cross-validation
 over all of its 100 dev images, so every PH2 image is a test image once; the encoder must not have seen it.
@@ -33,9 +37,10 @@ from common import RESULTS, ROOT, header
 from litesam import _subset
 
 from medlite.data.base import data_root
-from medlite.engine.tasks.promptable import SamTrainConfig, train_sam
+from medlite.engine.checkpoint import load_model
+from medlite.engine.tasks.promptable import SamTrainConfig, evaluate_sam, train_sam
 from medlite.engine.tasks.promptable.teacher import cache_embeddings, dataset_folder, load_embeddings, load_teacher
-from medlite.engine.tasks.promptable.train import load_dataset
+from medlite.engine.tasks.promptable.train import concat, load_dataset
 
 TEACHER, STUDENT, RUN = "litemedsam", "litesam_lite0_md8", "distill_lite0"
 FOLDER_SETS = ("hc18", "monuseg", "cxr_lung")
@@ -102,10 +107,29 @@ def main() -> None:
     t0 = time.time()
     res = json.loads(done.read_text()) if done.is_file() else train_sam(cfg, data)
     wall = (time.time() - t0) / 60
-    write(args, data, res, channel_mean_mse(data, cache), cache_min, wall, cfg.time_budget_s)
+    zs = zero_shot(cfg.run_dir(), data["busi"], runs, args.smoke)
+    write(args, data, res, channel_mean_mse(data, cache), cache_min, wall, cfg.time_budget_s, zs)
 
 
-def write(args, data: dict, res: dict, baseline: float, cache_min: float, wall: float, budget: float) -> None:
+def zero_shot(run: Path, busi, runs: Path, smoke: bool) -> dict:
+    """Box DSC of the distilled student with LiteMedSAM's decoder on BUSI test and all PH2 (cached)."""
+    f = runs / ("zeroshot_smoke.json" if smoke else "zeroshot.json")
+    if f.is_file():
+        return json.loads(f.read_text())
+    ph2 = load_dataset("ph2", 256)
+    sets = {"busi": busi.test, "ph2_all": concat([ph2.train, ph2.val, ph2.test])}
+    if smoke:
+        sets = {k: _subset(v, 4) for k, v in sets.items()}
+    model, _ = load_model(run)
+    with torch.no_grad():
+        out = {k: evaluate_sam(model, v, prompts=("box",))["box"]["dsc"] for k, v in sets.items()}
+    out = {k: {"mean": v["mean"], "std": v["std"], "n": v["n"]} for k, v in out.items()}
+    f.write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
+def write(args, data: dict, res: dict, baseline: float, cache_min: float, wall: float, budget: float,
+          zs: dict) -> None:
     hist = res["history"]
     best = min(hist, key=lambda h: h["val_distill_mse"])
     first = hist[0]["val_distill_mse"]
@@ -131,11 +155,38 @@ def write(args, data: dict, res: dict, baseline: float, cache_min: float, wall: 
         f"| {STUDENT} after its first epoch | {first:.5f} |",
         f"| {STUDENT} distilled (best, epoch {best['epoch']} of {len(hist)}) | {best['val_distill_mse']:.5f} |",
         "",
+        "Zero-shot box prompts (ground-truth box of the whole mask; challenge DSC at the original size, mean ± std "
+        "over images), LiteMedSAM's decoder on the distilled embedding, no mask seen. The other rows are quoted "
+        "from `results/litesam_distill.json` (same protocol, same images):",
+        "",
+        "| model | BUSI test (195) | PH2, all 100 dev images |",
+        "|---|---|---|",
+        *zero_shot_rows(zs),
+        "",
         f"The distilled encoder is `{Path(args.runs).name}/{RUN}/best.safetensors`; `segmentation.py --set "
         "encoder_init=...` starts `medlitenet_lite0_s4` / `unet_lite0` from it (`results/segmentation_medsam.md`).",
     ]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
+
+
+def zero_shot_rows(zs: dict) -> list[str]:
+    ref = json.loads((RESULTS / "litesam_distill.json").read_text())
+
+    def cell(d) -> str:
+        return f"{d['mean']:.3f} ± {d['std']:.3f}"
+
+    rows = [f"| {STUDENT} distilled here (this run) | {cell(zs['busi'])} | {cell(zs['ph2_all'])} |"]
+    md8 = ref["eval"]["md8:zeroshot"]
+    rows.append(f"| litesam_swin_xs_md8 distilled (random init; BUSI + PH2 f0 + three sets) | "
+                f"{cell(md8['busi']['box']['dsc'])} | {cell(md8['ph2_all']['box']['dsc'])} |")
+    rows.append(f"| LiteMedSAM (the teacher) | {cell(ref['eval']['litemedsam']['busi']['box']['dsc'])} | "
+                f"{cell(ref['eval']['litemedsam']['ph2_all']['box']['dsc'])} |")
+    for kind, label in (("box ellipse", "the ellipse inscribed in the box"), ("box fill", "the box itself, filled")):
+        rows.append(f"| {label} | "
+                    f"{cell(ref['references']['busi'][kind]['dsc'])} | "
+                    f"{cell(ref['references']['ph2_all'][kind]['dsc'])} |")
+    return rows
 
 
 if __name__ == "__main__":
