@@ -136,8 +136,10 @@ def write(args, data: dict, res: dict, baseline: float, cache_min: float, wall: 
     counts = ", ".join(f"{Path(s.split(':', 1)[-1]).name} {len(d.train)} / {len(d.val)}" for s, d in data.items())
     lines = header("LiteMedSAM -> EfficientNet-Lite0 encoder distillation (for MedLiteNet's encoder)")[:-1]
     lines += [
-        f"- this run: teacher cache {cache_min:.0f} min (0 when it existed), distill stage {wall:.0f} min "
-        f"(0 when it had finished)",
+        f"- this run: teacher cache {cache_min:.0f} min (0 when it existed: filled beforehand by `medlite sam "
+        f"cache-teacher`, LiteMedSAM at about 2.5 s per image and core), distill stage {wall:.0f} min "
+        f"(0 when it had finished); the distill stage ran on {res['config']['threads']} torch thread(s), "
+        f"{res['train_time_s'] / 60:.0f} min of training",
         "",
         f"Student `{STUDENT}`: timm `tf_efficientnet_lite0` from its ImageNet weights + an FPN-style neck "
         "(strides 8/16/32 -> 256 channels at stride 8) + LiteMedSAM's prompt encoder and mask decoder (copied, "
