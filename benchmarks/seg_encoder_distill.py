@@ -13,6 +13,11 @@ image / mask pairs), then fine-tuned for segmentation by ``segmentation.py --set
    single mask (challenge DSC at the original size, as ``litesam_distill.py``), on the BUSI test list and on
    all 100 PH2 dev images (a set it never saw); the box references and LiteMedSAM's own zero-shot figures
    are quoted from ``results/litesam_distill.json`` (same protocol and images).
+4. prompt (``--prompt-epochs``, 0 = skip): the distilled student prompt-trained on BUSI's train split alone
+   with ``litesam_distill.py``'s recipe for its LiteMedSAM-head variants (12 epochs, peak LR 2e-4, 'light'
+   augmentation, box / point / scribble prompts), then scored on the BUSI test list (in-domain) and on all of
+   PH2 (cross-domain: neither its masks nor its images were seen), beside ``litesam_swin_xs_md8``'s run of the
+   same recipe (``busi_only``; its encoder distillation did see PH2 fold 0's train / val images).
 
 PH2 is left out of the distillation on purpose: ``segmentation.py`` scores PH2 by 5-fold cross-validation
 over all of its 100 dev images, so every PH2 image is a test image once; the encoder must not have seen it.
@@ -85,6 +90,8 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=1500.0, help="wall-clock budget of the distill stage")
     ap.add_argument("--lr", type=float, default=5e-4, help="AdamW peak LR (50 warm-up steps, cosine)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prompt-epochs", type=int, default=12,
+                    help="stage 4: prompt training on BUSI alone (0: skip)")
     ap.add_argument("--smoke", action="store_true", help="8 train / 4 val cases per set, 60 s")
     ap.add_argument("--out", default=str(RESULTS / "seg_encoder_distill.md"))
     args = ap.parse_args()
@@ -107,13 +114,22 @@ def main() -> None:
     t0 = time.time()
     res = json.loads(done.read_text()) if done.is_file() else train_sam(cfg, data)
     wall = (time.time() - t0) / 60
-    zs = zero_shot(cfg.run_dir(), data["busi"], runs, args.smoke)
+    zs = {"zeroshot": zero_shot(cfg.run_dir(), data["busi"], runs, args.smoke, "zeroshot")}
+    if args.prompt_epochs:
+        prompt = SamTrainConfig(model=STUDENT, datasets=("busi",), img_size=256, epochs=1 if args.smoke else
+                                args.prompt_epochs, batch_size=8, lr=2e-4, init=str(cfg.run_dir() / "best.safetensors"),
+                                threads=args.threads, out_dir=str(runs), name=f"prompt_busi_{RUN}", progress=False)
+        done = prompt.run_dir() / "results.json"
+        t0 = time.time()
+        zs["prompt"] = json.loads(done.read_text()) if done.is_file() else train_sam(prompt, {"busi": data["busi"]})
+        zs["prompt_min"] = (time.time() - t0) / 60
+        zs["busi_only"] = zero_shot(prompt.run_dir(), data["busi"], runs, args.smoke, "busi_only")
     write(args, data, res, channel_mean_mse(data, cache), cache_min, wall, cfg.time_budget_s, zs)
 
 
-def zero_shot(run: Path, busi, runs: Path, smoke: bool) -> dict:
-    """Box DSC of the distilled student with LiteMedSAM's decoder on BUSI test and all PH2 (cached)."""
-    f = runs / ("zeroshot_smoke.json" if smoke else "zeroshot.json")
+def zero_shot(run: Path, busi, runs: Path, smoke: bool, key: str) -> dict:
+    """Box DSC of the model of ``run`` on BUSI test and all PH2 (cached as ``runs/<key>.json``)."""
+    f = runs / (f"{key}_smoke.json" if smoke else f"{key}.json")
     if f.is_file():
         return json.loads(f.read_text())
     ph2 = load_dataset("ph2", 256)
@@ -163,13 +179,41 @@ def write(args, data: dict, res: dict, baseline: float, cache_min: float, wall: 
         "",
         "| model | BUSI test (195) | PH2, all 100 dev images |",
         "|---|---|---|",
-        *zero_shot_rows(zs),
+        *zero_shot_rows(zs["zeroshot"]),
         "",
+        *prompt_rows(zs),
         f"The distilled encoder is `{Path(args.runs).name}/{RUN}/best.safetensors`; `segmentation.py --set "
         "encoder_init=...` starts `medlitenet_lite0_s4` / `unet_lite0` from it (`results/segmentation_medsam.md`).",
     ]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
+
+
+def prompt_rows(zs: dict) -> list[str]:
+    """Stage 4's table: prompt-trained on BUSI alone, tested on BUSI (in-domain) and all PH2 (cross-domain)."""
+    if "busi_only" not in zs:
+        return []
+    ref = json.loads((RESULTS / "litesam_distill.json").read_text())
+    md8, refs = ref["eval"]["md8:busi_only"], ref["references"]
+    p = zs["prompt"]
+
+    def cell(d) -> str:
+        return f"{d['mean']:.3f} ± {d['std']:.3f}"
+
+    return [
+        f"Prompt-trained on BUSI's train split alone (stage 4: {p['steps']} steps, {p['epochs_run']} epochs, best "
+        f"validation Dice {p['best_val_dice']:.3f}; {zs['prompt_min']:.0f} min in this run, 0 when it had "
+        "finished), box DSC:",
+        "",
+        "| model | BUSI test (in-domain) | PH2, all 100 (cross-domain) |",
+        "|---|---|---|",
+        f"| {STUDENT} (this run) | {cell(zs['busi_only']['busi'])} | {cell(zs['busi_only']['ph2_all'])} |",
+        f"| litesam_swin_xs_md8, same recipe (`results/litesam_distill.json`, busi_only) | "
+        f"{cell(md8['busi']['box']['dsc'])} | {cell(md8['ph2_all']['box']['dsc'])} |",
+        f"| the ellipse inscribed in the box | {cell(refs['busi']['box ellipse']['dsc'])} | "
+        f"{cell(refs['ph2_all']['box ellipse']['dsc'])} |",
+        "",
+    ]
 
 
 def zero_shot_rows(zs: dict) -> list[str]:
