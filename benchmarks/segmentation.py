@@ -364,7 +364,9 @@ def targets(summary, lat, args) -> list[str]:
             a, u = summary.get((m, data)), summary.get(("unet_lite0", data))
             if a and u:
                 ahead = a["dice"] - u["dice"]
-                out.append(f"- Same ImageNet EfficientNet-Lite0 encoder on {data.upper()}: MedLiteNet `{m}` "
+                enc = ("EfficientNet-Lite0 encoder (ImageNet, then distilled from LiteMedSAM)"
+                       if "encoder_init" in overrides(args) else "ImageNet EfficientNet-Lite0 encoder")
+                out.append(f"- Same {enc} on {data.upper()}: MedLiteNet `{m}` "
                            f"{a['dice']:.3f} vs U-Net {u['dice']:.3f} ({'ahead' if ahead > 0 else 'behind'} by "
                            f"{abs(ahead):.3f}) with {a['params'] / u['params']:.0%} of its parameters.")
         for scratch, pre in (("medlitenet", "medlitenet_lite0"), ("unet", "unet_lite0")):
