@@ -18,6 +18,8 @@ image / mask pairs), then fine-tuned for segmentation by ``segmentation.py --set
    augmentation, box / point / scribble prompts), then scored on the BUSI test list (in-domain) and on all of
    PH2 (cross-domain: neither its masks nor its images were seen), beside ``litesam_swin_xs_md8``'s run of the
    same recipe (``busi_only``; its encoder distillation did see PH2 fold 0's train / val images).
+5. cost: parameters, MACs and ONNX Runtime latency of the encoder and the box decoder graphs on 1 and 2
+   threads, interleaved with the real LiteMedSAM's in the same run (``litesam.py``'s ``efficiency``).
 
 PH2 is left out of the distillation on purpose: ``segmentation.py`` scores PH2 by 5-fold cross-validation
 over all of its 100 dev images, so every PH2 image is a test image once; the encoder must not have seen it.
@@ -39,7 +41,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from common import RESULTS, ROOT, header
-from litesam import _subset
+from litesam import _subset, efficiency
 
 from medlite.data.base import data_root
 from medlite.engine.checkpoint import load_model
@@ -124,7 +126,21 @@ def main() -> None:
         zs["prompt"] = json.loads(done.read_text()) if done.is_file() else train_sam(prompt, {"busi": data["busi"]})
         zs["prompt_min"] = (time.time() - t0) / 60
         zs["busi_only"] = zero_shot(prompt.run_dir(), data["busi"], runs, args.smoke, "busi_only")
+        zs["cost"] = cost(prompt.run_dir(), runs, args.smoke)
     write(args, data, res, channel_mean_mse(data, cache), cache_min, wall, cfg.time_budget_s, zs)
+
+
+def cost(run: Path, runs: Path, smoke: bool) -> dict:
+    """Params, MACs and ONNX latency (1 and 2 threads, interleaved) of the student and LiteMedSAM (cached)."""
+    import medlite
+
+    f = runs / ("cost_smoke.json" if smoke else "cost.json")
+    if f.is_file():
+        return json.loads(f.read_text())
+    models = {STUDENT: load_model(run)[0], "LiteMedSAM": medlite.create_model(TEACHER, num_classes=1, pretrained=True)}
+    out = efficiency(models, runs / "onnx", [1, 2], 3 if smoke else 30)
+    f.write_text(json.dumps(out, indent=1, default=float) + "\n")
+    return out
 
 
 def zero_shot(run: Path, busi, runs: Path, smoke: bool, key: str) -> dict:
@@ -213,7 +229,27 @@ def prompt_rows(zs: dict) -> list[str]:
         f"| the ellipse inscribed in the box | {cell(refs['busi']['box ellipse']['dsc'])} | "
         f"{cell(refs['ph2_all']['box ellipse']['dsc'])} |",
         "",
+        *cost_rows(zs["cost"]),
     ]
+
+
+def cost_rows(c: dict) -> list[str]:
+    """Stage 5's table and the encoder speed ratio (same run, 1 thread)."""
+    rows = ["Cost (ONNX Runtime, batch 1, median ms, encoder and box-decoder graphs timed interleaved in this run):",
+            "", "| model | encoder params (M) | encoder MACs (G) | decoder MACs (G) | encoder ms, 1 / 2 threads | "
+            "decoder ms, 1 / 2 threads |", "|---|---|---|---|---|---|"]
+    for name, v in c.items():
+        lat = v["latency_ms"]
+        rows.append(f"| {name} | {v['params']['encoder'] / 1e6:.2f} | {v['macs']['encoder'] / 1e9:.2f} | "
+                    f"{v['macs']['decoder'] / 1e9:.3f} | {lat['encoder']['1']['median']:.1f} / "
+                    f"{lat['encoder']['2']['median']:.1f} | {lat['decoder']['1']['median']:.2f} / "
+                    f"{lat['decoder']['2']['median']:.2f} |")
+    s, t = (c[k]["latency_ms"]["encoder"]["1"]["median"] for k in (STUDENT, "LiteMedSAM"))
+    d = c[STUDENT]["latency_ms"]["decoder"]["1"]["median"]
+    rows += ["", f"- encoder {t / s:.1f}x faster than LiteMedSAM's (1 thread, same run; target >= 5x: "
+             f"{'met' if t / s >= 5 else 'missed'}); a box prompt from the cached embedding {d:.1f} ms "
+             f"(target < 10 ms: {'met' if d < 10 else 'missed'})", ""]
+    return rows
 
 
 def zero_shot_rows(zs: dict) -> list[str]:
