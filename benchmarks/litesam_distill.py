@@ -434,6 +434,19 @@ def _enc(times: dict, name: str) -> float:
     return times[name]["latency_ms"]["encoder"]["1"]["median"]
 
 
+def cost_table(times: dict) -> list[str]:
+    """The params / MACs / ONNX latency table of :func:`litesam.efficiency`'s results, one row per model."""
+    lines = ["| ONNX Runtime, 1 image | params enc / dec (M) | MACs enc / dec (G) | encoder ms 1 / 2 thr "
+             "| decoder ms 1 / 2 thr |", "|---|---|---|---|---|"]
+    for k, v in times.items():
+        lat = v["latency_ms"]
+        lines.append(f"| {k} | {v['params']['encoder'] / 1e6:.2f} / {v['params']['decoder'] / 1e6:.2f} | "
+                     f"{v['macs']['encoder'] / 1e9:.2f} / {v['macs']['decoder'] / 1e9:.2f} | "
+                     f"{lat['encoder']['1']['median']:.1f} / {lat['encoder']['2']['median']:.1f} | "
+                     f"{lat['decoder']['1']['median']:.2f} / {lat['decoder']['2']['median']:.2f} |")
+    return lines
+
+
 def _c(r: dict) -> str:
     return f"{r['mean']:.3f} ± {r['std']:.3f}"
 
@@ -485,14 +498,7 @@ def write(args, sets, distilled, trained, ev, refs, times, cache_min, baseline) 
             on = ON_HEADS.get(name, ON[name]) if v in HEADS else ON[name]
             lines.append(f"| {LABELS[v]} | {on} | {names[k]} | {_c(r['box']['dsc'])} | "
                          f"{_c(r['box']['nsd'])} | {_c(r['box']['boundary_nsd'])} | {_c(r['point']['dsc'])} |")
-    lines += ["", "| ONNX Runtime, 1 image | params enc / dec (M) | MACs enc / dec (G) | encoder ms 1 / 2 thr "
-              "| decoder ms 1 / 2 thr |", "|---|---|---|---|---|"]
-    for k, v in times.items():
-        lat = v["latency_ms"]
-        lines.append(f"| {k} | {v['params']['encoder'] / 1e6:.2f} / {v['params']['decoder'] / 1e6:.2f} | "
-                     f"{v['macs']['encoder'] / 1e9:.2f} / {v['macs']['decoder'] / 1e9:.2f} | "
-                     f"{lat['encoder']['1']['median']:.1f} / {lat['encoder']['2']['median']:.1f} | "
-                     f"{lat['decoder']['1']['median']:.2f} / {lat['decoder']['2']['median']:.2f} |")
+    lines += ["", *cost_table(times)]
     ratios = ", ".join(f"{k} {_enc(times, 'LiteMedSAM') / _enc(times, k):.1f}x" for k in times if k != "LiteMedSAM")
     lines += ["", f"Encoder speed-up over LiteMedSAM in the same run: {ratios} (ONNX Runtime, 1 thread, "
               "candidates interleaved; both graphs parity-checked against PyTorch; the LiteSAM xs rows share one "

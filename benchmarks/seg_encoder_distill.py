@@ -37,52 +37,25 @@ import argparse
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
-import torch.nn.functional as F
 from common import RESULTS, ROOT, header
 from litesam import _subset, efficiency
+from litesam_distill import TEACHER, _c, channel_mean_mse, cost_table, evaluate, stage_cache, test_sets
 
 from medlite.data.base import data_root
 from medlite.engine.checkpoint import load_model
-from medlite.engine.tasks.promptable import SamTrainConfig, evaluate_sam, train_sam
-from medlite.engine.tasks.promptable.teacher import cache_embeddings, dataset_folder, load_embeddings, load_teacher
-from medlite.engine.tasks.promptable.train import concat, load_dataset
+from medlite.engine.tasks.promptable import SamTrainConfig, train_sam
+from medlite.engine.tasks.promptable.train import load_dataset
 
-TEACHER, STUDENT, RUN = "litemedsam", "litesam_lite0_md8", "distill_lite0"
+STUDENT, RUN = "litesam_lite0_md8", "distill_lite0"
 FOLDER_SETS = ("hc18", "monuseg", "cxr_lung")
 
 
 def sets() -> tuple[str, ...]:
     root = data_root(None)
     return ("busi", *(f"folder:{root / n}" for n in FOLDER_SETS if (root / n).is_dir()))
-
-
-def stage_cache(data: dict, cache: Path) -> float:
-    """Teacher embeddings of every train / val case not cached yet; returns the minutes it took."""
-    t0 = time.time()
-    teacher, name = None, TEACHER
-    for spec, ds in data.items():
-        for split in ("train", "val"):
-            folder = cache / f"{name}-256" / dataset_folder(spec)
-            names = getattr(ds, split).names
-            if all((folder / f"{n}.safetensors").is_file() for n in names):
-                continue
-            teacher = teacher or load_teacher(TEACHER)[0]
-            n = cache_embeddings(teacher, getattr(ds, split), folder)
-            print(f"[cache] {spec} {split}: {n} new", flush=True)
-    return (time.time() - t0) / 60
-
-
-def channel_mean_mse(data: dict, cache: Path) -> float:
-    """Validation MSE, on the student's 32x32 grid, of the constant guess "each channel's training mean"."""
-    pooled = {"train": [], "val": []}
-    for spec, ds in data.items():
-        for split, out in pooled.items():
-            emb = load_embeddings(cache / f"{TEACHER}-256" / dataset_folder(spec), getattr(ds, split).names)
-            out.append(F.adaptive_avg_pool2d(emb.float(), 32))
-    mean = torch.cat(pooled["train"]).mean((0, 2, 3), keepdim=True)
-    return float((torch.cat(pooled["val"]) - mean).pow(2).mean())
 
 
 def main() -> None:
@@ -105,8 +78,9 @@ def main() -> None:
         if args.smoke:
             ds.train, ds.val = _subset(ds.train, 8), _subset(ds.val, 4)
         data[spec] = ds
-    cache = runs / "teacher_cache"
-    cache_min = stage_cache(data, cache)
+    t0 = time.time()
+    cache = stage_cache(SimpleNamespace(runs=str(runs)), data)  # litesam_distill.py's layout: runs/teacher_cache
+    cache_min = (time.time() - t0) / 60
     cfg = SamTrainConfig(model=STUDENT, pretrained=True, init_head=TEACHER, datasets=specs, img_size=256,
                          stage="distill", teacher=TEACHER, teacher_cache=str(cache), distill_grid="student",
                          augment="photometric", batch_size=8, lr=args.lr, warmup_steps=50,
@@ -116,7 +90,9 @@ def main() -> None:
     t0 = time.time()
     res = json.loads(done.read_text()) if done.is_file() else train_sam(cfg, data)
     wall = (time.time() - t0) / 60
-    zs = {"zeroshot": zero_shot(cfg.run_dir(), data["busi"], runs, args.smoke, "zeroshot")}
+    tests = test_sets({"busi": data["busi"], "ph2": load_dataset("ph2", 256)})
+    tests = {k: _subset(tests[k], 4) if args.smoke else tests[k] for k in ("busi", "ph2_all")}
+    zs = {"zeroshot": scores(cfg.run_dir(), tests, runs, "zeroshot")}
     if args.prompt_epochs:
         prompt = SamTrainConfig(model=STUDENT, datasets=("busi",), img_size=256, epochs=1 if args.smoke else
                                 args.prompt_epochs, batch_size=8, lr=2e-4, init=str(cfg.run_dir() / "best.safetensors"),
@@ -125,39 +101,31 @@ def main() -> None:
         t0 = time.time()
         zs["prompt"] = json.loads(done.read_text()) if done.is_file() else train_sam(prompt, {"busi": data["busi"]})
         zs["prompt_min"] = (time.time() - t0) / 60
-        zs["busi_only"] = zero_shot(prompt.run_dir(), data["busi"], runs, args.smoke, "busi_only")
-        zs["cost"] = cost(prompt.run_dir(), runs, args.smoke)
-    write(args, data, res, channel_mean_mse(data, cache), cache_min, wall, cfg.time_budget_s, zs)
+        zs["busi_only"] = scores(prompt.run_dir(), tests, runs, "busi_only")
+        zs["cost"] = cost(prompt.run_dir(), runs)
+    baseline = channel_mean_mse(cache / f"{TEACHER}-256", data, runs)["32"]
+    write(args, data, res, baseline, cache_min, wall, cfg.time_budget_s, zs)
 
 
-def cost(run: Path, runs: Path, smoke: bool) -> dict:
+def cost(run: Path, runs: Path) -> dict:
     """Params, MACs and ONNX latency (1 and 2 threads, interleaved) of the student and LiteMedSAM (cached)."""
     import medlite
 
-    f = runs / ("cost_smoke.json" if smoke else "cost.json")
+    f = runs / "cost.json"
     if f.is_file():
         return json.loads(f.read_text())
     models = {STUDENT: load_model(run)[0], "LiteMedSAM": medlite.create_model(TEACHER, num_classes=1, pretrained=True)}
-    out = efficiency(models, runs / "onnx", [1, 2], 3 if smoke else 30)
+    out = efficiency(models, runs / "onnx", [1, 2], 30)
     f.write_text(json.dumps(out, indent=1, default=float) + "\n")
     return out
 
 
-def zero_shot(run: Path, busi, runs: Path, smoke: bool, key: str) -> dict:
-    """Box DSC of the model of ``run`` on BUSI test and all PH2 (cached as ``runs/<key>.json``)."""
-    f = runs / (f"{key}_smoke.json" if smoke else f"{key}.json")
-    if f.is_file():
-        return json.loads(f.read_text())
-    ph2 = load_dataset("ph2", 256)
-    sets = {"busi": busi.test, "ph2_all": concat([ph2.train, ph2.val, ph2.test])}
-    if smoke:
-        sets = {k: _subset(v, 4) for k, v in sets.items()}
-    model, _ = load_model(run)
+def scores(run: Path, tests: dict, runs: Path, key: str) -> dict:
+    """Box / point scores of the model of ``run`` on each test set (``litesam_distill.evaluate``: cached under
+    ``runs/eval/<RUN>_<key>:<set>.json``)."""
+    model = load_model(run)[0]
     with torch.no_grad():
-        out = {k: evaluate_sam(model, v, prompts=("box",))["box"]["dsc"] for k, v in sets.items()}
-    out = {k: {"mean": v["mean"], "std": v["std"], "n": v["n"]} for k, v in out.items()}
-    f.write_text(json.dumps(out, indent=1) + "\n")
-    return out
+        return {k: evaluate(model, split, runs, f"{RUN}_{key}:{k}") for k, split in tests.items()}
 
 
 def write(args, data: dict, res: dict, baseline: float, cache_min: float, wall: float, budget: float,
@@ -166,6 +134,7 @@ def write(args, data: dict, res: dict, baseline: float, cache_min: float, wall: 
     best = min(hist, key=lambda h: h["val_distill_mse"])
     first = hist[0]["val_distill_mse"]
     counts = ", ".join(f"{Path(s.split(':', 1)[-1]).name} {len(d.train)} / {len(d.val)}" for s, d in data.items())
+    ref = json.loads((RESULTS / "litesam_distill.json").read_text())  # the quoted rows (same protocol, images)
     lines = header("LiteMedSAM -> EfficientNet-Lite0 encoder distillation (for MedLiteNet's encoder)")[:-1]
     lines += [
         f"- this run: teacher cache {cache_min:.0f} min (0 when it existed: filled beforehand by `medlite sam "
@@ -195,9 +164,9 @@ def write(args, data: dict, res: dict, baseline: float, cache_min: float, wall: 
         "",
         "| model | BUSI test (195) | PH2, all 100 dev images |",
         "|---|---|---|",
-        *zero_shot_rows(zs["zeroshot"]),
+        *zero_shot_rows(zs["zeroshot"], ref),
         "",
-        *prompt_rows(zs),
+        *prompt_rows(zs, ref),
         f"The distilled encoder is `{Path(args.runs).name}/{RUN}/best.safetensors`; `segmentation.py --set "
         "encoder_init=...` starts `medlitenet_lite0_s4` / `unet_lite0` from it (`results/segmentation_medsam.md`).",
     ]
@@ -205,17 +174,11 @@ def write(args, data: dict, res: dict, baseline: float, cache_min: float, wall: 
     print(f"wrote {args.out}")
 
 
-def prompt_rows(zs: dict) -> list[str]:
+def prompt_rows(zs: dict, ref: dict) -> list[str]:
     """Stage 4's table: prompt-trained on BUSI alone, tested on BUSI (in-domain) and all PH2 (cross-domain)."""
     if "busi_only" not in zs:
         return []
-    ref = json.loads((RESULTS / "litesam_distill.json").read_text())
-    md8, refs = ref["eval"]["md8:busi_only"], ref["references"]
-    p = zs["prompt"]
-
-    def cell(d) -> str:
-        return f"{d['mean']:.3f} ± {d['std']:.3f}"
-
+    md8, refs, own, p = ref["eval"]["md8:busi_only"], ref["references"], zs["busi_only"], zs["prompt"]
     return [
         f"Prompt-trained on BUSI's train split alone (stage 4: {p['steps']} steps, {p['epochs_run']} epochs, best "
         f"validation Dice {p['best_val_dice']:.3f}; {zs['prompt_min']:.0f} min in this run, 0 when it had "
@@ -223,51 +186,37 @@ def prompt_rows(zs: dict) -> list[str]:
         "",
         "| model | BUSI test (in-domain) | PH2, all 100 (cross-domain) |",
         "|---|---|---|",
-        f"| {STUDENT} (this run) | {cell(zs['busi_only']['busi'])} | {cell(zs['busi_only']['ph2_all'])} |",
+        f"| {STUDENT} (this run) | {_c(own['busi']['box']['dsc'])} | {_c(own['ph2_all']['box']['dsc'])} |",
         f"| litesam_swin_xs_md8, same recipe (`results/litesam_distill.json`, busi_only) | "
-        f"{cell(md8['busi']['box']['dsc'])} | {cell(md8['ph2_all']['box']['dsc'])} |",
-        f"| the ellipse inscribed in the box | {cell(refs['busi']['box ellipse']['dsc'])} | "
-        f"{cell(refs['ph2_all']['box ellipse']['dsc'])} |",
+        f"{_c(md8['busi']['box']['dsc'])} | {_c(md8['ph2_all']['box']['dsc'])} |",
+        f"| the ellipse inscribed in the box | {_c(refs['busi']['box ellipse']['dsc'])} | "
+        f"{_c(refs['ph2_all']['box ellipse']['dsc'])} |",
         "",
         *cost_rows(zs["cost"]),
     ]
 
 
 def cost_rows(c: dict) -> list[str]:
-    """Stage 5's table and the encoder speed ratio (same run, 1 thread)."""
-    rows = ["Cost (ONNX Runtime, batch 1, median ms, encoder and box-decoder graphs timed interleaved in this run):",
-            "", "| model | encoder params (M) | encoder MACs (G) | decoder MACs (G) | encoder ms, 1 / 2 threads | "
-            "decoder ms, 1 / 2 threads |", "|---|---|---|---|---|---|"]
-    for name, v in c.items():
-        lat = v["latency_ms"]
-        rows.append(f"| {name} | {v['params']['encoder'] / 1e6:.2f} | {v['macs']['encoder'] / 1e9:.2f} | "
-                    f"{v['macs']['decoder'] / 1e9:.3f} | {lat['encoder']['1']['median']:.1f} / "
-                    f"{lat['encoder']['2']['median']:.1f} | {lat['decoder']['1']['median']:.2f} / "
-                    f"{lat['decoder']['2']['median']:.2f} |")
+    """Stage 5's table (``litesam_distill.cost_table``) and the targets it answers (same run, 1 thread)."""
     s, t = (c[k]["latency_ms"]["encoder"]["1"]["median"] for k in (STUDENT, "LiteMedSAM"))
     d = c[STUDENT]["latency_ms"]["decoder"]["1"]["median"]
-    rows += ["", f"- encoder {t / s:.1f}x faster than LiteMedSAM's (1 thread, same run; target >= 5x: "
-             f"{'met' if t / s >= 5 else 'missed'}); a box prompt from the cached embedding {d:.1f} ms "
-             f"(target < 10 ms: {'met' if d < 10 else 'missed'})", ""]
-    return rows
+    return ["Cost (ONNX Runtime, batch 1, median ms, encoder and box-decoder graphs timed interleaved in this run):",
+            "", *cost_table(c), "",
+            f"- encoder {t / s:.1f}x faster than LiteMedSAM's (1 thread, same run; target >= 5x: "
+            f"{'met' if t / s >= 5 else 'missed'}); a box prompt from the cached embedding {d:.1f} ms "
+            f"(target < 10 ms: {'met' if d < 10 else 'missed'})", ""]
 
 
-def zero_shot_rows(zs: dict) -> list[str]:
-    ref = json.loads((RESULTS / "litesam_distill.json").read_text())
-
-    def cell(d) -> str:
-        return f"{d['mean']:.3f} ± {d['std']:.3f}"
-
-    rows = [f"| {STUDENT} distilled here (this run) | {cell(zs['busi'])} | {cell(zs['ph2_all'])} |"]
-    md8 = ref["eval"]["md8:zeroshot"]
-    rows.append(f"| litesam_swin_xs_md8 distilled (random init; BUSI + PH2 f0 + three sets) | "
-                f"{cell(md8['busi']['box']['dsc'])} | {cell(md8['ph2_all']['box']['dsc'])} |")
-    rows.append(f"| LiteMedSAM (the teacher) | {cell(ref['eval']['litemedsam']['busi']['box']['dsc'])} | "
-                f"{cell(ref['eval']['litemedsam']['ph2_all']['box']['dsc'])} |")
+def zero_shot_rows(zs: dict, ref: dict) -> list[str]:
+    md8, teacher, refs = ref["eval"]["md8:zeroshot"], ref["eval"]["litemedsam"], ref["references"]
+    rows = [f"| {STUDENT} distilled here (this run) | {_c(zs['busi']['box']['dsc'])} | "
+            f"{_c(zs['ph2_all']['box']['dsc'])} |",
+            f"| litesam_swin_xs_md8 distilled (random init; BUSI + PH2 f0 + three sets) | "
+            f"{_c(md8['busi']['box']['dsc'])} | {_c(md8['ph2_all']['box']['dsc'])} |",
+            f"| LiteMedSAM (the teacher) | {_c(teacher['busi']['box']['dsc'])} | "
+            f"{_c(teacher['ph2_all']['box']['dsc'])} |"]
     for kind, label in (("box ellipse", "the ellipse inscribed in the box"), ("box fill", "the box itself, filled")):
-        rows.append(f"| {label} | "
-                    f"{cell(ref['references']['busi'][kind]['dsc'])} | "
-                    f"{cell(ref['references']['ph2_all'][kind]['dsc'])} |")
+        rows.append(f"| {label} | {_c(refs['busi'][kind]['dsc'])} | {_c(refs['ph2_all'][kind]['dsc'])} |")
     return rows
 
 

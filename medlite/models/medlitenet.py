@@ -312,19 +312,21 @@ def unet_lite0(num_classes: int = 1, in_chans: int = 3, img_size: int = 256, pre
 
 # Where a tf_efficientnet_lite0 features encoder sits in each model that has one, as a state-dict prefix:
 # the table that moves an encoder between them key for key (sources are tried in this order).
-LITE0_ENCODER_PREFIXES = (
-    ("litesam_lite0_md8", "image_encoder.backbone."),  # LiteSAM's encoder (e.g. distilled from LiteMedSAM)
-    ("unet_lite0", "encoder.model."),  # segmentation_models_pytorch's timm-universal encoder
-    ("medlitenet_lite0", "encoder."),  # also medlitenet_lite0_s4
-)
+LITE0_ENCODER_PREFIXES = {
+    "litesam_lite0_md8": "image_encoder.backbone.",  # LiteSAM's encoder (e.g. distilled from LiteMedSAM)
+    "unet_lite0": "encoder.model.",  # segmentation_models_pytorch's timm-universal encoder
+    "medlitenet_lite0": "encoder.",  # also medlitenet_lite0_s4
+}
 
 
 def lite0_encoder(model: nn.Module) -> nn.Module:
     """The ``tf_efficientnet_lite0`` features module of ``medlitenet_lite0(_s4)`` or ``unet_lite0``."""
     if isinstance(model, MedLiteNet) and model.cfg.encoder == LITE0:
         return model.encoder
+    from timm.models.efficientnet import EfficientNetFeatures
+
     inner = getattr(getattr(model, "encoder", None), "model", None)  # smp.Unet on tu-tf_efficientnet_lite0
-    if inner is not None and type(inner).__name__ == "EfficientNetFeatures":
+    if isinstance(inner, EfficientNetFeatures):
         return inner
     raise ConfigError(f"{type(model).__name__} has no EfficientNet-Lite0 encoder (medlitenet_lite0, "
                       "medlitenet_lite0_s4 and unet_lite0 have one)")
@@ -340,13 +342,13 @@ def load_lite0_encoder(model: nn.Module, path: str) -> str:
     target = lite0_encoder(model)
     weights, meta, _ = read_checkpoint(path)
     own = target.state_dict()
-    for _, prefix in LITE0_ENCODER_PREFIXES:
+    for prefix in LITE0_ENCODER_PREFIXES.values():
         src = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
         if src.keys() == own.keys():
             break
     else:
         raise ConfigError(f"{path}: no EfficientNet-Lite0 encoder in this checkpoint (looked under "
-                          f"{', '.join(p for _, p in LITE0_ENCODER_PREFIXES)} for the {len(own)} tensors of "
+                          f"{', '.join(LITE0_ENCODER_PREFIXES.values())} for the {len(own)} tensors of "
                           f"{LITE0})")
     bad = [k for k, v in src.items() if v.shape != own[k].shape]
     if bad:

@@ -54,7 +54,7 @@ def test_encoder_moves_key_for_key_into_the_segmentation_models(target, tmp_path
     for k in got:
         torch.testing.assert_close(got[k], ref[k], rtol=0, atol=0, msg=k)
     # and back out of a segmentation checkpoint (the prefix table covers every lite0 model)
-    assert {p for _, p in LITE0_ENCODER_PREFIXES} == {"image_encoder.backbone.", "encoder.model.", "encoder."}
+    assert set(LITE0_ENCODER_PREFIXES.values()) == {"image_encoder.backbone.", "encoder.model.", "encoder."}
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(lite0_encoder(seg.eval())(x)[-1], src.image_encoder.backbone.eval()(x)[-1])
