@@ -8,16 +8,20 @@ image / mask pairs), then fine-tuned for segmentation by ``segmentation.py --set
 2. distill: ``litesam_lite0_md8`` (tf_efficientnet_lite0 from ImageNet + an FPN-style neck to a 256-wide
    stride-8 embedding, LiteMedSAM's head and neck-final LayerNorm copied in) regresses the cached embedding
    average-pooled to its 32x32 grid (MSE), photometric augmentation only (the cached target must still fit),
-   under a wall-clock budget, best validation MSE kept.
-3. zero-shot: the distilled student answers ground-truth boxes with LiteMedSAM's decoder before it has seen a
-   single mask (challenge DSC at the original size, as ``litesam_distill.py``), on the BUSI test list and on
-   all 100 PH2 dev images (a set it never saw); the box references and LiteMedSAM's own zero-shot figures
+   under a wall-clock budget, best validation MSE kept; ``--rounds N``: round k > 1 continues round k-1's best
+   with a warm restart of the schedule and the same budget (folders ``distill_lite0x<k>``).
+3. zero-shot: each round's distilled student answers ground-truth boxes with LiteMedSAM's decoder before it has
+   seen a single mask (challenge DSC at the original size, as ``litesam_distill.py``), on the BUSI test list and
+   on all 100 PH2 dev images (a set it never saw); the box references and LiteMedSAM's own zero-shot figures
    are quoted from ``results/litesam_distill.json`` (same protocol and images).
-4. prompt (``--prompt-epochs``, 0 = skip): the distilled student prompt-trained on BUSI's train split alone
+4. prompt (``--prompt-epochs``, 0 = skip): every round's student prompt-trained on BUSI's train split alone
    with ``litesam_distill.py``'s recipe for its LiteMedSAM-head variants (12 epochs, peak LR 2e-4, 'light'
-   augmentation, box / point / scribble prompts), then scored on the BUSI test list (in-domain) and on all of
-   PH2 (cross-domain: neither its masks nor its images were seen), beside ``litesam_swin_xs_md8``'s run of the
-   same recipe (``busi_only``; its encoder distillation did see PH2 fold 0's train / val images).
+   augmentation, box / point / scribble prompts), once per ``--prompt-ema`` decay (0: no weight average), then
+   scored on the BUSI test list (in-domain) and on all of PH2 (cross-domain: neither its masks nor its images
+   were seen), beside ``litesam_swin_xs_md8``'s run of the same recipe (``busi_only``; its encoder
+   distillation did see PH2 fold 0's train / val images). The round and recipe with the best BUSI validation
+   Dice is then trained on PH2 fold 0's train split alone the same way and scored on PH2 fold 0's test images
+   (in-domain) and the BUSI test list (cross-domain); the issue's targets are checked on those two runs.
 5. cost: parameters, MACs and ONNX Runtime latency of the encoder and the box decoder graphs on 1 and 2
    threads, interleaved with the real LiteMedSAM's in the same run (``litesam.py``'s ``efficiency``).
 
@@ -27,6 +31,7 @@ PH2 is then a set the distilled encoder never saw. The BUSI images it saw are th
 and validation images (the same train list), without their masks.
 
     python seg_encoder_distill.py --threads 2 --budget-s 1500
+    python seg_encoder_distill.py --threads 1 --budget-s 1200 --rounds 2 --prompt-ema 0 0.998
     python segmentation.py --models medlitenet_lite0_s4 unet_lite0 --datasets busi --ema 0.998 \\
         --set encoder_init=runs/enc_distill/distill_lite0/best.safetensors ...
 """
@@ -62,11 +67,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", default=str(ROOT / "runs" / "enc_distill"))
-    ap.add_argument("--budget-s", type=float, default=1500.0, help="wall-clock budget of the distill stage")
+    ap.add_argument("--budget-s", type=float, default=1500.0, help="wall-clock budget of each distill round")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="distill rounds: round k > 1 continues round k-1's best (warm restart, same budget)")
     ap.add_argument("--lr", type=float, default=5e-4, help="AdamW peak LR (50 warm-up steps, cosine)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prompt-epochs", type=int, default=12,
                     help="stage 4: prompt training on BUSI alone (0: skip)")
+    ap.add_argument("--prompt-ema", type=float, nargs="+", default=[0.0],
+                    help="stage 4 recipes: EMA decays of the weights (0: none), each run from every round")
     ap.add_argument("--smoke", action="store_true", help="8 train / 4 val cases per set, 60 s")
     ap.add_argument("--out", default=str(RESULTS / "seg_encoder_distill.md"))
     args = ap.parse_args()
@@ -81,30 +90,58 @@ def main() -> None:
     t0 = time.time()
     cache = stage_cache(SimpleNamespace(runs=str(runs)), data)  # litesam_distill.py's layout: runs/teacher_cache
     cache_min = (time.time() - t0) / 60
-    cfg = SamTrainConfig(model=STUDENT, pretrained=True, init_head=TEACHER, datasets=specs, img_size=256,
-                         stage="distill", teacher=TEACHER, teacher_cache=str(cache), distill_grid="student",
-                         augment="photometric", batch_size=8, lr=args.lr, warmup_steps=50,
-                         time_budget_s=60.0 if args.smoke else args.budget_s, threads=args.threads,
-                         out_dir=str(runs), name=RUN, progress=False)
-    done = cfg.run_dir() / "results.json"
-    t0 = time.time()
-    res = json.loads(done.read_text()) if done.is_file() else train_sam(cfg, data)
+    base = dict(model=STUDENT, datasets=specs, img_size=256, stage="distill", teacher=TEACHER,
+                teacher_cache=str(cache), distill_grid="student", augment="photometric", batch_size=8, lr=args.lr,
+                warmup_steps=50, time_budget_s=60.0 if args.smoke else args.budget_s, threads=args.threads,
+                out_dir=str(runs), progress=False)
+    rounds, t0 = [], time.time()
+    for r in range(1, args.rounds + 1):  # round 1 from ImageNet + LiteMedSAM's head, then from the last best
+        start = (dict(pretrained=True, init_head=TEACHER) if r == 1 else
+                 dict(init=str(runs / round_name(r - 1) / "best.safetensors")))
+        cfg = SamTrainConfig(**base, **start, name=round_name(r))
+        done = cfg.run_dir() / "results.json"
+        rounds.append(json.loads(done.read_text()) if done.is_file() else train_sam(cfg, data))
     wall = (time.time() - t0) / 60
     tests = test_sets({"busi": data["busi"], "ph2": load_dataset("ph2", 256)})
-    tests = {k: _subset(tests[k], 4) if args.smoke else tests[k] for k in ("busi", "ph2_all")}
-    zs = {"zeroshot": scores(cfg.run_dir(), tests, runs, "zeroshot")}
+    tests = {k: _subset(tests[k], 4) if args.smoke else tests[k] for k in ("busi", "ph2", "ph2_all")}
+    zs = {"zeroshot": {r: scores(runs / round_name(r), tests, runs, "zeroshot", r, ("busi", "ph2_all"))
+                       for r in range(1, args.rounds + 1)}, "prompt": {}}
     if args.prompt_epochs:
-        prompt = SamTrainConfig(model=STUDENT, datasets=("busi",), img_size=256, epochs=1 if args.smoke else
-                                args.prompt_epochs, batch_size=8, lr=2e-4, init=str(cfg.run_dir() / "best.safetensors"),
-                                threads=args.threads, out_dir=str(runs), name=f"prompt_busi_{RUN}", progress=False)
-        done = prompt.run_dir() / "results.json"
         t0 = time.time()
-        zs["prompt"] = json.loads(done.read_text()) if done.is_file() else train_sam(prompt, {"busi": data["busi"]})
+        for r in range(1, args.rounds + 1):
+            for ema in args.prompt_ema:
+                zs["prompt"][r, ema] = prompt_run(args, runs, data, r, ema, "busi", tests)
+        # the recipe and round with the best BUSI validation Dice is the one trained on PH2 fold 0 alone too
+        zs["chosen"] = max(zs["prompt"], key=lambda k: zs["prompt"][k]["train"]["best_val_dice"])
+        zs["ph2_only"] = prompt_run(args, runs, data, *zs["chosen"], "ph2", tests)
         zs["prompt_min"] = (time.time() - t0) / 60
-        zs["busi_only"] = scores(prompt.run_dir(), tests, runs, "busi_only")
-        zs["cost"] = cost(prompt.run_dir(), runs)
+        zs["cost"] = cost(runs / prompt_name(1, 0.0, "busi"), runs)
     baseline = channel_mean_mse(cache / f"{TEACHER}-256", data, runs)["32"]
-    write(args, data, res, baseline, cache_min, wall, cfg.time_budget_s, zs)
+    write(args, data, rounds, baseline, cache_min, wall, base["time_budget_s"], zs)
+
+
+def round_name(r: int) -> str:
+    """Run folder of distill round ``r`` (round 1: ``distill_lite0``, later ones ``distill_lite0x<r>``)."""
+    return RUN if r == 1 else f"{RUN}x{r}"
+
+
+def prompt_name(r: int, ema: float, on: str) -> str:
+    return f"prompt_{on}_{round_name(r)}" + (f"_ema{ema:g}".replace("0.", "") if ema else "")
+
+
+def prompt_run(args, runs: Path, data: dict, r: int, ema: float, on: str, tests: dict) -> dict:
+    """Stage 4: round ``r``'s distilled student prompt-trained on ``on``'s train split alone (BUSI, or PH2 fold 0),
+    scored in-domain and on the other set (cross-domain)."""
+    ds = data["busi"] if on == "busi" else load_dataset("ph2", 256)
+    if args.smoke:
+        ds.train, ds.val = _subset(ds.train, 8), _subset(ds.val, 4)
+    c = SamTrainConfig(model=STUDENT, datasets=(on,), img_size=256, epochs=1 if args.smoke else args.prompt_epochs,
+                       batch_size=8, lr=2e-4, ema=ema, init=str(runs / round_name(r) / "best.safetensors"),
+                       threads=args.threads, out_dir=str(runs), name=prompt_name(r, ema, on), progress=False)
+    done = c.run_dir() / "results.json"
+    train = json.loads(done.read_text()) if done.is_file() else train_sam(c, {on: ds})
+    sets_ = ("busi", "ph2_all") if on == "busi" else ("ph2", "busi")
+    return {"train": train, "scores": scores(c.run_dir(), tests, runs, f"{on}_only", r, sets_, ema)}
 
 
 def cost(run: Path, runs: Path) -> dict:
@@ -120,34 +157,34 @@ def cost(run: Path, runs: Path) -> dict:
     return out
 
 
-def scores(run: Path, tests: dict, runs: Path, key: str) -> dict:
-    """Box / point scores of the model of ``run`` on each test set (``litesam_distill.evaluate``: cached under
-    ``runs/eval/<RUN>_<key>:<set>.json``)."""
+def scores(run: Path, tests: dict, runs: Path, key: str, r: int, sets_: tuple, ema: float = 0.0) -> dict:
+    """Box / point scores of the model of ``run`` on ``sets_`` (``litesam_distill.evaluate``: cached under
+    ``runs/eval/<round>_<key>[_ema]:<set>.json``)."""
     model = load_model(run)[0]
+    tag = f"{round_name(r)}_{key}" + (f"_ema{ema:g}" if ema else "")
     with torch.no_grad():
-        return {k: evaluate(model, split, runs, f"{RUN}_{key}:{k}") for k, split in tests.items()}
+        return {k: evaluate(model, tests[k], runs, f"{tag}:{k}") for k in sets_}
 
 
-def write(args, data: dict, res: dict, baseline: float, cache_min: float, wall: float, budget: float,
+def write(args, data: dict, rounds: list, baseline: float, cache_min: float, wall: float, budget: float,
           zs: dict) -> None:
-    hist = res["history"]
-    best = min(hist, key=lambda h: h["val_distill_mse"])
-    first = hist[0]["val_distill_mse"]
     counts = ", ".join(f"{Path(s.split(':', 1)[-1]).name} {len(d.train)} / {len(d.val)}" for s, d in data.items())
     ref = json.loads((RESULTS / "litesam_distill.json").read_text())  # the quoted rows (same protocol, images)
-    lines = header("LiteMedSAM -> EfficientNet-Lite0 encoder distillation (for MedLiteNet's encoder)")[:-1]
-    lines += [
+    train_min = " + ".join(f"{r['train_time_s'] / 60:.0f}" for r in rounds)
+    lines = header("LiteMedSAM -> EfficientNet-Lite0 encoder distillation (LiteSAM lite0 and MedLiteNet's encoder)")
+    lines = lines[:-1] + [
         f"- this run: teacher cache {cache_min:.0f} min (0 when it existed: filled beforehand by `medlite sam "
         f"cache-teacher`, LiteMedSAM at about 2.5 s per image and core), distill stage {wall:.0f} min "
-        f"(0 when it had finished); the distill stage ran on {res['config']['threads']} torch thread(s), "
-        f"{res['train_time_s'] / 60:.0f} min of training",
+        f"(0 when it had finished); distill rounds ran on "
+        f"{' / '.join(str(r['config']['threads']) for r in rounds)} torch thread(s), {train_min} min of training",
         "",
         f"Student `{STUDENT}`: timm `tf_efficientnet_lite0` from its ImageNet weights + an FPN-style neck "
         "(strides 8/16/32 -> 256 channels at stride 8) + LiteMedSAM's prompt encoder and mask decoder (copied, "
         "unchanged by this stage). Target: LiteMedSAM's cached image embedding of the letterboxed 256 px image, "
         "average-pooled to 32x32; loss MSE; photometric augmentation only; AdamW, peak LR "
-        f"{args.lr:g}, 50 warm-up steps then cosine, batch 8, {res['steps']} steps in a {budget:.0f} s "
-        "budget; the epoch with the lowest validation MSE is kept.",
+        f"{args.lr:g}, 50 warm-up steps then cosine, batch 8, a {budget:.0f} s budget per round "
+        f"({' + '.join(str(r['steps']) for r in rounds)} steps); round k > 1 restarts the schedule from round "
+        "k-1's best; the epoch with the lowest validation MSE is kept.",
         "",
         f"Images (train / val): {counts}. Test images are never read; PH2 is left out (its 5-fold protocol "
         "tests every dev image once).",
@@ -155,8 +192,13 @@ def write(args, data: dict, res: dict, baseline: float, cache_min: float, wall: 
         "| model | val MSE (32x32 grid) |",
         "|---|---|",
         f"| constant guess: each channel's training mean | {baseline:.5f} |",
-        f"| {STUDENT} after its first epoch | {first:.5f} |",
-        f"| {STUDENT} distilled (best, epoch {best['epoch']} of {len(hist)}) | {best['val_distill_mse']:.5f} |",
+        f"| {STUDENT} after its first epoch | {rounds[0]['history'][0]['val_distill_mse']:.5f} |",
+    ]
+    for r, res in enumerate(rounds, 1):
+        best = min(res["history"], key=lambda h: h["val_distill_mse"])
+        lines.append(f"| {STUDENT} distilled, {_round(r)} (best: epoch {best['epoch']} of {len(res['history'])}) | "
+                     f"{best['val_distill_mse']:.5f} |")
+    lines += [
         "",
         "Zero-shot box prompts (ground-truth box of the whole mask; challenge DSC at the original size, mean ± std "
         "over images), LiteMedSAM's decoder on the distilled embedding, no mask seen. The other rows are quoted "
@@ -167,33 +209,86 @@ def write(args, data: dict, res: dict, baseline: float, cache_min: float, wall: 
         *zero_shot_rows(zs["zeroshot"], ref),
         "",
         *prompt_rows(zs, ref),
-        f"The distilled encoder is `{Path(args.runs).name}/{RUN}/best.safetensors`; `segmentation.py --set "
-        "encoder_init=...` starts `medlitenet_lite0_s4` / `unet_lite0` from it (`results/segmentation_medsam.md`).",
+        *target_rows(zs, ref),
+        *(cost_rows(zs["cost"]) if "cost" in zs else []),
+        f"The distilled encoder is `{Path(args.runs).name}/{RUN}/best.safetensors` (round 1); `segmentation.py "
+        "--set encoder_init=...` starts `medlitenet_lite0_s4` / `unet_lite0` from it "
+        "(`results/segmentation_medsam.md`).",
     ]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 
 
+def _round(r: int) -> str:
+    return "round 1" if r == 1 else f"round {r} (continues round {r - 1})"
+
+
+def _recipe(r: int, ema: float) -> str:
+    return f"{_round(r)}, " + (f"EMA {ema:g}" if ema else "no EMA")
+
+
 def prompt_rows(zs: dict, ref: dict) -> list[str]:
-    """Stage 4's table: prompt-trained on BUSI alone, tested on BUSI (in-domain) and all PH2 (cross-domain)."""
-    if "busi_only" not in zs:
+    """Stage 4's tables: prompt-trained on BUSI alone (every round and recipe; the best BUSI validation Dice is
+    chosen), and the chosen one trained on PH2 fold 0 alone; each in-domain and cross-domain."""
+    if not zs["prompt"]:
         return []
-    md8, refs, own, p = ref["eval"]["md8:busi_only"], ref["references"], zs["busi_only"], zs["prompt"]
-    return [
-        f"Prompt-trained on BUSI's train split alone (stage 4: {p['steps']} steps, {p['epochs_run']} epochs, best "
-        f"validation Dice {p['best_val_dice']:.3f}; {zs['prompt_min']:.0f} min in this run, 0 when it had "
-        "finished), box DSC:",
-        "",
-        "| model | BUSI test (in-domain) | PH2, all 100 (cross-domain) |",
-        "|---|---|---|",
-        f"| {STUDENT} (this run) | {_c(own['busi']['box']['dsc'])} | {_c(own['ph2_all']['box']['dsc'])} |",
-        f"| litesam_swin_xs_md8, same recipe (`results/litesam_distill.json`, busi_only) | "
-        f"{_c(md8['busi']['box']['dsc'])} | {_c(md8['ph2_all']['box']['dsc'])} |",
-        f"| the ellipse inscribed in the box | {_c(refs['busi']['box ellipse']['dsc'])} | "
-        f"{_c(refs['ph2_all']['box ellipse']['dsc'])} |",
-        "",
-        *cost_rows(zs["cost"]),
+    md8, refs, teacher = ref["eval"]["md8:busi_only"], ref["references"], ref["eval"]["litemedsam"]
+    rows = [f"Prompt-trained on one set's train split alone (stage 4: {args_epochs(zs)} epochs, peak LR 2e-4, "
+            "'light' augmentation, box / point / scribble prompts; "
+            f"{zs['prompt_min']:.0f} min in this run, 0 when it had finished); box DSC. Trained on BUSI:",
+            "", "| model | best val Dice (BUSI, 45) | BUSI test (in-domain) | PH2, all 100 (cross-domain) |",
+            "|---|---|---|---|"]
+    for (r, ema), p in zs["prompt"].items():
+        mark = " **(chosen on validation)**" if (r, ema) == zs["chosen"] else ""
+        rows.append(f"| {STUDENT}, {_recipe(r, ema)}{mark} | {p['train']['best_val_dice']:.3f} | "
+                    f"{_c(p['scores']['busi']['box']['dsc'])} | {_c(p['scores']['ph2_all']['box']['dsc'])} |")
+    rows += [f"| litesam_swin_xs_md8, same recipe (`results/litesam_distill.json`, busi_only) | – | "
+             f"{_c(md8['busi']['box']['dsc'])} | {_c(md8['ph2_all']['box']['dsc'])} |",
+             f"| LiteMedSAM zero-shot | – | {_c(teacher['busi']['box']['dsc'])} | "
+             f"{_c(teacher['ph2_all']['box']['dsc'])} |",
+             f"| the ellipse inscribed in the box | – | {_c(refs['busi']['box ellipse']['dsc'])} | "
+             f"{_c(refs['ph2_all']['box ellipse']['dsc'])} |", ""]
+    p, (r, ema) = zs["ph2_only"], zs["chosen"]
+    rows += [f"The chosen recipe ({_recipe(r, ema)}) trained on PH2 fold 0's train split alone "
+             f"({p['train']['steps']} steps, best validation Dice {p['train']['best_val_dice']:.3f}):", "",
+             "| model | PH2 fold-0 test, 20 (in-domain) | BUSI test (cross-domain) |", "|---|---|---|",
+             f"| {STUDENT}, {_recipe(r, ema)} | {_c(p['scores']['ph2']['box']['dsc'])} | "
+             f"{_c(p['scores']['busi']['box']['dsc'])} |",
+             f"| LiteMedSAM zero-shot | {_c(teacher['ph2']['box']['dsc'])} | {_c(teacher['busi']['box']['dsc'])} |",
+             f"| the ellipse inscribed in the box | {_c(refs['ph2']['box ellipse']['dsc'])} | "
+             f"{_c(refs['busi']['box ellipse']['dsc'])} |", ""]
+    return rows
+
+
+def args_epochs(zs: dict) -> int:
+    return next(iter(zs["prompt"].values()))["train"]["epochs_run"]
+
+
+def target_rows(zs: dict, ref: dict) -> list[str]:
+    """The issue's accuracy targets, each a difference measured on the same images."""
+    if not zs["prompt"]:
+        return []
+    refs, teacher = ref["references"], ref["eval"]["litemedsam"]
+    busi, ph2 = zs["prompt"][zs["chosen"]]["scores"], zs["ph2_only"]["scores"]
+    zero = zs["zeroshot"][max(zs["zeroshot"])]
+    m = lambda d, k: d[k]["box"]["dsc"]["mean"]  # noqa: E731
+    ell = lambda k: refs[k]["box ellipse"]["dsc"]["mean"]  # noqa: E731
+    checks = [
+        ("in-domain, BUSI: the ellipse + 0.03", m(busi, "busi"), ell("busi") + 0.03),
+        ("in-domain, PH2 fold 0: the ellipse + 0.03", m(ph2, "ph2"), ell("ph2") + 0.03),
+        ("cross-domain, BUSI -> PH2 (all 100): the ellipse + 0.03", m(busi, "ph2_all"), ell("ph2_all") + 0.03),
+        ("cross-domain, PH2 f0 -> BUSI: the ellipse + 0.03", m(ph2, "busi"), ell("busi") + 0.03),
+        ("zero-shot (no mask seen), BUSI: 0.97x LiteMedSAM", m(zero, "busi"), 0.97 * m(teacher, "busi")),
+        ("zero-shot (no mask seen), PH2 (all 100): 0.97x LiteMedSAM", m(zero, "ph2_all"),
+         0.97 * m(teacher, "ph2_all")),
+        ("fine-tuned on BUSI beats LiteMedSAM zero-shot on BUSI", m(busi, "busi"), m(teacher, "busi")),
+        ("fine-tuned on PH2 f0 beats LiteMedSAM zero-shot on PH2 f0", m(ph2, "ph2"), m(teacher, "ph2")),
     ]
+    rows = ["Targets of the issue for this student (the chosen recipe, the last distill round; box DSC means):", "",
+            "| target | measured | needed | |", "|---|---|---|---|"]
+    for name, got, need in checks:
+        rows.append(f"| {name} | {got:.3f} | {need:.3f} | {'met' if got >= need else f'missed by {need - got:.3f}'} |")
+    return [*rows, ""]
 
 
 def cost_rows(c: dict) -> list[str]:
@@ -209,12 +304,12 @@ def cost_rows(c: dict) -> list[str]:
 
 def zero_shot_rows(zs: dict, ref: dict) -> list[str]:
     md8, teacher, refs = ref["eval"]["md8:zeroshot"], ref["eval"]["litemedsam"], ref["references"]
-    rows = [f"| {STUDENT} distilled here (this run) | {_c(zs['busi']['box']['dsc'])} | "
-            f"{_c(zs['ph2_all']['box']['dsc'])} |",
-            f"| litesam_swin_xs_md8 distilled (random init; BUSI + PH2 f0 + three sets) | "
-            f"{_c(md8['busi']['box']['dsc'])} | {_c(md8['ph2_all']['box']['dsc'])} |",
-            f"| LiteMedSAM (the teacher) | {_c(teacher['busi']['box']['dsc'])} | "
-            f"{_c(teacher['ph2_all']['box']['dsc'])} |"]
+    rows = [f"| {STUDENT} distilled here, {_round(r)} (this run) | {_c(z['busi']['box']['dsc'])} | "
+            f"{_c(z['ph2_all']['box']['dsc'])} |" for r, z in zs.items()]
+    rows += [f"| litesam_swin_xs_md8 distilled (random init; BUSI + PH2 f0 + three sets) | "
+             f"{_c(md8['busi']['box']['dsc'])} | {_c(md8['ph2_all']['box']['dsc'])} |",
+             f"| LiteMedSAM (the teacher) | {_c(teacher['busi']['box']['dsc'])} | "
+             f"{_c(teacher['ph2_all']['box']['dsc'])} |"]
     for kind, label in (("box ellipse", "the ellipse inscribed in the box"), ("box fill", "the box itself, filled")):
         rows.append(f"| {label} | {_c(refs['busi'][kind]['dsc'])} | {_c(refs['ph2_all'][kind]['dsc'])} |")
     return rows
