@@ -16,7 +16,9 @@ image / mask pairs), then fine-tuned for segmentation by ``segmentation.py --set
    are quoted from ``results/litesam_distill.json`` (same protocol and images).
 4. prompt (``--prompt-epochs``, 0 = skip): every round's student prompt-trained on BUSI's train split alone
    with ``litesam_distill.py``'s recipe for its LiteMedSAM-head variants (12 epochs, peak LR 2e-4, 'light'
-   augmentation, box / point / scribble prompts), once per ``--prompt-ema`` decay (0: no weight average), then
+   augmentation, box / point / scribble prompts; ``plain``), and the last round's student also with each other
+   of ``--prompt-recipes`` (``ema``: validate and keep an EMA of the weights, decay 0.998; ``enc``: the image
+   encoder at 0.1x the learning rate, biases and norms without weight decay), then
    scored on the BUSI test list (in-domain) and on all of PH2 (cross-domain: neither its masks nor its images
    were seen), beside ``litesam_swin_xs_md8``'s run of the same recipe (``busi_only``; its encoder
    distillation did see PH2 fold 0's train / val images). The round and recipe with the best BUSI validation
@@ -31,7 +33,7 @@ PH2 is then a set the distilled encoder never saw. The BUSI images it saw are th
 and validation images (the same train list), without their masks.
 
     python seg_encoder_distill.py --threads 2 --budget-s 1500
-    python seg_encoder_distill.py --threads 1 --budget-s 1200 --rounds 2 --prompt-ema 0 0.998
+    python seg_encoder_distill.py --threads 1 --budget-s 1200 --rounds 3 --prompt-recipes plain ema enc
     python segmentation.py --models medlitenet_lite0_s4 unet_lite0 --datasets busi --ema 0.998 \\
         --set encoder_init=runs/enc_distill/distill_lite0/best.safetensors ...
 """
@@ -56,6 +58,9 @@ from medlite.engine.tasks.promptable.train import load_dataset
 
 STUDENT, RUN = "litesam_lite0_md8", "distill_lite0"
 FOLDER_SETS = ("hc18", "monuseg", "cxr_lung")
+# stage-4 recipes: name -> (SamTrainConfig overrides, run-folder suffix, eval-file suffix, label)
+RECIPES = {"plain": ({}, "", "", "plain recipe"), "ema": ({"ema": 0.998}, "_ema998", "_ema0.998", "EMA 0.998"),
+           "enc": ({"encoder_lr_mult": 0.1}, "_enc01", "_enc0.1", "encoder at 0.1x LR")}
 
 
 def sets() -> tuple[str, ...]:
@@ -74,8 +79,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prompt-epochs", type=int, default=12,
                     help="stage 4: prompt training on BUSI alone (0: skip)")
-    ap.add_argument("--prompt-ema", type=float, nargs="+", default=[0.0],
-                    help="stage 4 recipes: EMA decays of the weights (0: none), each run from every round")
+    ap.add_argument("--prompt-recipes", nargs="+", default=["plain"], choices=list(RECIPES),
+                    help="stage 4: 'plain' from every round, the others from the last round")
     ap.add_argument("--smoke", action="store_true", help="8 train / 4 val cases per set, 60 s")
     ap.add_argument("--out", default=str(RESULTS / "seg_encoder_distill.md"))
     args = ap.parse_args()
@@ -109,13 +114,17 @@ def main() -> None:
     if args.prompt_epochs:
         t0 = time.time()
         for r in range(1, args.rounds + 1):
-            for ema in args.prompt_ema:
-                zs["prompt"][r, ema] = prompt_run(args, runs, data, r, ema, "busi", tests)
+            for rec in args.prompt_recipes if r == args.rounds else ["plain"]:
+                zs["prompt"][r, rec] = prompt_run(args, runs, data, r, rec, "busi", tests)
         # the recipe and round with the best BUSI validation Dice is the one trained on PH2 fold 0 alone too
         zs["chosen"] = max(zs["prompt"], key=lambda k: zs["prompt"][k]["train"]["best_val_dice"])
+        # runs of other recipes from earlier rounds that an earlier command left: reported, not selected from
+        zs["extra"] = {(r, rec): prompt_run(args, runs, data, r, rec, "busi", tests)
+                       for r in range(1, args.rounds) for rec in RECIPES if rec != "plain"
+                       and (runs / prompt_name(r, rec, "busi") / "results.json").is_file()}
         zs["ph2_only"] = prompt_run(args, runs, data, *zs["chosen"], "ph2", tests)
         zs["prompt_min"] = (time.time() - t0) / 60
-        zs["cost"] = cost(runs / prompt_name(1, 0.0, "busi"), runs)
+        zs["cost"] = cost(runs / prompt_name(1, "plain", "busi"), runs)
     baseline = channel_mean_mse(cache / f"{TEACHER}-256", data, runs)["32"]
     write(args, data, rounds, baseline, cache_min, wall, base["time_budget_s"], zs)
 
@@ -125,23 +134,24 @@ def round_name(r: int) -> str:
     return RUN if r == 1 else f"{RUN}x{r}"
 
 
-def prompt_name(r: int, ema: float, on: str) -> str:
-    return f"prompt_{on}_{round_name(r)}" + (f"_ema{ema:g}".replace("0.", "") if ema else "")
+def prompt_name(r: int, rec: str, on: str) -> str:
+    return f"prompt_{on}_{round_name(r)}{RECIPES[rec][1]}"
 
 
-def prompt_run(args, runs: Path, data: dict, r: int, ema: float, on: str, tests: dict) -> dict:
+def prompt_run(args, runs: Path, data: dict, r: int, rec: str, on: str, tests: dict) -> dict:
     """Stage 4: round ``r``'s distilled student prompt-trained on ``on``'s train split alone (BUSI, or PH2 fold 0),
     scored in-domain and on the other set (cross-domain)."""
     ds = data["busi"] if on == "busi" else load_dataset("ph2", 256)
     if args.smoke:
         ds.train, ds.val = _subset(ds.train, 8), _subset(ds.val, 4)
     c = SamTrainConfig(model=STUDENT, datasets=(on,), img_size=256, epochs=1 if args.smoke else args.prompt_epochs,
-                       batch_size=8, lr=2e-4, ema=ema, init=str(runs / round_name(r) / "best.safetensors"),
-                       threads=args.threads, out_dir=str(runs), name=prompt_name(r, ema, on), progress=False)
+                       batch_size=8, lr=2e-4, init=str(runs / round_name(r) / "best.safetensors"),
+                       threads=args.threads, out_dir=str(runs), name=prompt_name(r, rec, on), progress=False,
+                       **RECIPES[rec][0])
     done = c.run_dir() / "results.json"
     train = json.loads(done.read_text()) if done.is_file() else train_sam(c, {on: ds})
     sets_ = ("busi", "ph2_all") if on == "busi" else ("ph2", "busi")
-    return {"train": train, "scores": scores(c.run_dir(), tests, runs, f"{on}_only", r, sets_, ema)}
+    return {"train": train, "scores": scores(c.run_dir(), tests, runs, f"{on}_only", r, sets_, rec)}
 
 
 def cost(run: Path, runs: Path) -> dict:
@@ -157,11 +167,11 @@ def cost(run: Path, runs: Path) -> dict:
     return out
 
 
-def scores(run: Path, tests: dict, runs: Path, key: str, r: int, sets_: tuple, ema: float = 0.0) -> dict:
+def scores(run: Path, tests: dict, runs: Path, key: str, r: int, sets_: tuple, rec: str = "plain") -> dict:
     """Box / point scores of the model of ``run`` on ``sets_`` (``litesam_distill.evaluate``: cached under
-    ``runs/eval/<round>_<key>[_ema]:<set>.json``)."""
+    ``runs/eval/<round>_<key>[_<recipe>]:<set>.json``)."""
     model = load_model(run)[0]
-    tag = f"{round_name(r)}_{key}" + (f"_ema{ema:g}" if ema else "")
+    tag = f"{round_name(r)}_{key}{RECIPES[rec][2]}"
     with torch.no_grad():
         return {k: evaluate(model, tests[k], runs, f"{tag}:{k}") for k in sets_}
 
@@ -223,8 +233,8 @@ def _round(r: int) -> str:
     return "round 1" if r == 1 else f"round {r} (continues round {r - 1})"
 
 
-def _recipe(r: int, ema: float) -> str:
-    return f"{_round(r)}, " + (f"EMA {ema:g}" if ema else "no EMA")
+def _recipe(r: int, rec: str) -> str:
+    return f"{_round(r)}, {RECIPES[rec][3]}"
 
 
 def prompt_rows(zs: dict, ref: dict) -> list[str]:
@@ -238,9 +248,10 @@ def prompt_rows(zs: dict, ref: dict) -> list[str]:
             f"{zs['prompt_min']:.0f} min in this run, 0 when it had finished); box DSC. Trained on BUSI:",
             "", "| model | best val Dice (BUSI, 45) | BUSI test (in-domain) | PH2, all 100 (cross-domain) |",
             "|---|---|---|---|"]
-    for (r, ema), p in zs["prompt"].items():
-        mark = " **(chosen on validation)**" if (r, ema) == zs["chosen"] else ""
-        rows.append(f"| {STUDENT}, {_recipe(r, ema)}{mark} | {p['train']['best_val_dice']:.3f} | "
+    for (r, rec), p in [*zs["prompt"].items(), *zs["extra"].items()]:
+        mark = (" **(chosen on validation)**" if (r, rec) == zs["chosen"] else
+                " (an earlier command's run; not selected from)" if (r, rec) in zs["extra"] else "")
+        rows.append(f"| {STUDENT}, {_recipe(r, rec)}{mark} | {p['train']['best_val_dice']:.3f} | "
                     f"{_c(p['scores']['busi']['box']['dsc'])} | {_c(p['scores']['ph2_all']['box']['dsc'])} |")
     rows += [f"| litesam_swin_xs_md8, same recipe (`results/litesam_distill.json`, busi_only) | – | "
              f"{_c(md8['busi']['box']['dsc'])} | {_c(md8['ph2_all']['box']['dsc'])} |",
@@ -248,11 +259,11 @@ def prompt_rows(zs: dict, ref: dict) -> list[str]:
              f"{_c(teacher['ph2_all']['box']['dsc'])} |",
              f"| the ellipse inscribed in the box | – | {_c(refs['busi']['box ellipse']['dsc'])} | "
              f"{_c(refs['ph2_all']['box ellipse']['dsc'])} |", ""]
-    p, (r, ema) = zs["ph2_only"], zs["chosen"]
-    rows += [f"The chosen recipe ({_recipe(r, ema)}) trained on PH2 fold 0's train split alone "
+    p, (r, rec) = zs["ph2_only"], zs["chosen"]
+    rows += [f"The chosen recipe ({_recipe(r, rec)}) trained on PH2 fold 0's train split alone "
              f"({p['train']['steps']} steps, best validation Dice {p['train']['best_val_dice']:.3f}):", "",
              "| model | PH2 fold-0 test, 20 (in-domain) | BUSI test (cross-domain) |", "|---|---|---|",
-             f"| {STUDENT}, {_recipe(r, ema)} | {_c(p['scores']['ph2']['box']['dsc'])} | "
+             f"| {STUDENT}, {_recipe(r, rec)} | {_c(p['scores']['ph2']['box']['dsc'])} | "
              f"{_c(p['scores']['busi']['box']['dsc'])} |",
              f"| LiteMedSAM zero-shot | {_c(teacher['ph2']['box']['dsc'])} | {_c(teacher['busi']['box']['dsc'])} |",
              f"| the ellipse inscribed in the box | {_c(refs['ph2']['box ellipse']['dsc'])} | "

@@ -59,6 +59,8 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")
 JsonOut = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
 Ema = Annotated[float, typer.Option(metavar="DECAY", help="Validate and keep a moving average of the weights "
                                     "(e.g. 0.998; 0 = off).")]
+EncoderLrMult = Annotated[float, typer.Option(metavar="MULT", help="Learning rate of the (image) encoder = --lr x "
+                                              "this (0.1 suits a pretrained or distilled encoder).")]
 
 
 def print_json(obj) -> None:

@@ -16,6 +16,7 @@ import typer
 
 from medlite.cli.common import (
     Ema,
+    EncoderLrMult,
     JsonOut,
     Threads,
     Verbose,
@@ -100,6 +101,7 @@ def train(
     name: Annotated[str, typer.Option(hidden=True, help="Run folder name (older spelling).")] = "",
     seed: Annotated[int, typer.Option(help="Seed for init, prompts, order and augmentation.")] = 0,
     ema: Ema = 0.0,
+    encoder_lr_mult: EncoderLrMult = 1.0,
     model_opt: Annotated[list[str] | None, typer.Option(metavar="KEY=VALUE",
                                                         help="LiteSAMConfig option (repeatable).")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
@@ -128,7 +130,7 @@ def train(
                          distill_grid=parse_choices(distill_grid, ("teacher", "student"), "--distill-grid")[0],
                          distill_weight=distill_weight, pseudo_boxes=pseudo_boxes,
                          time_budget_s=time_budget or None, threads=threads, out_dir=out_dir, name=name or None,
-                         seed=seed, ema=ema)
+                         seed=seed, ema=ema, encoder_lr_mult=encoder_lr_mult)
     res = train_sam(cfg)
     if not res:  # a torchrun rank other than 0: rank 0 reports
         return

@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from medlite.cli.common import (
     Ema,
+    EncoderLrMult,
     JsonOut,
     Threads,
     Verbose,
@@ -57,8 +58,7 @@ def train(
     encoder_init: Annotated[str, typer.Option(help="Checkpoint whose EfficientNet-Lite0 encoder starts the "
                                                    "model's (lite0 models; e.g. a litesam_lite0_md8 run "
                                                    "distilled from LiteMedSAM); replaces --pretrained.")] = "",
-    encoder_lr_mult: Annotated[float, typer.Option(help="Learning rate of the encoder = --lr x this (0.1 suits a "
-                                                        "pretrained encoder).")] = 1.0,
+    encoder_lr_mult: EncoderLrMult = 1.0,
     augment: Annotated[str, typer.Option(help="Augmentation level: none, photometric, light, strong.")] = "strong",
     fold: Annotated[int, typer.Option(help="Cross-validation fold (PH2 / folders without lists).")] = 0,
     folds: Annotated[int, typer.Option(help="Number of folds for folders; 0 = random 80/20.")] = 5,

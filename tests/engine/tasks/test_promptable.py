@@ -103,6 +103,26 @@ def test_distillation_from_a_teacher_checkpoint(tmp_path, blob_folder):
     assert res["steps"] >= 1 and np.isfinite(res["history"][0]["loss"])
 
 
+def test_encoder_lr_mult_gives_the_image_encoder_a_fraction_of_the_rate(tmp_path, blob_folder):
+    import medlite
+
+    spec = f"folder:{blob_folder}"
+    cfg = SamTrainConfig(model="litesam_swin_xs", model_kwargs=TINY, datasets=(spec,), img_size=64, epochs=1,
+                         batch_size=4, warmup_steps=0, lr=1e-3, encoder_lr_mult=0.1, out_dir=str(tmp_path),
+                         progress=False)
+    train_sam(cfg, {spec: load_dataset(spec, 64)})
+    _, meta, _ = read_checkpoint(cfg.run_dir() / "last.safetensors")
+    groups = meta["optimizer"]["param_groups"]
+    enc = [g for g in groups if g.get("lr_mult") == 0.1]
+    rest = [g for g in groups if g.get("lr_mult", 1.0) == 1.0]
+    assert enc and rest and groups[0] in rest  # metrics.csv logs groups[0]: the schedule's own rate
+    assert groups[0]["lr"] > 0 and all(g["lr"] == pytest.approx(0.1 * groups[0]["lr"], rel=1e-9) for g in enc)
+    model = medlite.create_model("litesam_swin_xs", num_classes=1, img_size=64, **TINY)
+    n_enc = sum(1 for n, _ in model.named_parameters() if n.startswith("image_encoder."))
+    assert sum(len(g["params"]) for g in enc) == n_enc > 0
+    assert sum(len(g["params"]) for g in rest) == len(list(model.parameters())) - n_enc
+
+
 def test_time_budget_sizes_the_schedule(tmp_path, blob_folder):
     spec = f"folder:{blob_folder}"
     cfg = SamTrainConfig(model="litesam_swin_xs", model_kwargs=TINY, datasets=(spec,), img_size=64, epochs=1,

@@ -79,6 +79,8 @@ class SamTrainConfig:
     time_budget_s: float | None = None  # if set: fit the schedule to this many seconds (steps estimated)
     grad_clip: float = 1.0  # max gradient norm (model + distillation adapter); 0 disables
     ema: float = 0.0  # > 0: validate and keep a moving average of the weights with this decay (e.g. 0.998)
+    encoder_lr_mult: float = 1.0  # image encoder's LR = lr x this (e.g. 0.1: the prompt stage adapts the head
+    # more than a distilled encoder); != 1 also exempts biases and norms from weight decay (decay groups)
     threads: int = 1  # torch CPU threads
     device: str = "auto"  # "auto" (a GPU if there is one), "cpu", "cuda", "cuda:1"
     progress: bool = True  # progress bars
@@ -314,8 +316,12 @@ class PromptableTask(Task):
         return total
 
     def optimizer(self) -> torch.optim.Optimizer:
-        return schedule.build_optimizer(self.trainable, "adamw", self.cfg.lr, self.cfg.weight_decay,
-                                        decay_groups=False, fused=False)
+        mult = self.cfg.encoder_lr_mult
+        if mult == 1.0:
+            return schedule.build_optimizer(self.trainable, "adamw", self.cfg.lr, self.cfg.weight_decay,
+                                            decay_groups=False, fused=False)
+        return schedule.build_optimizer(self.trainable, "adamw", self.cfg.lr, self.cfg.weight_decay, fused=False,
+                                        lr_mults={"model.image_encoder.": mult})
 
     def lr(self, step: int, total_steps: int) -> float:
         warmup = min(self.cfg.warmup_steps, total_steps // 5)  # short (time-budgeted) runs: a fifth of the steps
