@@ -221,9 +221,10 @@ def write(args, data: dict, rounds: list, baseline: float, cache_min: float, wal
         *prompt_rows(zs, ref),
         *target_rows(zs, ref),
         *(cost_rows(zs["cost"]) if "cost" in zs else []),
-        f"The distilled encoder is `{Path(args.runs).name}/{RUN}/best.safetensors` (round 1); `segmentation.py "
-        "--set encoder_init=...` starts `medlitenet_lite0_s4` / `unet_lite0` from it "
-        "(`results/segmentation_medsam.md`).",
+        f"The distilled encoders are `{Path(args.runs).name}/{round_name(1)}/best.safetensors` (round 1) and "
+        f"`{Path(args.runs).name}/{round_name(len(rounds))}/best.safetensors` (round {len(rounds)}); "
+        "`segmentation.py --set encoder_init=...` starts `medlitenet_lite0_s4` / `unet_lite0` from them "
+        "(`results/segmentation_medsam.md`: round 1, `results/segmentation_medsam_x3.md`: round 3).",
     ]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
