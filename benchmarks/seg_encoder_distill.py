@@ -107,7 +107,11 @@ def main() -> None:
         done = cfg.run_dir() / "results.json"
         rounds.append(json.loads(done.read_text()) if done.is_file() else train_sam(cfg, data))
     wall = (time.time() - t0) / 60
-    tests = test_sets({"busi": data["busi"], "ph2": load_dataset("ph2", 256)})
+    ph2 = load_dataset("ph2", 256)  # never distilled on: stage 4's second set and a test set
+    if args.smoke:
+        ph2.train, ph2.val = _subset(ph2.train, 8), _subset(ph2.val, 4)
+    prompt_sets = {"busi": data["busi"], "ph2": ph2}
+    tests = test_sets(prompt_sets)
     tests = {k: _subset(tests[k], 4) if args.smoke else tests[k] for k in ("busi", "ph2", "ph2_all")}
     zs = {"zeroshot": {r: scores(runs / round_name(r), tests, runs, "zeroshot", r, ("busi", "ph2_all"))
                        for r in range(1, args.rounds + 1)}, "prompt": {}}
@@ -115,14 +119,14 @@ def main() -> None:
         t0 = time.time()
         for r in range(1, args.rounds + 1):
             for rec in args.prompt_recipes if r == args.rounds else ["plain"]:
-                zs["prompt"][r, rec] = prompt_run(args, runs, data, r, rec, "busi", tests)
+                zs["prompt"][r, rec] = prompt_run(args, runs, prompt_sets, r, rec, "busi", tests)
         # the recipe and round with the best BUSI validation Dice is the one trained on PH2 fold 0 alone too
         zs["chosen"] = max(zs["prompt"], key=lambda k: zs["prompt"][k]["train"]["best_val_dice"])
         # runs of other recipes from earlier rounds that an earlier command left: reported, not selected from
-        zs["extra"] = {(r, rec): prompt_run(args, runs, data, r, rec, "busi", tests)
+        zs["extra"] = {(r, rec): prompt_run(args, runs, prompt_sets, r, rec, "busi", tests)
                        for r in range(1, args.rounds) for rec in RECIPES if rec != "plain"
                        and (runs / prompt_name(r, rec, "busi") / "results.json").is_file()}
-        zs["ph2_only"] = prompt_run(args, runs, data, *zs["chosen"], "ph2", tests)
+        zs["ph2_only"] = prompt_run(args, runs, prompt_sets, *zs["chosen"], "ph2", tests)
         zs["prompt_min"] = (time.time() - t0) / 60
         zs["cost"] = cost(runs / prompt_name(1, "plain", "busi"), runs)
     baseline = channel_mean_mse(cache / f"{TEACHER}-256", data, runs)["32"]
@@ -139,17 +143,14 @@ def prompt_name(r: int, rec: str, on: str) -> str:
 
 
 def prompt_run(args, runs: Path, data: dict, r: int, rec: str, on: str, tests: dict) -> dict:
-    """Stage 4: round ``r``'s distilled student prompt-trained on ``on``'s train split alone (BUSI, or PH2 fold 0),
-    scored in-domain and on the other set (cross-domain)."""
-    ds = data["busi"] if on == "busi" else load_dataset("ph2", 256)
-    if args.smoke:
-        ds.train, ds.val = _subset(ds.train, 8), _subset(ds.val, 4)
+    """Stage 4: round ``r``'s distilled student prompt-trained on ``data[on]``'s train split alone (BUSI, or PH2
+    fold 0), scored in-domain and on the other set (cross-domain)."""
     c = SamTrainConfig(model=STUDENT, datasets=(on,), img_size=256, epochs=1 if args.smoke else args.prompt_epochs,
                        batch_size=8, lr=2e-4, init=str(runs / round_name(r) / "best.safetensors"),
                        threads=args.threads, out_dir=str(runs), name=prompt_name(r, rec, on), progress=False,
                        **RECIPES[rec][0])
     done = c.run_dir() / "results.json"
-    train = json.loads(done.read_text()) if done.is_file() else train_sam(c, {on: ds})
+    train = json.loads(done.read_text()) if done.is_file() else train_sam(c, {on: data[on]})
     sets_ = ("busi", "ph2_all") if on == "busi" else ("ph2", "busi")
     return {"train": train, "scores": scores(c.run_dir(), tests, runs, f"{on}_only", r, sets_, rec)}
 

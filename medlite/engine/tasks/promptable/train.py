@@ -316,12 +316,9 @@ class PromptableTask(Task):
         return total
 
     def optimizer(self) -> torch.optim.Optimizer:
-        mult = self.cfg.encoder_lr_mult
-        if mult == 1.0:
-            return schedule.build_optimizer(self.trainable, "adamw", self.cfg.lr, self.cfg.weight_decay,
-                                            decay_groups=False, fused=False)
-        return schedule.build_optimizer(self.trainable, "adamw", self.cfg.lr, self.cfg.weight_decay, fused=False,
-                                        lr_mults={"model.image_encoder.": mult})
+        mults = {"model.image_encoder.": self.cfg.encoder_lr_mult} if self.cfg.encoder_lr_mult != 1.0 else None
+        return schedule.build_optimizer(self.trainable, "adamw", self.cfg.lr, self.cfg.weight_decay,
+                                        decay_groups=mults is not None, fused=False, lr_mults=mults)
 
     def lr(self, step: int, total_steps: int) -> float:
         warmup = min(self.cfg.warmup_steps, total_steps // 5)  # short (time-budgeted) runs: a fifth of the steps
