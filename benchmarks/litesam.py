@@ -194,7 +194,8 @@ def write(args, train: dict, ev: dict, wall: dict, eff: dict, data: dict, refs: 
         f"batch {c['batch_size']}, 256 px letterbox (longest side + pad), min-max normalisation, "
         f"augmentation '{c['augment']}', prompts per step box/points/scribble with p = {c['prompt_probs']}, box "
         f"jitter ±{c['box_jitter']} px; loss Dice + BCE + {c['iou_weight']} x MSE(IoU head); no distillation "
-        "(no larger pretrained teacher is available offline); torch 1 thread.",
+        "(the LiteSAMs distilled from the real LiteMedSAM are measured by `litesam_distill.py` and "
+        "`seg_encoder_distill.py`: results/litesam_distill.md, results/seg_encoder_distill.md); torch 1 thread.",
         f"- {LITESAM}: {c['epochs']} epochs = {tl['steps']} steps in {tl['train_time_s'] / 60:.1f} min; best "
         f"val Dice {tl['best_val_dice']:.3f}.",
         f"- {BASELINE}: same recipe within the same wall-clock budget: {tb['steps']} steps "
@@ -259,7 +260,7 @@ def notes(args, train: dict, eff: dict, ev: dict) -> list[str]:
         end = datetime.fromtimestamp(max(ends), UTC).strftime("%H:%M UTC")
         when = f" The stages ran from about {start} to {end}; the date above is when this file was written."
     pub = eff.get("litemedsam", {}).get("macs", {}).get("encoder")
-    longer = " A distilled encoder, not possible offline here, is the obvious next lever."
+    longer = " A distilled encoder is the next lever (results/litesam_distill.md)."
     extra = [m for m in ev if m not in (LITESAM, BASELINE)]
     if extra:
         m = extra[0]
@@ -267,8 +268,8 @@ def notes(args, train: dict, eff: dict, ev: dict) -> list[str]:
         pt = {d: ev[m][d]["point"]["dsc"]["mean"] - ev[LITESAM][d]["point"]["dsc"]["mean"] for d in DATASETS}
         longer = (f" Doubling the schedule ({m}) changed box DSC by {b['busi']:+.3f} (BUSI) / {b['ph2']:+.3f} (PH2) "
                   f"and point DSC by {pt['busi']:+.3f} / {pt['ph2']:+.3f}: more of the same training helps the "
-                  "point prompts, not the box margin on BUSI. A distilled encoder, not possible offline here, is "
-                  "the obvious next lever.")
+                  "point prompts, not the box margin on BUSI. A distilled encoder is the next lever "
+                  "(results/litesam_distill.md).")
     prev = Path(args.previous) / LITESAM / "results.json"
     tried = ""
     if prev.is_file():
