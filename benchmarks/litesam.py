@@ -11,7 +11,12 @@ safetensors files under --runs):
    checked), count parameters / MACs per part and time both graphs on 1 and 2 ONNX Runtime threads,
    all candidates interleaved;
 6. box-only references (the filled box, the inscribed ellipse; no model) on the same test cases;
-7. with ``--long-epochs N``: LiteSAM alone on an N-epoch schedule, as an extra row.
+7. with ``--long-epochs N``: LiteSAM alone on an N-epoch schedule, as an extra row;
+8. pretrained knowledge, scored on the same test cases without training here: the real LiteMedSAM zero-shot
+   (``medlite[sam]``) and the zoo's LiteSAMs distilled from it (prompt-trained on BUSI + PH2 fold-0 train,
+   ``litesam_distill.py``); their cross-domain rows (trained on one set, tested on the other) are quoted from
+   ``results/litesam_distill.json`` (same protocol and images); the distilled architectures are timed with
+   the others in stage 5.
 
     python benchmarks/litesam.py --epochs 12 --lr 8e-4 --long-epochs 24   # the committed results/litesam.md
     python benchmarks/litesam.py --epochs 1 --smoke  # minutes, for checking the script (runs/litesam_smoke/)
@@ -44,6 +49,12 @@ from medlite.registry import create_model
 LITESAM, BASELINE = "litesam_swin_xs", "litemedsam_xs"
 PUBLISHED = ("litesam_swin_t", "litemedsam")
 DATASETS = ("busi", "ph2")
+# stage 8: zoo entry -> row label (litemedsam: the real weights, zero-shot; the others distilled from it)
+PRETRAINED = {"litemedsam": "LiteMedSAM (real, pretrained; zero-shot)",
+              "litesam_swin_xs_distilled": "LiteSAM xs-md distilled (zoo `litesam_swin_xs_distilled`)",
+              "litesam_swin_xs_md8_distilled": "LiteSAM xs-md8 distilled (zoo `litesam_swin_xs_md8_distilled`)"}
+DISTILLED = ("litesam_swin_xs_md", "litesam_swin_xs_md8")  # their architectures, timed in stage 5
+SHIPPED = "litesam_swin_xs_md8_distilled"  # the distilled row the issue's targets are checked on
 
 
 def _json(path: Path, fn, fresh=lambda cached: True):
@@ -75,8 +86,9 @@ def load_data(smoke: bool) -> dict:
     return data
 
 
-def evaluate(run: Path, data: dict) -> dict:
-    model, _ = load_model(run / "best.safetensors")
+def evaluate(run: Path | torch.nn.Module, data: dict) -> dict:
+    """Box and point scores on both test sets of a run folder's best checkpoint, or of a model."""
+    model = run if isinstance(run, torch.nn.Module) else load_model(run / "best.safetensors")[0]
     out = {}
     for d in DATASETS:
         res = evaluate_sam(model, data[d].test, prompts=("box", "point"))
@@ -206,7 +218,8 @@ def write(args, train: dict, ev: dict, wall: dict, eff: dict, data: dict, refs: 
           f"in {train[m]['train_time_s'] / 60:.1f} min; best val Dice {train[m]['best_val_dice']:.3f} (not part of "
           "the equal-budget comparison)." for m in train if m not in (LITESAM, BASELINE)],
         "- The published-size variants (litesam_swin_t, litemedsam) are not trained here; they appear in the "
-        "efficiency table only (latency does not depend on the weights).", "",
+        "efficiency table (latency does not depend on the weights), and LiteMedSAM with its published weights "
+        "is scored in the last section, beside the LiteSAMs distilled from it.", "",
         "## Accuracy (held-out test sets)", "",
         "| model | BUSI box DSC | BUSI box NSD chall. | BUSI box NSD bound. | BUSI point DSC | BUSI point NSD chall. "
         "| PH2 box DSC | PH2 box NSD chall. | PH2 box NSD bound. | PH2 point DSC | PH2 point NSD chall. |",
@@ -318,6 +331,57 @@ def notes(args, train: dict, eff: dict, ev: dict) -> list[str]:
     ]
 
 
+def pretrained_section(pre: dict, eff: dict, refs: dict) -> list[str]:
+    """Stage 8: the real LiteMedSAM and the distilled LiteSAMs on the same test cases, the cross-domain rows
+    quoted from ``results/litesam_distill.json``, and the issue's targets for the shipped distilled model."""
+    lines = ["", "## Pretrained knowledge: the real LiteMedSAM and LiteSAMs distilled from it", "",
+             "Scored here on the same test cases and protocol as the rows above, nothing trained by this script: "
+             "LiteMedSAM with its published weights (zero-shot: it never saw BUSI or PH2), and the model zoo's "
+             "LiteSAMs, whose encoders were distilled from LiteMedSAM and then prompt-trained on BUSI + PH2 fold-0 "
+             "train (`litesam_distill.py`; the zoo cards name their data). In-domain:", "",
+             "| model | BUSI box DSC | BUSI box NSD chall. | BUSI point DSC | PH2 f0 box DSC | PH2 f0 box NSD chall. "
+             "| PH2 f0 point DSC |", "|---|---|---|---|---|---|---|"]
+    for k, label in PRETRAINED.items():
+        lines.append(f"| {label} | " + " | ".join(
+            f"{_ms(pre[k][d]['box']['dsc'])} | {_ms(pre[k][d]['box']['nsd'])} | {_ms(pre[k][d]['point']['dsc'])}"
+            for d in DATASETS) + " |")
+    for ref in ("box ellipse", "box fill"):
+        lines.append(f"| reference: {ref} (no model) | " + " | ".join(
+            f"{_ms(refs[d][ref]['dsc'])} | {_ms(refs[d][ref]['nsd'])} | –" for d in DATASETS) + " |")
+    q = json.loads((RESULTS / "litesam_distill.json").read_text())
+    e, qr = q["eval"], q["references"]
+    lines += ["", "Cross-domain, quoted from `results/litesam_distill.json` (same protocol; xs-md8 is the zoo model's "
+              "recipe with its 2x-longer distillation, prompt-trained on one set only; PH2 'all' = the 100 "
+              "dev images, none seen by the BUSI-only model):", "",
+              "| model | trained on | tested on | box DSC | box NSD chall. | ellipse DSC | LiteMedSAM zero-shot |",
+              "|---|---|---|---|---|---|---|"]
+    for key, on, test, label in (("md8x2:busi_only", "BUSI", "ph2_all", "PH2 all"),
+                                 ("md8x2:ph2_only", "PH2 f0", "busi", "BUSI test"),
+                                 ("md8x2:zeroshot", "no masks (encoder distilled only)", "busi", "BUSI test"),
+                                 ("md8x2:zeroshot", "no masks (encoder distilled only)", "ph2_all", "PH2 all")):
+        r = e[key][test]["box"]
+        lines.append(f"| LiteSAM xs-md8 distilled | {on} | {label} | {_ms(r['dsc'])} | {_ms(r['nsd'])} | "
+                     f"{qr[test]['box ellipse']['dsc']['mean']:.3f} | "
+                     f"{e['litemedsam'][test]['box']['dsc']['mean']:.3f} |")
+    m, t = pre[SHIPPED], pre["litemedsam"]
+    lines += ["", f"Targets for the shipped distilled model (`{SHIPPED}`, in-domain, this run):", ""]
+    for d in DATASETS:
+        v, ell, lm = m[d]["box"]["dsc"]["mean"], refs[d]["box ellipse"]["dsc"]["mean"], t[d]["box"]["dsc"]["mean"]
+        lines += [f"- {d.upper()}: box DSC {v:.3f} vs the inscribed ellipse + 0.03 = {ell + 0.03:.3f} "
+                  f"({'met' if v >= ell + 0.03 else f'missed by {ell + 0.03 - v:.3f}'}); vs 0.97x LiteMedSAM "
+                  f"= {0.97 * lm:.3f} ({'met' if v >= 0.97 * lm else 'missed'}); vs LiteMedSAM zero-shot "
+                  f"{lm:.3f}: {v - lm:+.3f} ({'beats it' if v > lm else 'does not beat it'})."]
+    a, b = (eff[k]["latency_ms"]["encoder"]["1"]["median"] for k in ("litesam_swin_xs_md8", "litemedsam"))
+    dec = eff["litesam_swin_xs_md8"]["latency_ms"]["decoder"]["1"]["median"]
+    lines += [f"- Encoder {b / a:.1f}x faster than LiteMedSAM's (1 thread, same run; target >= 5x: "
+              f"{'met' if b / a >= 5 else 'missed'}); a prompt from the cached embedding {dec:.1f} ms (target "
+              f"< 10 ms: {'met' if dec < 10 else 'missed'}; the xs-md zoo model: "
+              f"{eff['litesam_swin_xs_md']['latency_ms']['decoder']['1']['median']:.1f} ms).",
+              "- The Lite0-encoder LiteSAM and the cross-domain recipes: `results/seg_encoder_distill.md`; every "
+              "distilled variant and its targets: `results/litesam_distill.md`."]
+    return lines
+
+
 def targets(ev: dict, eff: dict, refs: dict) -> list[str]:
     out = ["## Targets", ""]
     for d, goal in (("ph2", 0.90), ("busi", 0.85)):
@@ -386,11 +450,15 @@ def main() -> None:
         m: wall_time(runs / m, data["busi"].test, a.wall_images) for m in (LITESAM, BASELINE)})
     def _models() -> dict:
         models = {m: load_model(runs / m / "best.safetensors")[0] for m in (LITESAM, BASELINE)}
-        return {**models, **{m: create_model(m, num_classes=1) for m in PUBLISHED}}
+        return {**models, **{m: create_model(m, num_classes=1) for m in (*PUBLISHED, *DISTILLED)}}
 
     eff = _json(runs / "efficiency.json", lambda: efficiency(_models(), runs / "onnx", [1, 2], a.repeats))
     refs = _json(runs / "box_references.json", lambda: box_references(data), _has_both_nsd)
-    lines = write(a, train, ev, wall, eff, data, refs)
+    from medlite import zoo
+
+    pre = {k: _json(runs / f"eval_{k}.json", lambda k=k: evaluate(zoo.load(k)[0], data), _has_both_nsd)
+           for k in PRETRAINED}
+    lines = write(a, train, ev, wall, eff, data, refs) + pretrained_section(pre, eff, refs)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
