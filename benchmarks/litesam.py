@@ -192,7 +192,8 @@ def write(args, train: dict, ev: dict, wall: dict, eff: dict, data: dict, refs: 
     n_train = {d: len(data[d].train) for d in DATASETS}
     n_test = {d: len(data[d].test) for d in DATASETS}
     lines += [
-        "Both models are trained **from scratch** (no pretrained weights can be downloaded here) on BUSI "
+        "Both models are trained **from scratch** (the equal-budget comparison; the real LiteMedSAM and the "
+        "LiteSAMs distilled from it are in the last section) on BUSI "
         f"(split list 1: {n_train['busi']} train cases) + PH2 (fold 0: {n_train['ph2']} train cases), "
         f"validation carved from train for checkpoint selection, and evaluated on the BUSI test list "
         f"({n_test['busi']} images) and the PH2 fold-0 test fold ({n_test['ph2']} images) at the original image "

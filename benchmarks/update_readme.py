@@ -32,7 +32,7 @@ def excerpt(name: str) -> str:
     targets = []
     for i, ln in enumerate(lines):
         # the targets, and the extra experiments whose tables a reader of the README should see
-        if ln == "## Targets" or ln.startswith(("## What was tried", "## Ablation")):
+        if ln == "## Targets" or ln.startswith(("## What was tried", "## Ablation", "## Pretrained knowledge")):
             body = []
             for nxt in lines[i + 1 :]:
                 if nxt.startswith("## "):
@@ -40,7 +40,15 @@ def excerpt(name: str) -> str:
                 body.append(nxt)
             if ln != "## Targets":
                 targets += [f"*{ln[3:]}*", ""]
-            targets += [b for b in body if b.startswith(("|", "- "))] + [""]
+            kept: list[str] = []  # table rows and list items; one blank line where prose was, so tables stay apart
+            for b in body:
+                if b.startswith(("|", "- ")):
+                    if kept and kept[-1] == "<gap>":
+                        kept[-1] = ""
+                    kept.append(b)
+                elif kept and kept[-1] != "<gap>":
+                    kept.append("<gap>")
+            targets += [b for b in kept if b != "<gap>"] + [""]
     meta = [ln for ln in lines if ln.startswith("- date:") or ln.startswith("- machine:")]
     out = [f"**{title}** ([full results](benchmarks/results/{name}.md))", "", *table, ""]
     if targets:
