@@ -158,14 +158,13 @@ def prompt_run(args, runs: Path, data: dict, r: int, rec: str, on: str, tests: d
     fold 0), scored in-domain and on the other set (cross-domain)."""
     base = dict(model=STUDENT, img_size=256, batch_size=8, lr=2e-4, threads=args.threads, out_dir=str(runs),
                 progress=False, **RECIPES[rec][0])
-    init, joint = str(runs / round_name(r) / "best.safetensors"), None
+    init, joint, (epochs, lr) = str(runs / round_name(r) / "best.safetensors"), None, (args.prompt_epochs, 2e-4)
     if rec.startswith("sets"):  # first the ground truth of ``on`` and of the folder sets together, then ``on``
         c = SamTrainConfig(**base, datasets=(on, *(k for k in data if k.startswith("folder:"))), init=init,
                            epochs=1 if args.smoke else args.prompt_epochs,
                            name=f"prompt_{on}{RECIPES[rec][1][1:]}_{round_name(r)}")
         joint = _trained(c, data)
-        init = str(c.run_dir() / "best.safetensors")
-    epochs, lr = SETS_FINETUNE if rec.startswith("sets") else (args.prompt_epochs, 2e-4)
+        init, (epochs, lr) = str(c.run_dir() / "best.safetensors"), SETS_FINETUNE
     c = SamTrainConfig(**{**base, "lr": lr}, datasets=(on,), epochs=1 if args.smoke else epochs, init=init,
                        name=prompt_name(r, rec, on))
     train = _trained(c, data)
@@ -289,7 +288,7 @@ def prompt_rows(zs: dict, ref: dict) -> list[str]:
              f"{_c(teacher['ph2_all']['box']['dsc'])} |",
              f"| the ellipse inscribed in the box | – | {_c(refs['busi']['box ellipse']['dsc'])} | "
              f"{_c(refs['ph2_all']['box ellipse']['dsc'])} |", ""]
-    p, (r, rec) = zs["ph2_only"], zs["chosen"]
+    p, (r, rec), last = zs["ph2_only"], zs["chosen"], max(zs["zeroshot"])
     joint = (f"{p['train']['joint']['steps']} steps on PH2 fold 0 and the three folder sets together, then "
              if "joint" in p["train"] else "")
     rows += [f"The chosen recipe ({_recipe(r, rec)}) applied to PH2 fold 0's train split instead of BUSI's "
@@ -298,10 +297,10 @@ def prompt_rows(zs: dict, ref: dict) -> list[str]:
              "| model | PH2 fold-0 test, 20 (in-domain) | BUSI test (cross-domain) |", "|---|---|---|",
              f"| {STUDENT}, {_recipe(r, rec)} **(chosen on BUSI validation)** | "
              f"{_c(p['scores']['ph2']['box']['dsc'])} | {_c(p['scores']['busi']['box']['dsc'])} |",
-             *(f"| {STUDENT}, {_recipe(zs_r, x)} (not selected; PH2 validation Dice "
+             *(f"| {STUDENT}, {_recipe(last, x)} (not selected; PH2 validation Dice "
                f"{q['train']['best_val_dice']:.3f}, the chosen run's {p['train']['best_val_dice']:.3f}) | "
                f"{_c(q['scores']['ph2']['box']['dsc'])} | {_c(q['scores']['busi']['box']['dsc'])} |"
-               for zs_r in [max(zs["zeroshot"])] for x, q in zs.get("ph2_extra", {}).items()),
+               for x, q in zs.get("ph2_extra", {}).items()),
              f"| LiteMedSAM zero-shot | {_c(teacher['ph2']['box']['dsc'])} | {_c(teacher['busi']['box']['dsc'])} |",
              f"| the ellipse inscribed in the box | {_c(refs['ph2']['box ellipse']['dsc'])} | "
              f"{_c(refs['busi']['box ellipse']['dsc'])} |", ""]

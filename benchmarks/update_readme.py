@@ -40,15 +40,12 @@ def excerpt(name: str) -> str:
                 body.append(nxt)
             if ln != "## Targets":
                 targets += [f"*{ln[3:]}*", ""]
-            kept: list[str] = []  # table rows and list items; one blank line where prose was, so tables stay apart
+            kept, gap = [], False  # table rows and list items; one blank line where prose was: tables stay apart
             for b in body:
                 if b.startswith(("|", "- ")):
-                    if kept and kept[-1] == "<gap>":
-                        kept[-1] = ""
-                    kept.append(b)
-                elif kept and kept[-1] != "<gap>":
-                    kept.append("<gap>")
-            targets += [b for b in kept if b != "<gap>"] + [""]
+                    kept += [""] * (gap and bool(kept)) + [b]
+                gap = not b.startswith(("|", "- "))
+            targets += [*kept, ""]
     meta = [ln for ln in lines if ln.startswith("- date:") or ln.startswith("- machine:")]
     out = [f"**{title}** ([full results](benchmarks/results/{name}.md))", "", *table, ""]
     if targets:
