@@ -20,7 +20,10 @@ image / mask pairs), then fine-tuned for segmentation by ``segmentation.py --set
    of ``--prompt-recipes`` (``ema``: validate and keep an EMA of the weights, decay 0.998; ``enc``: the image
    encoder at 0.1x the learning rate, biases and norms without weight decay; ``sets``: first 12 epochs on the
    ground truth of BUSI and of the three folder sets together, then 8 epochs at the same LR on BUSI alone: more
-   images and modalities for the decoder, PH2 still unseen; ``setsenc``: ``sets`` with the encoder at 0.1x), then
+   images and modalities for the decoder, PH2 still unseen; ``setsenc``: ``sets`` with the encoder at 0.1x;
+   ``setspseudo``: ``setsenc`` whose joint stage also trains on LiteMedSAM's masks for 2 random boxes per
+   training image, the confident ones (output distillation: the teacher answers from its cached embedding,
+   ``--pseudo-boxes`` of ``medlite sam train``)), then
    scored on the BUSI test list (in-domain) and on all of PH2 (cross-domain: neither its masks nor its images
    were seen), beside ``litesam_swin_xs_md8``'s run of the same recipe (``busi_only``; its encoder
    distillation did see PH2 fold 0's train / val images). The round and recipe with the best BUSI validation
@@ -36,6 +39,8 @@ and validation images (the same train list), without their masks.
 
     python seg_encoder_distill.py --threads 2 --budget-s 1500
     python seg_encoder_distill.py --threads 1 --budget-s 1200 --rounds 3 --prompt-recipes plain ema enc
+    python seg_encoder_distill.py --threads 1 --budget-s 1200 --rounds 3 \
+        --prompt-recipes plain enc sets setsenc setspseudo
     python segmentation.py --models medlitenet_lite0_s4 unet_lite0 --datasets busi --ema 0.998 \\
         --set encoder_init=runs/enc_distill/distill_lite0/best.safetensors ...
 """
@@ -65,7 +70,10 @@ RECIPES = {"plain": ({}, "", "", "plain recipe"), "ema": ({"ema": 0.998}, "_ema9
            "enc": ({"encoder_lr_mult": 0.1}, "_enc01", "_enc0.1", "encoder at 0.1x LR"),
            "sets": ({}, "_sets", "_sets", "with HC18 + MoNuSeg + CXR lungs, then alone"),
            "setsenc": ({"encoder_lr_mult": 0.1}, "_setsenc01", "_sets_enc0.1",
-                       "with HC18 + MoNuSeg + CXR lungs, then alone, encoder at 0.1x LR")}
+                       "with HC18 + MoNuSeg + CXR lungs, then alone, encoder at 0.1x LR"),
+           "setspseudo": ({"encoder_lr_mult": 0.1}, "_setspseudo", "_sets_pseudo",
+                          "setsenc, plus LiteMedSAM's masks for random boxes in the joint stage")}
+PSEUDO_BOXES = 2  # the "setspseudo" recipe: random boxes per training image answered by LiteMedSAM (joint stage)
 SETS_FINETUNE = (8, 2e-4)  # the "sets" recipe's second run on the one set alone: epochs, peak LR (as
 # litesam_distill.py's fine-tuning of its all-sets models)
 
@@ -160,7 +168,13 @@ def prompt_run(args, runs: Path, data: dict, r: int, rec: str, on: str, tests: d
                 progress=False, **RECIPES[rec][0])
     init, joint, (epochs, lr) = str(runs / round_name(r) / "best.safetensors"), None, (args.prompt_epochs, 2e-4)
     if rec.startswith("sets"):  # first the ground truth of ``on`` and of the folder sets together, then ``on``
-        c = SamTrainConfig(**base, datasets=(on, *(k for k in data if k.startswith("folder:"))), init=init,
+        joint_sets = (on, *(k for k in data if k.startswith("folder:")))
+        pseudo = {}
+        if rec == "setspseudo":  # the teacher's masks for random boxes join the joint stage's cases (needs the
+            # teacher's embeddings of every joint set: PH2's are cached here, the distill stage left PH2 out)
+            cache = stage_cache(SimpleNamespace(runs=str(runs)), {k: data[k] for k in joint_sets})
+            pseudo = dict(teacher=TEACHER, teacher_cache=str(cache), distill_weight=0.0, pseudo_boxes=PSEUDO_BOXES)
+        c = SamTrainConfig(**base, **pseudo, datasets=joint_sets, init=init,
                            epochs=1 if args.smoke else args.prompt_epochs,
                            name=f"prompt_{on}{RECIPES[rec][1][1:]}_{round_name(r)}")
         joint = _trained(c, data)
@@ -274,7 +288,8 @@ def prompt_rows(zs: dict, ref: dict) -> list[str]:
     rows = [f"Prompt-trained on one set's train split (stage 4: {args_epochs(zs)} epochs, peak LR 2e-4, "
             "'light' augmentation, box / point / scribble prompts; the `sets` recipe first trains on that set and "
             f"HC18, MoNuSeg and CXR lungs together, then {n} epochs at peak LR {lr:g} on the set alone; "
-            f"{zs['prompt_min']:.0f} min in this run, 0 when it had finished); box DSC. Trained on BUSI:",
+            f"{_pseudo_note(zs)}{zs['prompt_min']:.0f} min in this run, 0 when it had finished); box DSC. "
+            "Trained on BUSI:",
             "", "| model | best val Dice (BUSI, 45) | BUSI test (in-domain) | PH2, all 100 (cross-domain) |",
             "|---|---|---|---|"]
     for (r, rec), p in [*zs["prompt"].items(), *zs["extra"].items()]:
@@ -305,6 +320,18 @@ def prompt_rows(zs: dict, ref: dict) -> list[str]:
              f"| the ellipse inscribed in the box | {_c(refs['ph2']['box ellipse']['dsc'])} | "
              f"{_c(refs['busi']['box ellipse']['dsc'])} |", ""]
     return rows
+
+
+def _pseudo_note(zs: dict) -> str:
+    """How many teacher-labelled cases the ``setspseudo`` recipe's joint stage trained on (BUSI run), if it ran."""
+    p = next((p for (_, rec), p in zs["prompt"].items() if rec == "setspseudo"), None)
+    if p is None:
+        return ""
+    j = p["train"]["joint"]
+    return (f"`setspseudo` adds to its joint stage's {j['train_cases'] - j['pseudo_cases']} ground-truth cases "
+            f"{j['pseudo_cases']} of LiteMedSAM's masks for {PSEUDO_BOXES} random boxes per training image, those "
+            "with predicted IoU >= 0.75 and stability >= 0.7 (output distillation; "
+            f"{j['steps']} joint steps); ")
 
 
 def args_epochs(zs: dict) -> int:

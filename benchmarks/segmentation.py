@@ -65,6 +65,25 @@ def _cfg(model: str, data: str, fold: int, args) -> SegTrainConfig:
                              **smoke})
 
 
+def encoder_init_label(path: str) -> str:
+    """What an ``encoder_init`` checkpoint of ``seg_encoder_distill.py`` had learnt, from its run's config: the
+    distilled encoder, or that encoder after a LiteSAM's box-prompt training on a set's masks."""
+    sets, run = [], Path(path).parent
+    while (run / "config.json").is_file():  # follow the chain of prompt-stage runs back to the distilled encoder
+        c = json.loads((run / "config.json").read_text())
+        if c.get("stage") != "prompt":
+            break
+        sets += [Path(d).name.upper() for d in c.get("datasets", []) if Path(d).name.upper() not in sets]
+        if not c.get("init"):
+            break
+        run = Path(c["init"]).parent
+    label = "ImageNet, then distilled from LiteMedSAM"
+    if sets:
+        label += (f", then prompt-trained as a LiteSAM on the {', '.join(sets)} train masks "
+                  f"(`{Path(path).parent.name}`)")
+    return label
+
+
 def overrides(args) -> dict:
     """``--set KEY=VALUE`` recipe changes (values as JSON, as the CLI's --model-opt), checked against
     SegTrainConfig's fields."""
@@ -191,7 +210,7 @@ def report(args, lat: dict | None) -> str:
             rows, res = _cases(m, data, folds, args.runs)
             name, init = LABELS.get(m, (m, ""))
             if "encoder_init" in overrides(args) and m in RECIPES:  # seg_encoder_distill.py's encoder
-                init = "ImageNet, then distilled from LiteMedSAM"
+                init = encoder_init_label(overrides(args)["encoder_init"])
             if not res:
                 p, macs = costs.setdefault(m, cost(m))
                 lines.append(f"| {data.upper()} | {name}: `{m}` | {init} | {p / 1e6:.2f} | {macs / 1e9:.2f} | "
@@ -364,7 +383,7 @@ def targets(summary, lat, args) -> list[str]:
             a, u = summary.get((m, data)), summary.get(("unet_lite0", data))
             if a and u:
                 ahead = a["dice"] - u["dice"]
-                enc = ("EfficientNet-Lite0 encoder (ImageNet, then distilled from LiteMedSAM)"
+                enc = (f"EfficientNet-Lite0 encoder ({encoder_init_label(overrides(args)['encoder_init'])})"
                        if "encoder_init" in overrides(args) else "ImageNet EfficientNet-Lite0 encoder")
                 out.append(f"- Same {enc} on {data.upper()}: MedLiteNet `{m}` "
                            f"{a['dice']:.3f} vs U-Net {u['dice']:.3f} ({'ahead' if ahead > 0 else 'behind'} by "
