@@ -72,7 +72,8 @@ RECIPES = {"plain": ({}, "", "", "plain recipe"), "ema": ({"ema": 0.998}, "_ema9
            "setsenc": ({"encoder_lr_mult": 0.1}, "_setsenc01", "_sets_enc0.1",
                        "with HC18 + MoNuSeg + CXR lungs, then alone, encoder at 0.1x LR"),
            "setspseudo": ({"encoder_lr_mult": 0.1}, "_setspseudo", "_sets_pseudo",
-                          "setsenc, plus LiteMedSAM's masks for random boxes in the joint stage")}
+                          "with HC18 + MoNuSeg + CXR lungs and LiteMedSAM's masks for random boxes, then alone, "
+                          "encoder at 0.1x LR")}
 PSEUDO_BOXES = 2  # the "setspseudo" recipe: random boxes per training image answered by LiteMedSAM (joint stage)
 SETS_FINETUNE = (8, 2e-4)  # the "sets" recipe's second run on the one set alone: epochs, peak LR (as
 # litesam_distill.py's fine-tuning of its all-sets models)
