@@ -73,7 +73,7 @@ def encoder_init_label(path: str) -> str:
         c = json.loads((run / "config.json").read_text())
         if c.get("stage") != "prompt":
             break
-        sets += [Path(d).name.upper() for d in c.get("datasets", []) if Path(d).name.upper() not in sets]
+        sets += [Path(d).name for d in c.get("datasets", []) if Path(d).name not in sets]
         if not c.get("init"):
             break
         run = Path(c["init"]).parent
