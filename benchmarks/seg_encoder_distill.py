@@ -39,7 +39,7 @@ and validation images (the same train list), without their masks.
 
     python seg_encoder_distill.py --threads 2 --budget-s 1500
     python seg_encoder_distill.py --threads 1 --budget-s 1200 --rounds 3 --prompt-recipes plain ema enc
-    python seg_encoder_distill.py --threads 1 --budget-s 1200 --rounds 3 \
+    python seg_encoder_distill.py --threads 1 --budget-s 1200 --rounds 3 \\
         --prompt-recipes plain enc sets setsenc setspseudo
     python segmentation.py --models medlitenet_lite0_s4 unet_lite0 --datasets busi --ema 0.998 \\
         --set encoder_init=runs/enc_distill/distill_lite0/best.safetensors ...
@@ -171,10 +171,9 @@ def prompt_run(args, runs: Path, data: dict, r: int, rec: str, on: str, tests: d
     if rec.startswith("sets"):  # first the ground truth of ``on`` and of the folder sets together, then ``on``
         joint_sets = (on, *(k for k in data if k.startswith("folder:")))
         pseudo = {}
-        if rec == "setspseudo":  # the teacher's masks for random boxes join the joint stage's cases (needs the
-            # teacher's embeddings of every joint set: PH2's are cached here, the distill stage left PH2 out)
-            cache = stage_cache(SimpleNamespace(runs=str(runs)), {k: data[k] for k in joint_sets})
-            pseudo = dict(teacher=TEACHER, teacher_cache=str(cache), distill_weight=0.0, pseudo_boxes=PSEUDO_BOXES)
+        if rec == "setspseudo":  # the teacher's masks for random boxes join the joint stage's cases
+            pseudo = dict(teacher=TEACHER, teacher_cache=str(runs / "teacher_cache"), distill_weight=0.0,
+                          pseudo_boxes=PSEUDO_BOXES)
         c = SamTrainConfig(**base, **pseudo, datasets=joint_sets, init=init,
                            epochs=1 if args.smoke else args.prompt_epochs,
                            name=f"prompt_{on}{RECIPES[rec][1][1:]}_{round_name(r)}")
@@ -192,7 +191,12 @@ def prompt_run(args, runs: Path, data: dict, r: int, rec: str, on: str, tests: d
 def _trained(c: SamTrainConfig, data: dict) -> dict:
     """The run record of ``c`` (trained now unless its folder holds a finished one)."""
     done = c.run_dir() / "results.json"
-    return json.loads(done.read_text()) if done.is_file() else train_sam(c, {k: data[k] for k in c.datasets})
+    if done.is_file():
+        return json.loads(done.read_text())
+    sets_ = {k: data[k] for k in c.datasets}
+    if c.pseudo_boxes:  # the teacher answers from its embeddings of every set (PH2's: the distill stage left it out)
+        stage_cache(SimpleNamespace(runs=str(Path(c.teacher_cache).parent)), sets_)
+    return train_sam(c, sets_)
 
 
 def cost(run: Path, runs: Path) -> dict:
@@ -336,7 +340,8 @@ def _pseudo_note(zs: dict) -> str:
 
 
 def args_epochs(zs: dict) -> int:
-    return zs["prompt"][1, "plain"]["train"]["epochs_run"]
+    p = next(iter(zs["prompt"].values()))["train"]
+    return p.get("joint", p)["epochs_run"]  # a "sets" recipe's first stage has the stage-4 epochs
 
 
 def target_rows(zs: dict, ref: dict) -> list[str]:

@@ -21,6 +21,7 @@ untrained copies of the same architectures (latency does not depend on weight va
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import tempfile
@@ -65,6 +66,7 @@ def _cfg(model: str, data: str, fold: int, args) -> SegTrainConfig:
                              **smoke})
 
 
+@functools.cache
 def encoder_init_label(path: str) -> str:
     """What an ``encoder_init`` checkpoint of ``seg_encoder_distill.py`` had learnt, from its run's config: the
     distilled encoder, or that encoder after a LiteSAM's box-prompt training on a set's masks."""
